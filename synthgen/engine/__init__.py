@@ -1,0 +1,1 @@
+"""Label sources, generation plan, scheduling, Zarr I/O, loaders and inference backends."""
