@@ -1,0 +1,297 @@
+"""Streaming PyTorch datasets over synthgen stores.
+
+Reads stay sequential: the sample order is shuffled by *blocks* (contiguous runs inside complete shards)
+and then within a window of a few blocks, never sample by sample across the store. Blocks are dealt out
+across distributed ranks and DataLoader workers so that every sample of an epoch is seen exactly once,
+and each epoch has a new order derived from ``SeedSequence([seed, epoch])``.
+
+Several stores mix at given ratios (``real.zarr:0.3,synth.zarr:0.7``): each yielded sample comes from
+store *j* with probability ``ratio_j``; a store that runs out within an epoch starts a fresh pass.
+
+Stores are opened lazily inside each worker (the zarrs codec pipeline is not fork-safe): use
+:func:`make_loader`, which starts workers with ``spawn``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+
+from synthgen.engine.store import StoreReader
+from synthgen.errors import ConfigError, SchemaError
+from synthgen.schemas.labels import LabelSchema, remap_table
+
+
+@dataclass(frozen=True)
+class StoreMix:
+    """One store of a mix and its share of the samples."""
+
+    url: str
+    ratio: float = 1.0
+
+    def __post_init__(self) -> None:
+        if not self.ratio > 0:
+            raise ConfigError(f"Expected a positive mixing ratio for {self.url}. Got {self.ratio} instead.")
+
+
+def parse_mix(text: str | Sequence[str | StoreMix]) -> tuple[StoreMix, ...]:
+    """``"a.zarr:0.3,b.zarr:0.7"`` or a list of URLs / :class:`StoreMix` -> normalised mix.
+
+    A ratio is the text after the last ``:`` when that text is a number, so ``s3://b/x.zarr`` needs none.
+    """
+    items = text.split(",") if isinstance(text, str) else list(text)
+    mix: list[StoreMix] = []
+    for item in items:
+        if isinstance(item, StoreMix):
+            mix.append(item)
+            continue
+        item = item.strip()
+        url, _, tail = item.rpartition(":")
+        try:
+            ratio = float(tail) if url and "/" not in tail else None
+        except ValueError:
+            ratio = None
+        mix.append(StoreMix(url, ratio) if ratio is not None else StoreMix(item))
+    if not mix or any(not m.url for m in mix):
+        raise ConfigError(f"Expected store URLs like 'real.zarr:0.3,synth.zarr:0.7'. Got {text!r} instead.")
+    total = sum(m.ratio for m in mix)
+    return tuple(StoreMix(m.url, m.ratio / total) for m in mix)
+
+
+@dataclass(frozen=True)
+class LoaderConfig:
+    """How a :class:`StoreStream` walks its stores."""
+
+    batch_size: int = 32
+    block_size: int = 64  # contiguous samples read at once (a whole shard at most)
+    window: int = 8  # blocks shuffled together
+    shuffle: bool = True
+    seed: int = 0
+    samples_per_epoch: int | None = None  # default: all available samples (the sum over a mix)
+    drop_last: bool = False
+
+    def __post_init__(self) -> None:
+        for name in ("batch_size", "block_size", "window"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"Expected {name} >= 1. Got {getattr(self, name)} instead.")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> LoaderConfig:
+        return cls(**dict(data))
+
+
+@dataclass
+class _Source:
+    url: str
+    reader: StoreReader | None = None
+    blocks: list[tuple[int, int]] = field(default_factory=list)
+    table: np.ndarray | None = None
+    scale: tuple[float, float] = (0.0, 1.0)
+
+
+def _blocks_of(reader: StoreReader, block_size: int) -> list[tuple[int, int]]:
+    blocks = []
+    for k in reader.complete_shards:
+        start, stop = reader.layout.shard_bounds(k)
+        blocks += [(s, min(s + block_size, stop)) for s in range(start, stop, block_size)]
+    return blocks
+
+
+class StoreStream(IterableDataset):
+    """Yields batches ``{"image": float32 (B, C, H, W) in [0, 1], "label": int64 (B, H, W), ...}``.
+
+    Images are scaled from each store's intensity convention (``low``..``high``) to [0, 1]. With
+    ``schema`` given, labels of every store are remapped to it by class name (``drop_unmatched`` sends
+    classes it lacks to background); otherwise all stores must share one schema.
+    ``augment`` is a callable ``(images, labels, rng) -> (images, labels)`` on NumPy batches.
+    """
+
+    def __init__(
+        self,
+        stores: str | Sequence[str | StoreMix],
+        config: LoaderConfig | None = None,
+        *,
+        schema: LabelSchema | None = None,
+        drop_unmatched: bool = False,
+        augment=None,
+        rank: int = 0,
+        world_size: int = 1,
+    ) -> None:
+        super().__init__()
+        self.mix = parse_mix(stores)
+        self.config = config or LoaderConfig()
+        if not 0 <= rank < world_size:
+            raise ConfigError(f"Expected 0 <= rank < world_size. Got rank {rank}, world size {world_size}.")
+        self.rank, self.world_size = rank, world_size
+        self.augment = augment
+        self.epoch = 0
+        self._epoch_set = False
+        self._iterations = 0  # epochs advance by themselves where set_epoch is not called
+        # read the attributes once here (cheap, no array data) to validate early and size the epoch
+        readers = [StoreReader(m.url) for m in self.mix]
+        schemas = {r.schema.name: r.schema for r in readers}
+        if schema is None and len({s.to_dict().__repr__() for s in schemas.values()}) > 1:
+            raise SchemaError(
+                f"Expected stores of one label schema. Got {sorted(schemas)}: pass schema= to remap them."
+            )
+        self.schema = schema or readers[0].schema
+        self._drop_unmatched = drop_unmatched
+        self._tables = [remap_table(r.schema, self.schema, drop_unmatched=drop_unmatched) for r in readers]
+        shapes = {r.layout.image_shape for r in readers}
+        if len(shapes) > 1:
+            raise ConfigError(f"Expected stores with one image shape. Got {sorted(shapes)}.")
+        self.image_shape = readers[0].layout.image_shape
+        self._available = [r.num_available for r in readers]
+        if not all(self._available):
+            empty = [m.url for m, n in zip(self.mix, self._available, strict=True) if not n]
+            raise ConfigError(f"Expected stores with complete shards. Got none in {empty}.")
+        self._sources: list[_Source] | None = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_sources"] = None  # each process opens its own stores
+        return state
+
+    def set_epoch(self, epoch: int) -> None:
+        """Choose the epoch whose order the next iteration follows (call before each epoch)."""
+        self.epoch = int(epoch)
+        self._epoch_set = True
+
+    @property
+    def samples_per_epoch(self) -> int:
+        if self.config.samples_per_epoch is not None:
+            return self.config.samples_per_epoch
+        return sum(self._available)
+
+    def __len__(self) -> int:
+        """Batches per epoch for this rank, summed over its workers (approximate with several workers)."""
+        per_rank = self.samples_per_epoch // self.world_size
+        b = self.config.batch_size
+        return per_rank // b if self.config.drop_last else -(-per_rank // b)
+
+    # -- iteration -------------------------------------------------------------------------
+    def _open(self) -> list[_Source]:
+        if self._sources is None:
+            self._sources = []
+            for m, table in zip(self.mix, self._tables, strict=True):
+                reader = StoreReader(m.url)
+                intensity = reader.attrs.intensity
+                self._sources.append(
+                    _Source(
+                        m.url,
+                        reader,
+                        _blocks_of(reader, min(self.config.block_size, reader.layout.shard_size)),
+                        table,
+                        (intensity.low, intensity.high),
+                    )
+                )
+        return self._sources
+
+    def _worker_slot(self) -> tuple[int, int]:
+        info = get_worker_info()
+        workers, wid = (info.num_workers, info.id) if info is not None else (1, 0)
+        return self.rank * workers + wid, self.world_size * workers
+
+    def _sample_stream(
+        self, j: int, epoch: int, slot: int, slots: int, rng: np.random.Generator, passes: int | None
+    ) -> Iterator[tuple]:
+        """(image, label, index) of source ``j`` for this slot, for ``passes`` passes (None: endless).
+
+        The block order of a pass is the same in every slot (it derives from the seed, the epoch, the
+        source and the pass only), so dealing blocks out by slot splits the pass exactly.
+        """
+        src = self._open()[j]
+        cfg = self.config
+        done = 0
+        while passes is None or done < passes:
+            shared = np.random.default_rng(np.random.SeedSequence([cfg.seed, epoch, j, done, 0x5EED]))
+            order = shared.permutation(len(src.blocks)) if cfg.shuffle else np.arange(len(src.blocks))
+            mine = [src.blocks[b] for b in order[slot::slots]]
+            if not mine and passes is None:  # more slots than blocks: share the store rather than starve
+                mine = [src.blocks[b] for b in order]
+            for w in range(0, len(mine), cfg.window):
+                window = mine[w : w + cfg.window]
+                parts = [src.reader.read_block(a, b) for a, b in window]
+                images = np.concatenate([p[0] for p in parts])
+                labels = np.concatenate([p[1] for p in parts])
+                index = np.concatenate([np.arange(a, b) for a, b in window])
+                perm = rng.permutation(len(index)) if cfg.shuffle else np.arange(len(index))
+                for i in perm:
+                    yield images[i], labels[i], index[i]
+            done += 1
+            if not mine:
+                return
+
+    def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
+        slot, slots = self._worker_slot()
+        cfg = self.config
+        epoch = self.epoch if self._epoch_set else self._iterations
+        self._iterations += 1
+        ss = np.random.SeedSequence([cfg.seed, epoch, slot])
+        rngs = [np.random.default_rng(s) for s in ss.spawn(len(self.mix) + 2)]
+        pick_rng, aug_rng = rngs[-2], rngs[-1]
+        # one store and no fixed epoch size: exactly one pass, every sample once across all slots
+        one_pass = len(self.mix) == 1 and cfg.samples_per_epoch is None
+        streams = [
+            self._sample_stream(j, epoch, slot, slots, rngs[j], 1 if one_pass else None)
+            for j in range(len(self.mix))
+        ]
+        ratios = np.array([m.ratio for m in self.mix])
+        total = self.samples_per_epoch
+        share = total // slots + (1 if slot < total % slots else 0)
+        done = 0
+        while one_pass or done < share:
+            b = cfg.batch_size if one_pass else min(cfg.batch_size, share - done)
+            which = pick_rng.choice(len(streams), size=b, p=ratios) if len(streams) > 1 else np.zeros(b, int)
+            items = []
+            for j in which:
+                item = next(streams[j], None)
+                if item is None:
+                    break
+                items.append((j, *item))
+            if not items or (len(items) < cfg.batch_size and cfg.drop_last):
+                return
+            yield self._collate(items, aug_rng)
+            done += len(items)
+            if len(items) < b:
+                return
+
+    def _collate(self, items: list[tuple], rng: np.random.Generator) -> dict[str, torch.Tensor]:
+        sources = self._open()
+        images = np.stack([it[1] for it in items]).astype(np.float32)
+        scale = np.array([sources[it[0]].scale for it in items], np.float32)
+        lo = scale[:, 0].reshape(-1, *([1] * (images.ndim - 1)))
+        hi = scale[:, 1].reshape(-1, *([1] * (images.ndim - 1)))
+        images = (images - lo) / (hi - lo)
+        labels = np.stack([sources[it[0]].table[it[2]] for it in items])
+        if self.augment is not None:
+            images, labels = self.augment(images, labels, rng)
+        if images.ndim == 3:
+            images = images[:, None]
+        return {
+            "image": torch.from_numpy(np.ascontiguousarray(images)),
+            "label": torch.from_numpy(labels.astype(np.int64)),
+            "index": torch.from_numpy(np.array([it[3] for it in items], np.int64)),
+            "store": torch.from_numpy(np.array([it[0] for it in items], np.int64)),
+        }
+
+
+def make_loader(dataset: StoreStream, num_workers: int = 0, **kwargs: Any) -> DataLoader:
+    """A DataLoader over a :class:`StoreStream` (batches come whole from the dataset), spawn-started.
+
+    With ``persistent_workers=True`` the workers keep their own copy of the dataset, so
+    :meth:`StoreStream.set_epoch` no longer reaches them; the order still changes every epoch, because
+    each new iteration of a dataset copy advances its epoch by itself.
+    """
+    extra: dict[str, Any] = {}
+    if num_workers > 0:
+        extra = {"multiprocessing_context": "spawn", "prefetch_factor": 4}
+    return DataLoader(dataset, batch_size=None, num_workers=num_workers, **(extra | kwargs))

@@ -1,0 +1,113 @@
+import numpy as np
+import pytest
+
+from synthgen.engine.loader import LoaderConfig, StoreMix, StoreStream, make_loader, parse_mix
+from synthgen.engine.store import StoreWriter
+from synthgen.errors import ConfigError, SchemaError
+from synthgen.schemas import ACDC, CAMUS, LabelClass, LabelSchema
+from synthgen.schemas.store_layout import Intensity, MetaField, StoreAttrs, StoreLayout
+
+
+def make_store(url, n=50, shard=16, schema=CAMUS, value=None, dtype="uint8", complete=None):
+    """Images hold their own sample index (mod 200) so tests can check what they got."""
+    layout = StoreLayout(
+        n=n, image_shape=(4, 4), image_dtype=dtype, shard_size=shard, meta=(MetaField("seed", "uint64"),)
+    )
+    writer = StoreWriter.create(url, StoreAttrs(layout, schema, Intensity.for_dtype(dtype)))
+    for k in range(layout.num_shards):
+        a, b = layout.shard_bounds(k)
+        idx = np.arange(a, b)
+        images = np.broadcast_to((idx % 200)[:, None, None], (b - a, 4, 4)).astype(dtype)
+        labels = np.full((b - a, 4, 4), value if value is not None else 1, np.uint8)
+        writer.write_shard(k, images, labels, {"seed": idx.astype(np.uint64)})
+    writer.mark_complete(range(layout.num_shards) if complete is None else complete)
+    return url
+
+
+def indices(stream):
+    return np.concatenate([b["index"].numpy() for b in stream])
+
+
+def test_parse_mix():
+    mix = parse_mix("real.zarr:0.3,synth.zarr:0.7")
+    assert mix == (StoreMix("real.zarr", 0.3), StoreMix("synth.zarr", 0.7))
+    assert parse_mix("s3://bucket/x.zarr") == (StoreMix("s3://bucket/x.zarr", 1.0),)
+    assert [m.ratio for m in parse_mix(["a.zarr", "b.zarr:3"])] == [0.25, 0.75]
+    with pytest.raises(ConfigError):
+        parse_mix("a.zarr:0")
+
+
+def test_one_epoch_sees_every_complete_sample_once(tmp_path):
+    url = make_store(str(tmp_path / "a.zarr"), complete=[0, 1, 3])
+    stream = StoreStream(url, LoaderConfig(batch_size=7, block_size=8, window=2))
+    got = indices(stream)
+    assert sorted(got.tolist()) == [*range(32), *range(48, 50)]
+    batch = next(iter(stream))
+    assert batch["image"].shape == (7, 1, 4, 4) and batch["label"].dtype.is_floating_point is False
+    np.testing.assert_allclose(batch["image"][:, 0, 0, 0].numpy() * 255, batch["index"].numpy() % 200)
+
+
+def test_order_is_seeded_and_changes_each_epoch(tmp_path):
+    url = make_store(str(tmp_path / "a.zarr"))
+    a, b = StoreStream(url, LoaderConfig(seed=3)), StoreStream(url, LoaderConfig(seed=3))
+    first_a, first_b = indices(a), indices(b)
+    np.testing.assert_array_equal(first_a, first_b)
+    second = indices(a)
+    assert sorted(second) == sorted(first_a) and not np.array_equal(second, first_a)
+    a.set_epoch(0)
+    np.testing.assert_array_equal(indices(a), first_a)
+    unshuffled = StoreStream(url, LoaderConfig(shuffle=False, block_size=8))
+    assert indices(unshuffled).tolist() == list(range(50))
+
+
+def test_ranks_split_an_epoch_exactly(tmp_path):
+    url = make_store(str(tmp_path / "a.zarr"), n=70)
+    parts = [indices(StoreStream(url, LoaderConfig(block_size=8), rank=r, world_size=3)) for r in range(3)]
+    together = np.concatenate(parts)
+    assert sorted(together.tolist()) == list(range(70))
+    assert all(len(p) > 0 for p in parts)
+
+
+def test_mixing_ratios(tmp_path):
+    a = make_store(str(tmp_path / "a.zarr"), n=40)
+    b = make_store(str(tmp_path / "b.zarr"), n=40)
+    stream = StoreStream(f"{a}:0.2,{b}:0.8", LoaderConfig(batch_size=50, samples_per_epoch=2000))
+    stores = np.concatenate([batch["store"].numpy() for batch in stream])
+    assert len(stores) == 2000
+    assert 0.16 < np.mean(stores == 0) < 0.24
+
+
+def test_remapping_by_schema(tmp_path):
+    a = make_store(str(tmp_path / "acdc.zarr"), n=8, schema=ACDC, value=3)  # acdc lv_cavity is 3
+    b = make_store(str(tmp_path / "camus.zarr"), n=8, schema=CAMUS, value=1)  # camus lv_cavity is 1
+    with pytest.raises(SchemaError, match="one label schema"):
+        StoreStream([a, b])
+    lv = LabelSchema("lv", (LabelClass("lv_cavity", 5), LabelClass("lv_myocardium", 6)))
+    stream = StoreStream(
+        [a, b], LoaderConfig(samples_per_epoch=16, batch_size=16), schema=lv, drop_unmatched=True
+    )
+    labels = next(iter(stream))["label"].numpy()
+    assert set(np.unique(labels)) == {5}
+
+
+def test_uint16_images_are_scaled_by_the_intensity_convention(tmp_path):
+    url = make_store(str(tmp_path / "a.zarr"), n=8, dtype="uint16")
+    batch = next(iter(StoreStream(url, LoaderConfig(batch_size=8))))
+    np.testing.assert_allclose(batch["image"][:, 0, 0, 0].numpy() * 65535, batch["index"].numpy(), rtol=1e-5)
+
+
+def test_augment_hook_gets_numpy_batches(tmp_path):
+    url = make_store(str(tmp_path / "a.zarr"), n=8)
+
+    def flip(images, labels, rng):
+        return images[:, :, ::-1], labels[:, :, ::-1]
+
+    batch = next(iter(StoreStream(url, LoaderConfig(batch_size=8), augment=flip)))
+    assert batch["image"].shape == (8, 1, 4, 4)
+
+
+def test_spawned_workers_split_an_epoch(tmp_path):
+    url = make_store(str(tmp_path / "a.zarr"), n=64)
+    stream = StoreStream(url, LoaderConfig(batch_size=5, block_size=8))
+    loader = make_loader(stream, num_workers=2)
+    assert sorted(indices(loader).tolist()) == list(range(64))
