@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -93,7 +93,6 @@ class _Source:
     url: str
     reader: StoreReader | None = None
     blocks: list[tuple[int, int]] = field(default_factory=list)
-    table: np.ndarray | None = None
     scale: tuple[float, float] = (0.0, 1.0)
 
 
@@ -106,7 +105,9 @@ def _blocks_of(reader: StoreReader, block_size: int) -> list[tuple[int, int]]:
 
 
 class StoreStream(IterableDataset):
-    """Yields batches ``{"image": float32 (B, C, H, W) in [0, 1], "label": int64 (B, H, W), ...}``.
+    """Yields batches ``{"image": float32 (B, C, H, W) in [0, 1], "label": uint8 (B, H, W), ...}``.
+
+    Labels stay uint8 (8x less to move between processes than int64): call ``.long()`` for a loss.
 
     Images are scaled from each store's intensity convention (``low``..``high``) to [0, 1]. With
     ``schema`` given, labels of every store are remapped to it by class name (``drop_unmatched`` sends
@@ -144,7 +145,11 @@ class StoreStream(IterableDataset):
             )
         self.schema = schema or readers[0].schema
         self._drop_unmatched = drop_unmatched
-        self._tables = [remap_table(r.schema, self.schema, drop_unmatched=drop_unmatched) for r in readers]
+        self._tables: list[np.ndarray | None] = []
+        for r in readers:
+            table = remap_table(r.schema, self.schema, drop_unmatched=drop_unmatched)
+            values = np.array([0, *r.schema.values])
+            self._tables.append(None if np.array_equal(table[values], values) else table)
         shapes = {r.layout.image_shape for r in readers}
         if len(shapes) > 1:
             raise ConfigError(f"Expected stores with one image shape. Got {sorted(shapes)}.")
@@ -181,7 +186,7 @@ class StoreStream(IterableDataset):
     def _open(self) -> list[_Source]:
         if self._sources is None:
             self._sources = []
-            for m, table in zip(self.mix, self._tables, strict=True):
+            for m in self.mix:
                 reader = StoreReader(m.url)
                 intensity = reader.attrs.intensity
                 self._sources.append(
@@ -189,7 +194,6 @@ class StoreStream(IterableDataset):
                         m.url,
                         reader,
                         _blocks_of(reader, min(self.config.block_size, reader.layout.shard_size)),
-                        table,
                         (intensity.low, intensity.high),
                     )
                 )
@@ -200,10 +204,10 @@ class StoreStream(IterableDataset):
         workers, wid = (info.num_workers, info.id) if info is not None else (1, 0)
         return self.rank * workers + wid, self.world_size * workers
 
-    def _sample_stream(
+    def _windows(
         self, j: int, epoch: int, slot: int, slots: int, rng: np.random.Generator, passes: int | None
-    ) -> Iterator[tuple]:
-        """(image, label, index) of source ``j`` for this slot, for ``passes`` passes (None: endless).
+    ) -> Iterator[_Window]:
+        """Shuffled windows (images, labels, index) of source ``j`` for this slot (None passes: endless).
 
         The block order of a pass is the same in every slot (it derives from the seed, the epoch, the
         source and the pass only), so dealing blocks out by slot splits the pass exactly.
@@ -220,12 +224,11 @@ class StoreStream(IterableDataset):
             for w in range(0, len(mine), cfg.window):
                 window = mine[w : w + cfg.window]
                 parts = [src.reader.read_block(a, b) for a, b in window]
-                images = np.concatenate([p[0] for p in parts])
-                labels = np.concatenate([p[1] for p in parts])
                 index = np.concatenate([np.arange(a, b) for a, b in window])
                 perm = rng.permutation(len(index)) if cfg.shuffle else np.arange(len(index))
-                for i in perm:
-                    yield images[i], labels[i], index[i]
+                # the window is never concatenated: batches are gathered through perm (one copy per sample)
+                starts = np.cumsum([0] + [b - a for a, b in window])
+                yield _Window([p[0] for p in parts], [p[1] for p in parts], starts, index, perm)
             done += 1
             if not mine:
                 return
@@ -240,8 +243,8 @@ class StoreStream(IterableDataset):
         pick_rng, aug_rng = rngs[-2], rngs[-1]
         # one store and no fixed epoch size: exactly one pass, every sample once across all slots
         one_pass = len(self.mix) == 1 and cfg.samples_per_epoch is None
-        streams = [
-            self._sample_stream(j, epoch, slot, slots, rngs[j], 1 if one_pass else None)
+        takers = [
+            _Taker(self._windows(j, epoch, slot, slots, rngs[j], 1 if one_pass else None), self._tables[j])
             for j in range(len(self.mix))
         ]
         ratios = np.array([m.ratio for m in self.mix])
@@ -250,38 +253,83 @@ class StoreStream(IterableDataset):
         done = 0
         while one_pass or done < share:
             b = cfg.batch_size if one_pass else min(cfg.batch_size, share - done)
-            which = pick_rng.choice(len(streams), size=b, p=ratios) if len(streams) > 1 else np.zeros(b, int)
-            items = []
-            for j in which:
-                item = next(streams[j], None)
-                if item is None:
-                    break
-                items.append((j, *item))
-            if not items or (len(items) < cfg.batch_size and cfg.drop_last):
+            counts = pick_rng.multinomial(b, ratios) if len(takers) > 1 else np.array([b])
+            parts = [(j, *takers[j].take(int(c))) for j, c in enumerate(counts) if c]
+            n = sum(len(p[3]) for p in parts)
+            if n == 0 or (n < cfg.batch_size and cfg.drop_last):
                 return
-            yield self._collate(items, aug_rng)
-            done += len(items)
-            if len(items) < b:
+            yield self._collate(parts, aug_rng)
+            done += n
+            if n < b:
                 return
 
-    def _collate(self, items: list[tuple], rng: np.random.Generator) -> dict[str, torch.Tensor]:
+    def _collate(self, parts: list[tuple], rng: np.random.Generator) -> dict[str, torch.Tensor]:
         sources = self._open()
-        images = np.stack([it[1] for it in items]).astype(np.float32)
-        scale = np.array([sources[it[0]].scale for it in items], np.float32)
-        lo = scale[:, 0].reshape(-1, *([1] * (images.ndim - 1)))
-        hi = scale[:, 1].reshape(-1, *([1] * (images.ndim - 1)))
-        images = (images - lo) / (hi - lo)
-        labels = np.stack([sources[it[0]].table[it[2]] for it in items])
+        images = []
+        for j, im, _, _ in parts:
+            lo, hi = sources[j].scale
+            images.append((im.astype(np.float32) - np.float32(lo)) * np.float32(1.0 / (hi - lo)))
+        images = np.concatenate(images) if len(images) > 1 else images[0]
+        labels = np.concatenate([p[2] for p in parts]) if len(parts) > 1 else parts[0][2]
         if self.augment is not None:
             images, labels = self.augment(images, labels, rng)
         if images.ndim == 3:
             images = images[:, None]
         return {
             "image": torch.from_numpy(np.ascontiguousarray(images)),
-            "label": torch.from_numpy(labels.astype(np.int64)),
-            "index": torch.from_numpy(np.array([it[3] for it in items], np.int64)),
-            "store": torch.from_numpy(np.array([it[0] for it in items], np.int64)),
+            "label": torch.from_numpy(np.ascontiguousarray(labels)),
+            "index": torch.from_numpy(np.concatenate([p[3] for p in parts]).astype(np.int64)),
+            "store": torch.from_numpy(np.concatenate([np.full(len(p[3]), p[0], np.int64) for p in parts])),
         }
+
+
+class _Window(NamedTuple):
+    images: list[np.ndarray]  # one array per block
+    labels: list[np.ndarray]
+    starts: np.ndarray  # row offset of each block in the window, and the total at the end
+    index: np.ndarray  # store index of each window row
+    perm: np.ndarray  # the shuffled order of window rows
+
+    def gather(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        block = np.searchsorted(self.starts, rows, side="right") - 1
+        images = np.empty((len(rows), *self.images[0].shape[1:]), self.images[0].dtype)
+        labels = np.empty((len(rows), *self.labels[0].shape[1:]), self.labels[0].dtype)
+        for b in np.unique(block):
+            at = np.flatnonzero(block == b)
+            offsets = rows[at] - self.starts[b]
+            images[at] = self.images[b][offsets]
+            labels[at] = self.labels[b][offsets]
+        return images, labels, self.index[rows]
+
+
+class _Taker:
+    """Takes runs of k samples from a stream of shuffled windows, across window boundaries."""
+
+    def __init__(self, windows: Iterator[_Window], table: np.ndarray | None) -> None:
+        self.windows = windows
+        self.table = table  # None: labels need no remapping
+        self.current: _Window | None = None
+        self.pos = 0
+
+    def take(self, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        out: list[tuple[np.ndarray, ...]] = []
+        while k > 0:
+            if self.current is None or self.pos >= len(self.current.perm):
+                self.current, self.pos = next(self.windows, None), 0
+                if self.current is None:
+                    break
+            stop = min(self.pos + k, len(self.current.perm))
+            out.append(self.current.gather(self.current.perm[self.pos : stop]))
+            k -= stop - self.pos
+            self.pos = stop
+        if not out:
+            return np.zeros(0), np.zeros(0, np.uint8), np.zeros(0, np.int64)
+        images, labels, index = (
+            (np.concatenate(p) for p in zip(*out, strict=True)) if len(out) > 1 else out[0]
+        )
+        if self.table is not None:
+            labels = self.table[labels]
+        return images, labels, index
 
 
 def make_loader(dataset: StoreStream, num_workers: int = 0, **kwargs: Any) -> DataLoader:
