@@ -1,0 +1,265 @@
+"""``synthgen build-dataset``: plan the shards, run one task per shard, record each, resume after a crash.
+
+The coordinating process creates the store (or reopens it to resume), runs :func:`pipeline.build_shard`
+for every shard not yet complete on the chosen scheduler, and records each shard in the store's
+attributes as its task returns. A store whose attributes hold a different build config is refused, so a
+resumed build can only ever finish the build it started.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import sys
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from synthgen.engine import pipeline
+from synthgen.engine.schedule import parse_scheduler, run_shards
+from synthgen.engine.store import StoreReader, StoreWriter, is_local, store_exists
+from synthgen.errors import ConfigError, StoreError, StoreFormatError
+from synthgen.schemas.build_config import BuildConfig
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """Where and how a build runs; not part of what it produces."""
+
+    scheduler: str = "processes"
+    workers: int = 2
+    overwrite: bool = False
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        parse_scheduler(self.scheduler)
+        if self.workers < 1:
+            raise ConfigError(f"Expected --workers >= 1. Got {self.workers} instead.")
+
+
+@dataclass
+class BuildSummary:
+    out: str
+    samples: int
+    shards_total: int
+    shards_built: int
+    shards_skipped: int
+    seconds: float
+    gate_checked: int = 0
+    gate_rejected: int = 0
+    reasons: dict[str, int] = field(default_factory=dict)
+    stage_seconds: dict[str, float] = field(default_factory=dict)
+    backend: str = ""
+
+    @property
+    def samples_per_second(self) -> float:
+        built = self.samples * self.shards_built / max(self.shards_total, 1)
+        return built / self.seconds if self.seconds > 0 else 0.0
+
+    def lines(self) -> list[str]:
+        out = [
+            f"built {self.shards_built} shard(s), skipped {self.shards_skipped} already complete: "
+            f"{self.out} holds {self.samples} samples in {self.shards_total} shards",
+            f"time {self.seconds:.1f} s, {self.samples_per_second:.1f} samples/s, generator backend {self.backend}",
+        ]
+        if self.gate_checked:
+            rate = self.gate_rejected / self.gate_checked
+            reasons = ", ".join(f"{k} {v}" for k, v in sorted(self.reasons.items(), key=lambda kv: -kv[1]))
+            out.append(
+                f"gate: {self.gate_checked} label maps drawn, {self.gate_rejected} rejected ({rate:.1%})"
+                + (f": {reasons}" if reasons else "")
+            )
+        if self.stage_seconds:
+            total = sum(self.stage_seconds.values())
+            parts = ", ".join(f"{k} {v / total:.0%}" for k, v in self.stage_seconds.items())
+            out.append(f"task time by stage: {parts}")
+        return out
+
+
+def config_token(config: BuildConfig) -> str:
+    return hashlib.sha256(json.dumps(config.to_dict(), sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _open_or_create(out: str, config: BuildConfig, options: RunOptions) -> tuple[StoreWriter, list[int]]:
+    """The writer and the shards still to build. Refuses a store that holds something else."""
+    if store_exists(out) and not options.overwrite:
+        try:
+            reader = StoreReader(out)
+        except StoreFormatError as e:
+            raise StoreError(
+                f"Output {out} exists and is not a synthgen dataset build ({e}). Choose another --out."
+            ) from e
+        held = reader.attrs.provenance.get("build_config")
+        if held != json.loads(json.dumps(config.to_dict())):
+            diff = sorted(k for k in config.to_dict() if (held or {}).get(k) != config.to_dict()[k])
+            raise StoreError(
+                f"Output {out} holds a different build (differs in {diff or 'its origin'}). "
+                "Use another --out, the same config to resume, or --overwrite to replace it."
+            )
+        done = set(reader.complete_shards)
+        return StoreWriter.open(out), [k for k in range(reader.layout.num_shards) if k not in done]
+    _check_space(out, config)
+    attrs = pipeline.store_attrs(config)
+    writer = StoreWriter.create(out, attrs, overwrite=options.overwrite)
+    return writer, list(range(attrs.layout.num_shards))
+
+
+def _check_space(out: str, config: BuildConfig) -> None:
+    """Refuse to start a local build that cannot fit (a rough upper bound: uncompressed size)."""
+    if not is_local(out):
+        return
+    from pathlib import Path
+
+    parent = Path(out.removeprefix("file://")).resolve().parent
+    if not parent.exists():
+        raise ConfigError(f"Expected the parent folder of --out to exist. {parent} does not.")
+    need = pipeline.store_layout(config).bytes_per_sample() * config.n // 2  # zstd halves images at least
+    free = shutil.disk_usage(parent).free
+    if need > free:
+        raise StoreError(
+            f"Not enough disk space for {out}: about {need / 1e9:.1f} GB needed, {free / 1e9:.1f} GB free."
+        )
+
+
+def build_dataset(out: str, config: BuildConfig, options: RunOptions) -> BuildSummary:
+    """Build (or finish building) the dataset ``config`` describes into the store at ``out``."""
+    from tqdm import tqdm
+
+    writer, todo = _open_or_create(out, config, options)
+    layout = writer.attrs.layout
+    total_shards = layout.num_shards
+    summary = BuildSummary(out, config.n, total_shards, 0, total_shards - len(todo), 0.0)
+    reasons: Counter[str] = Counter()
+    stages: Counter[str] = Counter()
+    bar = tqdm(
+        total=total_shards,
+        initial=summary.shards_skipped,
+        unit="shard",
+        desc="build-dataset",
+        disable=not options.progress,
+        file=sys.stderr,
+        dynamic_ncols=True,
+    )
+    start = time.perf_counter()
+    built_samples = 0
+
+    def on_done(k: int, stats: dict[str, Any]) -> None:
+        nonlocal built_samples
+        writer.mark_complete([k])
+        summary.shards_built += 1
+        summary.gate_checked += stats["gate_checked"]
+        summary.gate_rejected += stats["gate_rejected"]
+        summary.backend = stats["backend"]
+        reasons.update(stats["reasons"])
+        stages.update(stats["stage_seconds"])
+        a, b = layout.shard_bounds(k)
+        built_samples += b - a
+        bar.set_postfix_str(f"{built_samples / (time.perf_counter() - start):.1f} samples/s")
+        bar.update(1)
+
+    payload = {"out": out, "config": config.to_dict()}
+    try:
+        run_shards(
+            pipeline.build_shard,
+            payload,
+            todo,
+            scheduler=options.scheduler,
+            workers=options.workers,
+            token=config_token(config),
+            on_done=on_done,
+        )
+    finally:
+        bar.close()
+    summary.seconds = time.perf_counter() - start
+    summary.reasons = dict(reasons)
+    summary.stage_seconds = dict(stages)
+    return summary
+
+
+@dataclass
+class BuildPlan:
+    out: str
+    config: BuildConfig
+    options: RunOptions
+    shards_total: int
+    shards_todo: int
+    samples_todo: int
+    bytes_per_sample: float
+    seconds_per_sample: float  # one worker, measured on a calibration batch
+    backend: str
+
+    def lines(self) -> list[str]:
+        size = self.bytes_per_sample * self.config.n
+        eta = self.seconds_per_sample * self.samples_todo / self.options.workers
+        return [
+            f"plan: {self.config.n} samples of {self.config.image_size[0]} x {self.config.image_size[1]} "
+            f"{self.config.image_dtype} into {self.out}",
+            f"shards: {self.shards_total} of {self.config.shard_size} samples, {self.shards_todo} to build "
+            f"({self.shards_total - self.shards_todo} already complete)",
+            f"size on disk: about {size / 1e6:.1f} MB ({self.bytes_per_sample / 1e3:.1f} kB per sample, zstd)",
+            f"calibration: {1 / self.seconds_per_sample:.1f} samples/s on one worker (generator backend "
+            f"{self.backend})",
+            f"estimated time: {_duration(eta)} on {self.options.workers} {self.options.scheduler} worker(s) "
+            "(assumes the workers scale linearly)",
+        ]
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def plan_build(out: str, config: BuildConfig, options: RunOptions, calibration: int = 32) -> BuildPlan:
+    """What a build would do, with a timing and size estimate from ``calibration`` samples built in memory."""
+    from numcodecs import Zstd
+
+    from synthgen.engine.postprocess import postprocess
+
+    todo_shards = list(range(-(-config.n // config.shard_size)))
+    if store_exists(out) and not options.overwrite:
+        _, todo_shards = _open_or_create(out, config, options)
+    attrs = pipeline.store_attrs(config)
+    layout = attrs.layout
+    n = min(calibration, config.n)
+    indices = np.arange(n)
+    gen = pipeline.generator(config)
+    gen(
+        np.zeros((1, *config.image_size), np.uint8),
+        None if not gen.style_dim else np.zeros((1, gen.style_dim), np.float32),
+    )
+    t = time.perf_counter()
+    drawn = pipeline.draw_labels(config, indices)
+    styles = pipeline.draw_styles(config, indices, gen.style_dim)
+    images = []
+    for b in range(0, n, config.batch_size):
+        batch = gen(
+            drawn["labels"][b : b + config.batch_size],
+            None if styles is None else styles[b : b + config.batch_size],
+        )
+        images.append(postprocess(batch, attrs.intensity, config.image_dtype, config.sector_mask))
+    seconds = (time.perf_counter() - t) / n
+    images = np.concatenate(images)
+    codec = Zstd(level=1)
+    compressed = sum(len(codec.encode(np.ascontiguousarray(a))) for a in (*images, *drawn["labels"]))
+    todo_samples = sum(b - a for a, b in map(layout.shard_bounds, todo_shards))
+    return BuildPlan(
+        out=out,
+        config=config,
+        options=options,
+        shards_total=layout.num_shards,
+        shards_todo=len(todo_shards),
+        samples_todo=todo_samples,
+        bytes_per_sample=compressed / n
+        + layout.bytes_per_sample()
+        - images[0].nbytes
+        - drawn["labels"][0].nbytes,
+        seconds_per_sample=seconds,
+        backend=gen.backend,
+    )

@@ -1,0 +1,255 @@
+"""One shard of a dataset build: draw label maps, deform, gate, generate, post-process, write.
+
+:func:`build_shard` is the Dask task. Everything it produces is a function of the build config and the
+shard index: sample ``i`` draws its label map, deformation and style from
+``SeedSequence([seed, i, attempt])`` (a new ``attempt`` each time the gate rejects a draw) and
+``SeedSequence([seed, i, STYLE])``, and generator batches always hold the same samples, so any scheduler
+and any number of workers give the same bytes. Each worker process keeps its label source and its
+compiled generator in :data:`_WORKER` and reuses them for every shard it builds.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections import Counter
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from synthgen.engine.gate import GateReport, check_batch
+from synthgen.engine.postprocess import postprocess
+from synthgen.engine.store import StoreWriter
+from synthgen.errors import CheckpointError, ConfigError
+from synthgen.schemas.build_config import BUNDLED, BuildConfig
+from synthgen.schemas.store_layout import Intensity, MetaField, StoreAttrs, StoreLayout
+
+STYLE = 0x57_7E  # the third SeedSequence word of a sample's style stream
+AFFINE_FIELDS = ("rotation", "scale_y", "scale_x", "shear", "translate_y", "translate_x")
+ASSETS = Path(__file__).resolve().parents[1] / "assets"
+
+_WORKER: dict[tuple, Any] = {}  # per-process cache: label sources and compiled generators
+
+
+def bundled_generator() -> Path:
+    """The generator shipped with synthgen (trained on CAMUS, 128 x 128)."""
+    path = ASSETS / "echo_spade_128"
+    if not path.exists():
+        raise CheckpointError(f"The bundled generator is missing from this installation (expected {path}).")
+    return path
+
+
+def generator_path(config: BuildConfig) -> Path:
+    return bundled_generator() if config.generator == BUNDLED else Path(config.generator)
+
+
+def generator_spec(config: BuildConfig):
+    """The checkpoint's spec (schema, size, channels, intensity), read without loading weights."""
+    from synthgen.trainers.checkpoint import read_spec
+
+    return read_spec(generator_path(config))
+
+
+def checkpoint_hash(path: Path) -> str:
+    """sha256 over the files of a checkpoint folder (or of one file), in name order."""
+    digest = hashlib.sha256()
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    for f in files:
+        digest.update(f.name.encode())
+        with f.open("rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(block)
+    return "sha256:" + digest.hexdigest()
+
+
+def label_source(config: BuildConfig):
+    from synthgen.engine.sources import source_from_config
+
+    key = ("source", repr(sorted(config.source.items())), config.image_size)
+    if key not in _WORKER:
+        _WORKER[key] = source_from_config(config.source, config.image_size)
+    return _WORKER[key]
+
+
+def generator(config: BuildConfig):
+    from synthgen.engine.backends import open_generator
+
+    key = ("generator", str(generator_path(config)), config.backend, config.batch_size)
+    if key not in _WORKER:
+        _WORKER[key] = open_generator(
+            generator_path(config), backend=config.backend, threads=1, max_batch=config.batch_size
+        )
+    return _WORKER[key]
+
+
+def store_layout(config: BuildConfig, params_size: int | None = None, style_dim: int = 0) -> StoreLayout:
+    meta = [
+        MetaField("seed", "uint64", description="seed of the accepted draw's elastic field"),
+        MetaField("attempt", "uint16", description="gate attempts before the accepted draw (0: first)"),
+        MetaField("plausibility", "uint32", description="gate reason flags of the kept map (0: passed)"),
+        MetaField("source_index", "int64", description="index of the source label map (-1: procedural)"),
+        MetaField("affine", "float32", (len(AFFINE_FIELDS),), description=", ".join(AFFINE_FIELDS)),
+    ]
+    if params_size:
+        meta.append(MetaField("source_params", "float32", (params_size,), description="label source draw"))
+    if style_dim:
+        meta.append(MetaField("style", "float32", (style_dim,), description="generator style vector"))
+    return StoreLayout(
+        n=config.n,
+        image_shape=config.image_size,
+        image_dtype=config.image_dtype,
+        shard_size=config.shard_size,
+        meta=tuple(meta),
+    )
+
+
+def store_attrs(config: BuildConfig) -> StoreAttrs:
+    """The attributes of a new build store; checks the generator against the label source first."""
+    spec = generator_spec(config)
+    source = label_source(config)
+    if spec.schema.to_dict()["classes"] != source.schema.to_dict()["classes"]:
+        raise CheckpointError(
+            f"Expected a generator trained on label schema {source.schema.name!r} (the label source's). "
+            f"Got a checkpoint for schema {spec.schema.name!r} instead: train one on this schema or change --source."
+        )
+    if (spec.image_size, spec.image_size) != config.image_size:
+        raise ConfigError(
+            f"Expected --image-size to match the generator's {spec.image_size} {spec.image_size}. "
+            f"Got {config.image_size[0]} {config.image_size[1]} instead."
+        )
+    layout = store_layout(config, source.params_size, spec.style_dim)
+    provenance = {
+        "build_config": config.to_dict(),
+        "generator": {"path": str(generator_path(config)), "hash": checkpoint_hash(generator_path(config))},
+        "generator_spec": spec.to_dict(),
+        "label_source": source.describe(),
+    }
+    return StoreAttrs(layout, source.schema, Intensity.for_dtype(config.image_dtype), None, provenance)
+
+
+def _affine_ranges(config: BuildConfig):
+    from synthgen.kernels import AffineRanges
+
+    d = config.deform
+    return AffineRanges(
+        max_rotation=d.rotation,
+        min_scale=1.0 - d.scale,
+        max_scale=1.0 + d.scale,
+        max_anisotropy=d.anisotropy,
+        max_shear=d.shear,
+        max_translation=d.translate * min(config.image_size),
+    )
+
+
+def draw_labels(config: BuildConfig, indices: np.ndarray) -> dict[str, np.ndarray]:
+    """Label maps for samples ``indices``: drawn, deformed and gated, redrawn until they pass."""
+    from synthgen.kernels import AffineParams, deform_labels, sample_affine_params
+
+    source = label_source(config)
+    n = len(indices)
+    h, w = config.image_size
+    out = {
+        "labels": np.zeros((n, h, w), np.uint8),
+        "seed": np.zeros(n, np.uint64),
+        "attempt": np.zeros(n, np.uint16),
+        "plausibility": np.zeros(n, np.uint32),
+        "source_index": np.zeros(n, np.int64),
+        "affine": np.zeros((n, len(AFFINE_FIELDS)), np.float32),
+        "source_params": np.zeros((n, source.params_size), np.float32),
+    }
+    ranges = _affine_ranges(config)
+    flags_seen: list[np.ndarray] = []
+    pending = np.arange(n)
+    for attempt in range(config.max_attempts):
+        drawn = np.zeros((len(pending), h, w), np.uint8)
+        affines: list[AffineParams] = []
+        for row, j in enumerate(pending):
+            rng = np.random.default_rng(np.random.SeedSequence([config.seed, int(indices[j]), attempt]))
+            drawn[row], out["source_index"][j], out["source_params"][j] = source.draw(rng)
+            out["seed"][j] = rng.integers(0, 2**63, dtype=np.uint64)
+            affines.append(sample_affine_params(rng, ranges) if config.deform.enabled else AffineParams())
+            out["affine"][j] = [getattr(affines[-1], f) for f in AFFINE_FIELDS]
+        if config.deform.enabled:
+            drawn = deform_labels(
+                drawn,
+                out["seed"][pending],
+                config.deform.spacing,
+                config.deform.max_displacement,
+                affine=affines,
+            )
+        out["labels"][pending] = drawn
+        out["attempt"][pending] = attempt
+        if not config.gate:
+            break
+        _, flags = check_batch(drawn, source.schema)
+        flags_seen.append(flags)
+        out["plausibility"][pending] = flags
+        pending = pending[flags != 0]
+        if not len(pending):
+            break
+    out["flags_seen"] = np.concatenate(flags_seen) if flags_seen else np.zeros(0, np.uint32)
+    return out
+
+
+def draw_styles(config: BuildConfig, indices: np.ndarray, style_dim: int) -> np.ndarray | None:
+    """(N, style_dim) float32 standard normal style vectors, one stream per sample; None without styles."""
+    if not style_dim:
+        return None
+    return np.stack(
+        [
+            np.random.default_rng(np.random.SeedSequence([config.seed, int(i), STYLE]))
+            .standard_normal(style_dim)
+            .astype(np.float32)
+            for i in indices
+        ]
+    )
+
+
+def build_shard(payload: Mapping[str, Any], k: int) -> dict[str, Any]:
+    """Build shard ``k`` of the store ``payload["out"]`` and write it whole. Returns statistics."""
+    config = BuildConfig.from_dict(payload["config"])
+    writer = StoreWriter.open(payload["out"])
+    layout = writer.attrs.layout
+    start, stop = layout.shard_bounds(k)
+    indices = np.arange(start, stop)
+    times: Counter[str] = Counter()
+
+    t = time.perf_counter()
+    drawn = draw_labels(config, indices)
+    times["labels"] += time.perf_counter() - t
+
+    t = time.perf_counter()
+    gen = generator(config)
+    times["generator_load"] += time.perf_counter() - t
+    styles = draw_styles(config, indices, gen.style_dim)
+    images = np.zeros((len(indices), *layout.image_shape), layout.image_dtype)
+    for b in range(0, len(indices), config.batch_size):
+        t = time.perf_counter()
+        batch = gen(
+            drawn["labels"][b : b + config.batch_size],
+            None if styles is None else styles[b : b + config.batch_size],
+        )
+        times["generate"] += time.perf_counter() - t
+        t = time.perf_counter()
+        images[b : b + len(batch)] = postprocess(
+            batch, writer.attrs.intensity, layout.image_dtype, config.sector_mask
+        )
+        times["postprocess"] += time.perf_counter() - t
+
+    t = time.perf_counter()
+    meta = {m.name: drawn[m.name] for m in layout.meta if m.name in drawn}
+    if styles is not None:
+        meta["style"] = styles
+    writer.write_shard(k, images, drawn["labels"], meta)
+    times["write"] += time.perf_counter() - t
+
+    report = GateReport.from_flags(drawn["flags_seen"], writer.attrs.schema) if config.gate else GateReport()
+    return {
+        "gate_checked": report.checked,
+        "gate_rejected": report.checked - report.passed,
+        "reasons": dict(report.reasons),
+        "stage_seconds": dict(times),
+        "backend": gen.backend,
+    }
