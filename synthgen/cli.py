@@ -237,6 +237,191 @@ def train_gan_command(store, out_dir, arch, config_file, resume, threads, progre
     )
 
 
+@cli.command("export")
+@click.argument("checkpoint", type=click.Path(exists=True))
+@click.option("--format", "fmt", type=click.Choice(["onnx", "tensorrt"]), default="onnx", show_default=True)
+@click.option("--out", type=click.Path(dir_okay=False), help="Default: CHECKPOINT/generator.onnx; engines: the cache.")
+@click.option("--fp16", is_flag=True, help="TensorRT: FP16 arithmetic (normalisation and last conv stay FP32).")
+@click.option("--fp16-all-layers", is_flag=True, help="TensorRT with --fp16: FP16 in those layers too.")
+@click.option("--max-batch", default=64, show_default=True, help="TensorRT: largest batch of the engine.")
+@click.option("--opset", default=18, show_default=True, help="ONNX opset (17 or later).")
+@click.option("--tolerance", default=1e-3, show_default=True, help="Refuse an ONNX export that differs more.")
+def export_command(checkpoint, fmt, out, fp16, fp16_all_layers, max_batch, opset, tolerance) -> None:
+    """Export the generator CHECKPOINT to ONNX (checked against torch) or to a TensorRT engine.
+
+    For TensorRT, CHECKPOINT may also be an .onnx written by this command.
+    """
+    if fmt == "onnx":
+        from synthgen.engine.export import OnnxExportConfig, export_onnx
+
+        art = export_onnx(OnnxExportConfig(checkpoint, out=out, opset=opset, tolerance=tolerance))
+        click.echo(
+            f"Exported {art.spec.arch} to {art.path} (opset {art.opset}, dynamic batch); max |ONNX - torch| = "
+            f"{art.max_abs_diff:.2e}; {art.onnx_hash}"
+        )
+        return
+    from synthgen.engine.backends_trt import TensorRTExportConfig, export_tensorrt
+
+    config = TensorRTExportConfig(
+        checkpoint, out=out, fp16=fp16, fp32_sensitive=not fp16_all_layers, max_batch=max_batch
+    )
+    art = export_tensorrt(config)
+    click.echo(f"TensorRT engine for {art.gpu} (TensorRT {art.tensorrt_version}, {art.options}) at {art.path}")
+
+
+def _seg_train_options(f):
+    """Options shared by train-seg and evaluate utility (the segmenter and its training budget)."""
+    options = [
+        click.option("--arch", type=click.Choice(["unet", "lite"]), help="Segmenter (default unet)."),
+        click.option("--width", type=int, help="Channels at full resolution (default 16)."),
+        click.option("--depth", type=int, help="Resolution levels (default 4)."),
+        click.option(
+            "--image-size", type=(int, int), help="Train at H W (default 64 64); stores are resized."
+        ),
+        click.option("--batch-size", type=int, help="Default 16."),
+        click.option("--steps", type=int, help="Training steps (default 1000)."),
+        click.option("--val-every", type=int, help="Validate every N steps (default 100)."),
+        click.option("--lr", type=float, help="Peak learning rate, AdamW, polynomial decay (default 2e-3)."),
+        click.option("--seed", type=int, help="Root seed (default 0)."),
+        click.option("--workers", "num_workers", type=int, help="DataLoader worker processes (default 0)."),
+        click.option(
+            "--device", type=click.Choice(["auto", "cpu", "cuda"]), help="Default: cuda if present."
+        ),
+        click.option("--augment/--no-augment", default=True, help="Light affine + intensity augmentation."),
+        click.option("--threads", type=int, help="CPU threads for torch (default: torch's choice)."),
+        click.option("--progress/--no-progress", default=True, help="Show progress bars."),
+    ]
+    for option in reversed(options):
+        f = option(f)
+    return f
+
+
+def _seg_train_config(options: dict, **fixed):
+    """A SegTrainConfig from the shared options (None = default); sets torch's thread count."""
+    from synthgen.trainers.seg_models import SegModelConfig
+    from synthgen.trainers.train_seg import SegAugment, SegTrainConfig
+
+    model = {k: options.pop(k) for k in ("arch", "width", "depth")}
+    threads = options.pop("threads")
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+    augment = SegAugment() if options.pop("augment") else None
+    model_cfg = SegModelConfig(**{k: v for k, v in model.items() if v is not None})
+    given = {k: v for k, v in options.items() if v is not None}
+    return SegTrainConfig(model=model_cfg, augment=augment, **(given | fixed))
+
+
+@cli.command("train-seg")
+@click.argument("train")
+@click.argument("out_dir")
+@click.option("--val", required=True, help="Validation store (real images) for best-checkpoint selection.")
+@click.option("--val-limit", type=int, help="Validate on the first N samples only.")
+@click.option("--overwrite", is_flag=True, help="Replace a segmenter already in OUT_DIR.")
+@_seg_train_options
+def train_seg_command(train, out_dir, val, val_limit, overwrite, progress, **options) -> None:
+    """Train a segmenter on TRAIN (a store, or a mix 'real.zarr:0.3,synth.zarr:0.7'); results in OUT_DIR.
+
+    OUT_DIR/best and OUT_DIR/last hold segmenter.safetensors + segmenter.json; log.csv, log.json and
+    curves.png hold the loss and validation Dice curves.
+    """
+    from synthgen.trainers.train_seg import train_seg
+
+    config = _seg_train_config(options, train=train, val=val, out_dir=out_dir, val_limit=val_limit)
+    result = train_seg(config, progress=progress, overwrite=overwrite)
+    dice = result.best_metrics.get("val_dice_mean", float("nan"))
+    click.echo(
+        f"Trained {config.model.arch} for {result.steps} steps in {result.seconds:.1f} s; best validation "
+        f"mean Dice {dice:.4f} at step {result.best_step}, saved in {result.best}."
+    )
+
+
+@cli.group("evaluate")
+def evaluate_group() -> None:
+    """Evaluate segmenters (seg), synthetic stores (realism) and the usefulness table (utility)."""
+
+
+@evaluate_group.command("seg")
+@click.argument("checkpoint")
+@click.argument("store")
+@click.option("--out", "out_dir", help="Write per_sample.csv, summary.json and summary.md here.")
+@click.option(
+    "--split",
+    type=click.Choice(["all", "train", "test"]),
+    default="all",
+    show_default=True,
+    help="'test': the held-out test patients only.",
+)
+@click.option("--spacing", type=(float, float), help="Pixel size (row, col) in mm [default: the store's].")
+@click.option("--limit", type=int, help="First N samples only.")
+@click.option("--threads", type=int, help="CPU threads for torch.")
+def evaluate_seg_command(checkpoint, store, out_dir, split, spacing, limit, threads) -> None:
+    """Score the segmenter CHECKPOINT on STORE: Dice, IoU, Hausdorff, HD95, ASSD per class."""
+    import torch
+
+    from synthgen.trainers.evaluate import evaluate_segmentation, seg_table
+
+    if threads:
+        torch.set_num_threads(threads)
+    result = evaluate_segmentation(checkpoint, store, out_dir, split=split, spacing=spacing, limit=limit)
+    click.echo(seg_table(result))
+
+
+@evaluate_group.command("realism")
+@click.argument("synth")
+@click.argument("real")
+@click.option(
+    "--segmenter", required=True, help="train-seg checkpoint trained on REAL: features + adherence."
+)
+@click.option("--out", "out_dir", help="Write realism.json, memorisation.csv, closest_pairs.png here.")
+@click.option("--real-split", default="train", show_default=True, help="Real images the generator saw.")
+@click.option(
+    "--reference-split", default="test", show_default=True, help="Unseen real images for reference; 'none'."
+)
+@click.option("--memo-size", default=64, show_default=True, help="Compare images at this size.")
+@click.option("--kid-subset-size", default=1000, show_default=True, help="Samples per KID subset.")
+@click.option("--limit", type=int, help="First N synthetic samples only.")
+@click.option("--threads", type=int, help="CPU threads for torch.")
+def evaluate_realism_command(synth, real, segmenter, out_dir, reference_split, threads, **options) -> None:
+    """FID/KID, label adherence and memorisation of the synthetic store SYNTH against the real store REAL."""
+    import torch
+
+    from synthgen.trainers.evaluate import RealismConfig, evaluate_realism, realism_lines
+
+    if threads:
+        torch.set_num_threads(threads)
+    reference = "" if reference_split == "none" else reference_split
+    config = RealismConfig(synth, real, segmenter, out_dir, reference_split=reference, **options)
+    for line in realism_lines(evaluate_realism(config)):
+        click.echo(line)
+
+
+@evaluate_group.command("utility")
+@click.argument("real")
+@click.argument("out_dir")
+@click.option("--synth", help="Synthetic store from build-dataset. Without it only the real arms run.")
+@click.option(
+    "--arms",
+    help="Comma-separated subset of: real, synthetic, real+synthetic, real10+synthetic, "
+    "real25+synthetic, real10, real25 [default: all the stores allow].",
+)
+@click.option(
+    "--synth-share", type=float, default=0.5, show_default=True, help="Synthetic share of mixed batches."
+)
+@_seg_train_options
+def evaluate_utility_command(real, out_dir, synth, arms, synth_share, progress, **options) -> None:
+    """The usefulness table: segmenters trained on real / synthetic / mixed / reduced real data, each
+    evaluated on the held-out real test patients of REAL. Re-running continues an interrupted run."""
+    from synthgen.trainers.utility import UtilityConfig, run_utility
+
+    train = _seg_train_config(options, train="", val="", out_dir="", device=options.get("device") or "cpu")
+    chosen = tuple(a.strip() for a in arms.split(",")) if arms else ()
+    config = UtilityConfig(real, out_dir, synth, chosen, synth_share=synth_share, train=train)
+    table, _ = run_utility(config, progress=progress)
+    click.echo(table)
+
+
 def main() -> None:
     cli(prog_name="synthgen")
 

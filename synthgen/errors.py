@@ -56,5 +56,13 @@ class CheckpointError(SynthgenError, ValueError):
     """A checkpoint is malformed or does not match what it is used with."""
 
 
+class KernelInputError(SynthgenError, ValueError):
+    """An array given to a kernel has the wrong shape, dtype or values (use LabelValueError for labels)."""
+
+
 class BackendUnavailableError(SynthgenError, RuntimeError):
     """An inference backend or device is not available on this machine."""
+
+
+class ExportError(SynthgenError, RuntimeError):
+    """An exported graph or engine could not be built, or does not compute what the model computes."""

@@ -113,6 +113,8 @@ class StoreStream(IterableDataset):
     ``schema`` given, labels of every store are remapped to it by class name (``drop_unmatched`` sends
     classes it lacks to background); otherwise all stores must share one schema.
     ``augment`` is a callable ``(images, labels, rng) -> (images, labels)`` on NumPy batches.
+    With ``size=(H, W)`` every store's samples are resized to H x W before batching (images bilinear,
+    antialiased; labels nearest), so stores of different sizes mix; without it they must share one shape.
     """
 
     def __init__(
@@ -125,6 +127,7 @@ class StoreStream(IterableDataset):
         augment=None,
         rank: int = 0,
         world_size: int = 1,
+        size: tuple[int, int] | None = None,
     ) -> None:
         super().__init__()
         self.mix = parse_mix(stores)
@@ -150,10 +153,11 @@ class StoreStream(IterableDataset):
             table = remap_table(r.schema, self.schema, drop_unmatched=drop_unmatched)
             values = np.array([0, *r.schema.values])
             self._tables.append(None if np.array_equal(table[values], values) else table)
-        shapes = {r.layout.image_shape for r in readers}
+        self.size = None if size is None else (int(size[0]), int(size[1]))
+        shapes = {r.layout.image_shape[:-2] + (self.size or r.layout.image_shape[-2:]) for r in readers}
         if len(shapes) > 1:
             raise ConfigError(f"Expected stores with one image shape. Got {sorted(shapes)}.")
-        self.image_shape = readers[0].layout.image_shape
+        self.image_shape = shapes.pop()
         self._available = [r.num_available for r in readers]
         if not all(self._available):
             empty = [m.url for m, n in zip(self.mix, self._available, strict=True) if not n]
@@ -269,8 +273,11 @@ class StoreStream(IterableDataset):
         for j, im, _, _ in parts:
             lo, hi = sources[j].scale
             images.append((im.astype(np.float32) - np.float32(lo)) * np.float32(1.0 / (hi - lo)))
+        labels = [p[2] for p in parts]
+        if self.size is not None:
+            images, labels = zip(*map(self._resize, images, labels), strict=True)
         images = np.concatenate(images) if len(images) > 1 else images[0]
-        labels = np.concatenate([p[2] for p in parts]) if len(parts) > 1 else parts[0][2]
+        labels = np.concatenate(labels) if len(labels) > 1 else labels[0]
         if self.augment is not None:
             images, labels = self.augment(images, labels, rng)
         if images.ndim == 3:
@@ -281,6 +288,15 @@ class StoreStream(IterableDataset):
             "index": torch.from_numpy(np.concatenate([p[3] for p in parts]).astype(np.int64)),
             "store": torch.from_numpy(np.concatenate([np.full(len(p[3]), p[0], np.int64) for p in parts])),
         }
+
+    def _resize(self, images: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        if labels.shape[-2:] == self.size:
+            return images, labels
+        x = torch.from_numpy(images.reshape(len(images), -1, *images.shape[-2:]))
+        resize = torch.nn.functional.interpolate
+        x = resize(x, self.size, mode="bilinear", antialias=True, align_corners=False)
+        y = resize(torch.from_numpy(labels)[:, None], self.size, mode="nearest-exact")[:, 0]
+        return x.clamp_(0, 1).reshape(*images.shape[:-2], *self.size).numpy(), y.numpy()
 
 
 class _Window(NamedTuple):

@@ -10,7 +10,7 @@ compiled generator in :data:`_WORKER` and reuses them for every shard it builds.
 
 from __future__ import annotations
 
-import hashlib
+import threading
 import time
 from collections import Counter
 from collections.abc import Mapping
@@ -30,7 +30,8 @@ STYLE = 0x57_7E  # the third SeedSequence word of a sample's style stream
 AFFINE_FIELDS = ("rotation", "scale_y", "scale_x", "shear", "translate_y", "translate_x")
 ASSETS = Path(__file__).resolve().parents[1] / "assets"
 
-_WORKER: dict[tuple, Any] = {}  # per-process cache: label sources and compiled generators
+_WORKER: dict[Any, Any] = {}  # per-process cache: label sources and compiled generators
+_WORKER_LOCK = threading.Lock()  # threads of one worker build the cache once, never concurrently
 
 
 def bundled_generator() -> Path:
@@ -52,23 +53,20 @@ def generator_spec(config: BuildConfig):
     return read_spec(generator_path(config))
 
 
-def checkpoint_hash(path: Path) -> str:
-    """sha256 over the files of a checkpoint folder (or of one file), in name order."""
-    digest = hashlib.sha256()
-    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
-    for f in files:
-        digest.update(f.name.encode())
-        with f.open("rb") as fh:
-            for block in iter(lambda: fh.read(1 << 20), b""):
-                digest.update(block)
-    return "sha256:" + digest.hexdigest()
-
-
 def label_source(config: BuildConfig):
+    key = ("source", repr(sorted(config.source.items())), config.image_size)
+    with _WORKER_LOCK:
+        return _cached_source(key, config)
+
+
+def _cached_source(key, config: BuildConfig):
     from synthgen.engine.sources import source_from_config
 
-    key = ("source", repr(sorted(config.source.items())), config.image_size)
     if key not in _WORKER:
+        if "kernels_warm" not in _WORKER:  # compile or load every Numba kernel once per process
+            from synthgen.kernels import warm_up
+
+            _WORKER["kernels_warm"] = warm_up()
         _WORKER[key] = source_from_config(config.source, config.image_size)
     return _WORKER[key]
 
@@ -77,11 +75,12 @@ def generator(config: BuildConfig):
     from synthgen.engine.backends import open_generator
 
     key = ("generator", str(generator_path(config)), config.backend, config.batch_size)
-    if key not in _WORKER:
-        _WORKER[key] = open_generator(
-            generator_path(config), backend=config.backend, threads=1, max_batch=config.batch_size
-        )
-    return _WORKER[key]
+    with _WORKER_LOCK:
+        if key not in _WORKER:
+            _WORKER[key] = open_generator(
+                generator_path(config), backend=config.backend, threads=1, max_batch=config.batch_size
+            )
+        return _WORKER[key]
 
 
 def store_layout(config: BuildConfig, params_size: int | None = None, style_dim: int = 0) -> StoreLayout:
@@ -107,6 +106,8 @@ def store_layout(config: BuildConfig, params_size: int | None = None, style_dim:
 
 def store_attrs(config: BuildConfig) -> StoreAttrs:
     """The attributes of a new build store; checks the generator against the label source first."""
+    from synthgen.engine.export import checkpoint_hash
+
     spec = generator_spec(config)
     source = label_source(config)
     if spec.schema.to_dict()["classes"] != source.schema.to_dict()["classes"]:

@@ -287,6 +287,11 @@ class StoreReader:
         self._check(start, stop)
         return self._arrays["images"][start:stop], self._arrays["labels"][start:stop]
 
+    def read_labels(self, start: int, stop: int) -> np.ndarray:
+        """Labels only of samples ``start`` to ``stop`` (all in complete shards)."""
+        self._check(start, stop)
+        return self._arrays["labels"][start:stop]
+
     def read_sample(self, i: int) -> tuple[np.ndarray, np.ndarray]:
         images, labels = self.read_block(i, i + 1)
         return images[0], labels[0]

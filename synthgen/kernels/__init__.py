@@ -1,0 +1,36 @@
+"""Numba kernels on NumPy arrays: displacement fields, warps, class-aware morphology, components.
+
+Pure functions: explicit parameters in, new arrays out (or ``out=``), inputs never mutated. Every
+kernel takes one map (H, W) or a batch (N, H, W), which runs in parallel over samples on the TBB
+threading layer (see ``_threading``). Call :func:`warm_up` once per worker process before use.
+"""
+
+from synthgen.kernels._threading import threading_layer
+from synthgen.kernels.affine import AffineParams, AffineRanges, affine_field, sample_affine_params
+from synthgen.kernels.components import connected_components, count_components, fill_holes, largest_component
+from synthgen.kernels.deform import deform_labels
+from synthgen.kernels.fields import FIELD_STEP, deformation_field, elastic_field
+from synthgen.kernels.morphology import dilate_class, erode_class
+from synthgen.kernels.warmup import warm_up
+from synthgen.kernels.warp import warp_image, warp_labels
+
+__all__ = [
+    "FIELD_STEP",
+    "AffineParams",
+    "AffineRanges",
+    "affine_field",
+    "connected_components",
+    "count_components",
+    "deform_labels",
+    "deformation_field",
+    "dilate_class",
+    "elastic_field",
+    "erode_class",
+    "fill_holes",
+    "largest_component",
+    "sample_affine_params",
+    "threading_layer",
+    "warm_up",
+    "warp_image",
+    "warp_labels",
+]

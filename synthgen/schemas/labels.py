@@ -75,13 +75,16 @@ class PlausibilityRules:
 
     ``min_area`` is a fraction of the image area. ``neighbours`` maps a class to the only classes it
     may touch (4-connectivity); a class that must be enclosed by its wall lists just the wall, a
-    cavity open towards another chamber lists the wall and that chamber.
+    cavity open towards another chamber lists the wall and that chamber. ``contact_tolerance`` is the
+    fraction of a class's border (4-neighbour pixel edges) that may touch other classes before it
+    counts as touching them: expert maps resized with repaired boundaries leave a corner pixel or two.
     """
 
     required: tuple[str, ...] = ()
     connected: tuple[str, ...] = ()
     min_area: tuple[tuple[str, float], ...] = ()
     neighbours: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    contact_tolerance: float = 0.0
 
     def names(self) -> set[str]:
         used = set(self.required) | set(self.connected) | {n for n, _ in self.min_area}
@@ -95,12 +98,14 @@ class PlausibilityRules:
             "connected": list(self.connected),
             "min_area": {n: a for n, a in self.min_area},
             "neighbours": {n: list(allowed) for n, allowed in self.neighbours},
+            "contact_tolerance": self.contact_tolerance,
         }
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> PlausibilityRules:
         data = parse_mapping(data, "'rules'")
-        reject_unknown_keys(data, {"required", "connected", "min_area", "neighbours"}, "'rules'")
+        keys = {"required", "connected", "min_area", "neighbours", "contact_tolerance"}
+        reject_unknown_keys(data, keys, "'rules'")
         min_area = parse_mapping(data.get("min_area", {}), "'rules.min_area'")
         neighbours = parse_mapping(data.get("neighbours", {}), "'rules.neighbours'")
         return cls(
@@ -111,6 +116,9 @@ class PlausibilityRules:
             ),
             neighbours=tuple(
                 (n, parse_str_tuple(a, f"'rules.neighbours.{n}'")) for n, a in neighbours.items()
+            ),
+            contact_tolerance=parse_float(
+                data.get("contact_tolerance", 0.0), "'rules.contact_tolerance'", lo=0.0, hi=1.0
             ),
         )
 
@@ -191,7 +199,10 @@ class LabelSchema:
     # -- validation and encoding -------------------------------------------------------------
     def check_labels(self, labels: np.ndarray, where: str) -> None:
         """Raise :class:`LabelValueError` naming the first value outside the schema and ``where``."""
-        present = np.unique(labels)
+        if labels.dtype == np.uint8:  # counting is ~10x faster than sorting for the common case
+            present = np.flatnonzero(np.bincount(labels.ravel(), minlength=256))
+        else:
+            present = np.unique(labels)
         allowed = np.array([0, *self.values])
         bad = present[~np.isin(present, allowed)]
         if bad.size:

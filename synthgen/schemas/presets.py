@@ -24,6 +24,8 @@ CAMUS = LabelSchema(
         min_area=(("lv_cavity", 0.01), ("lv_myocardium", 0.01), ("left_atrium", 0.004)),
         # the cavity is walled by myocardium and open towards the atrium through the mitral valve
         neighbours=(("lv_cavity", ("lv_myocardium", "left_atrium")),),
+        # real maps touch background at a mitral-annulus corner: at most 1% of the cavity border
+        contact_tolerance=0.015,
     ),
 )
 
@@ -36,11 +38,14 @@ ACDC = LabelSchema(
         LabelClass("lv_cavity", 3, RED),
     ),
     rules=PlausibilityRules(
-        required=("lv_myocardium", "lv_cavity"),
+        # apical slices show myocardium without a cavity, so only the wall is required
+        required=("lv_myocardium",),
         connected=("lv_myocardium", "lv_cavity"),
-        min_area=(("lv_cavity", 0.002), ("lv_myocardium", 0.004)),
+        # apical cavities cover 0.03% of the image at their smallest (ACDC)
+        min_area=(("lv_cavity", 0.0002), ("lv_myocardium", 0.001)),
         # in short axis the LV cavity is enclosed by its wall
         neighbours=(("lv_cavity", ("lv_myocardium",)),),
+        contact_tolerance=0.02,
     ),
 )
 

@@ -1,0 +1,166 @@
+"""Generator benchmark: images per second for each available inference backend and batch size, same run.
+
+Default checkpoint: the bundled generator (synthgen/assets/generators/...) if present, else a randomly
+initialised default SPADE (width 16, 128 x 128, CAMUS schema). Medians over repeated calls after a
+warm-up call per batch size (which also triggers torch.compile's compilations, not timed). Ratios are
+against torch eager at the same batch size.
+
+    python bench/generator.py --threads 2 --out bench/results/generator.json
+    python bench/generator.py --ort-variants     # also ONNX Runtime optimisation levels and spinning
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import torch
+
+from synthgen.engine.backends import OnnxRuntimeGenerator, open_generator
+from synthgen.engine.backends_trt import tensorrt_status
+from synthgen.engine.random_generator import random_checkpoint
+from synthgen.schemas import CAMUS
+from synthgen.trainers.generate import default_generator_path
+
+
+def label_maps(values: tuple[int, ...], n: int, size: int, seed: int = 0) -> np.ndarray:
+    """Blocky maps of the schema's values (8 x 8 cells): every class present, like real maps."""
+    rng = np.random.default_rng(seed)
+    cells = rng.choice(np.array((0, *values), np.uint8), size=(n, -(-size // 8), -(-size // 8)))
+    return cells.repeat(8, axis=1).repeat(8, axis=2)[:, :size, :size]
+
+
+def time_calls(gen, labels: np.ndarray, styles: np.ndarray | None, repeats: int) -> list[float]:
+    gen(labels, styles)  # warm-up (and compilation for torch.compile)
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        gen(labels, styles)
+        times.append(time.perf_counter() - t)
+    return times
+
+
+def ort_variant(onnx_path: Path, level: str, spinning: bool, threads: int, max_batch: int):
+    """An ONNX Runtime generator with a non-default optimisation level or spinning (investigation)."""
+    options = ort.SessionOptions()
+    options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
+    options.graph_optimization_level = getattr(ort.GraphOptimizationLevel, level)
+    options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
+    return OnnxRuntimeGenerator(
+        onnx_path, threads=threads, max_batch=max_batch, cuda=False, reason="variant", options=options
+    )
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--checkpoint", help="Generator checkpoint folder. Default: bundled, else random SPADE.")
+    p.add_argument("--size", type=int, default=128, help="Image size of the random SPADE.")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--batch-sizes", default="1,8,32,64")
+    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--backends", default="torch,torch-compile,onnxruntime,tensorrt")
+    p.add_argument("--ort-variants", action="store_true", help="Also ORT optimisation levels and spinning.")
+    p.add_argument("--out", default="bench/results/generator.json")
+    args = p.parse_args()
+    batch_sizes = [int(b) for b in args.batch_sizes.split(",")]
+    os.environ.setdefault("SYNTHGEN_CACHE_DIR", tempfile.mkdtemp(prefix="synthgen-bench-cache-"))
+
+    checkpoint = Path(args.checkpoint) if args.checkpoint else default_generator_path()
+    source = "given" if args.checkpoint else "bundled"
+    if not (checkpoint / "generator.json").is_file():
+        checkpoint = random_checkpoint(
+            tempfile.mkdtemp(prefix="synthgen-bench-"), "spade", CAMUS, image_size=args.size, seed=0
+        )
+        source = "random default SPADE"
+
+    wanted = args.backends.split(",")
+    trt_ok, trt_why = tensorrt_status()
+    if "tensorrt" in wanted and not trt_ok:
+        print(f"skipping tensorrt: {trt_why}")
+        wanted.remove("tensorrt")
+    runs: list[tuple[str, dict]] = [(b, {"backend": b}) for b in wanted]
+    if trt_ok and "tensorrt" in wanted:
+        runs.append(("tensorrt-fp16", {"backend": "tensorrt", "fp16": True}))
+
+    load_before = os.getloadavg()
+    results, spec = [], None
+    max_b = max(batch_sizes)
+    for name, kwargs in runs:
+        t = time.perf_counter()
+        gen = open_generator(checkpoint, threads=args.threads, max_batch=max_b, **kwargs)
+        opened = time.perf_counter() - t
+        spec = gen.spec
+        print(f"{name}: opened in {opened:.1f} s on {gen.device} ({gen.reason})")
+        generators = [(name, gen)]
+        if name == "onnxruntime" and args.ort_variants:
+            for level in ("ORT_ENABLE_BASIC", "ORT_ENABLE_EXTENDED", "ORT_ENABLE_ALL"):
+                for spin in (False, True) if level == "ORT_ENABLE_ALL" else (False,):
+                    label = f"onnxruntime[{level.removeprefix('ORT_ENABLE_').lower()}{', spinning' if spin else ''}]"
+                    generators.append((label, ort_variant(gen.path, level, spin, args.threads, max_b)))
+        for label, g in generators:
+            for b in batch_sizes:
+                labels = label_maps(spec.schema.values, b, spec.image_size, seed=b)
+                z = (
+                    np.random.default_rng(b).standard_normal((b, spec.style_dim), dtype=np.float32)
+                    if spec.style_dim
+                    else None
+                )
+                times = time_calls(g, labels, z, args.repeats)
+                median = statistics.median(times)
+                results.append(
+                    {
+                        "backend": label,
+                        "device": g.device,
+                        "batch": b,
+                        "median_s": median,
+                        "images_per_s": b / median,
+                        "times_s": times,
+                    }
+                )
+                print(f"  {label:34s} batch {b:3d}: {b / median:8.2f} images/s (median of {args.repeats})")
+        del gen, generators
+
+    eager = {r["batch"]: r["images_per_s"] for r in results if r["backend"] == "torch"}
+    ratios: dict[str, dict[str, float]] = {}
+    for r in results:
+        if r["batch"] in eager:
+            ratios.setdefault(r["backend"], {})[str(r["batch"])] = r["images_per_s"] / eager[r["batch"]]
+    for backend, by_batch in ratios.items():
+        print(f"{backend:36s} x torch eager: " + "  ".join(f"b{b}={v:.2f}" for b, v in by_batch.items()))
+
+    report = {
+        "benchmark": "generator images per second by backend and batch size",
+        "checkpoint": str(checkpoint),
+        "checkpoint_source": source,
+        "arch": spec.arch,
+        "model": dict(spec.model),
+        "image_size": spec.image_size,
+        "threads": args.threads,
+        "repeats": args.repeats,
+        "machine": {
+            "platform": platform.platform(),
+            "cpus": os.cpu_count(),
+            "processor": platform.processor(),
+            "load_average_before_after": [load_before, os.getloadavg()],  # others' work on shared cores
+        },
+        "versions": {"torch": torch.__version__, "onnxruntime": ort.__version__},
+        "tensorrt": trt_why,
+        "results": results,
+        "ratio_vs_torch_eager": ratios,
+        "targets": {"onnxruntime_cpu_vs_torch_eager": 1.5, "tensorrt_fp16_vs_torch_eager_fp32_gpu": 4.0},
+    }
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

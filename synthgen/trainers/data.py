@@ -1,0 +1,140 @@
+"""Training pairs for the GAN trainers: read from a store, normalised, resized, batched, augmented.
+
+:func:`load_training_pairs` is the one place that reads a store; it holds the (small) training set
+in memory. The streaming loader can replace it without touching the training loop.
+
+Intensities map to [-1, 1] by the store's intensity convention (``attrs.intensity``: low -> -1,
+high -> 1), whatever the dtype (uint8, uint16, float); :func:`from_unit` inverts it. Label values
+map to class indices 0..K-1 in schema order (background first).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from synthgen.engine.store import StoreReader
+from synthgen.errors import StoreError
+from synthgen.schemas.labels import LabelSchema
+from synthgen.schemas.store_layout import Intensity
+from synthgen.trainers.base import Batch, DataShape
+from synthgen.trainers.layers import onehot
+from synthgen.trainers.splits import split_indices
+
+
+def label_lut(schema: LabelSchema) -> np.ndarray:
+    """(256,) uint8 table: label value -> class index (0 background, then schema order); 255 elsewhere."""
+    lut = np.full(256, 255, np.uint8)
+    lut[0] = 0
+    for i, value in enumerate(schema.values, start=1):
+        lut[value] = i
+    return lut
+
+
+def labels_to_indices(labels: np.ndarray, schema: LabelSchema, where: str) -> np.ndarray:
+    """uint8 label values -> class indices, checking every value against the schema."""
+    schema.check_labels(labels, where)
+    return label_lut(schema)[labels]
+
+
+def to_unit(images: np.ndarray, intensity: Intensity) -> np.ndarray:
+    """Store intensities -> float32 in [-1, 1] (values outside [low, high] are clipped)."""
+    x = (images.astype(np.float32) - intensity.low) / (intensity.high - intensity.low)
+    return np.clip(x * 2 - 1, -1, 1)
+
+
+def from_unit(x: np.ndarray, intensity: Intensity, dtype: str) -> np.ndarray:
+    """[-1, 1] floats -> store intensities in ``dtype`` (rounded for integer dtypes)."""
+    v = (np.clip(x.astype(np.float32), -1, 1) + 1) / 2 * (intensity.high - intensity.low) + intensity.low
+    if np.dtype(dtype).kind in "ui":
+        info = np.iinfo(dtype)
+        v = np.clip(np.rint(v), info.min, info.max)
+    return v.astype(dtype)
+
+
+def resize_pairs(images: torch.Tensor, labels: torch.Tensor, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Images (N, C, H, W) by antialiased bilinear, labels (N, H, W) by nearest neighbour, to size x size."""
+    if images.shape[-2:] == (size, size):
+        return images, labels
+    images = F.interpolate(images, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+    labels = F.interpolate(labels[:, None].float(), size=(size, size), mode="nearest-exact")[:, 0]
+    return images.clamp(-1, 1), labels.to(torch.uint8)
+
+
+@dataclass
+class PairData:
+    """The training set in memory: images (N, C, S, S) in [-1, 1], class indices (N, S, S) uint8."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    indices: np.ndarray  # store sample index of each pair
+    shape: DataShape
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def batch(self, which: torch.Tensor) -> Batch:
+        return Batch(onehot(self.labels[which], self.shape.num_classes), self.images[which])
+
+
+def load_training_pairs(
+    reader: StoreReader, image_size: int, split: str, limit: int | None = None
+) -> PairData:
+    """Every pair of ``split`` in the store, resized to ``image_size``, held in memory."""
+    wanted = split_indices(reader, split)
+    if limit is not None:
+        wanted = wanted[:limit]
+    if wanted.size == 0:
+        raise StoreError(f"Expected training pairs in split {split!r} of {reader.url}. Found none.")
+    layout, schema = reader.layout, reader.schema
+    channels = 1 if len(layout.image_shape) == 2 else layout.image_shape[0]
+    images, labels = [], []
+    wanted_set = np.zeros(layout.n, bool)
+    wanted_set[wanted] = True
+    for k in reader.complete_shards:
+        start, stop = layout.shard_bounds(k)
+        keep = wanted_set[start:stop]
+        if not keep.any():
+            continue
+        im, lab = reader.read_shard(k)
+        im, lab = im[keep], lab[keep]
+        idx = labels_to_indices(lab, schema, f"shard {k} of {reader.url}")
+        x = torch.from_numpy(to_unit(im, reader.attrs.intensity)).reshape(
+            len(im), channels, *layout.label_shape
+        )
+        x, y = resize_pairs(x, torch.from_numpy(idx), image_size)
+        images.append(x)
+        labels.append(y)
+    shape = DataShape(num_classes=schema.num_classes, channels=channels, image_size=image_size)
+    return PairData(torch.cat(images), torch.cat(labels), wanted, shape)
+
+
+def random_affine(batch: Batch, gen: torch.Generator, strength: float = 1.0) -> Batch:
+    """The same small random affine warp per sample for image and labels: rotation up to 5 degrees,
+    scale 0.95 to 1.05, shift up to 3%. Images resample bilinearly (outside is black), labels by
+    nearest neighbour (outside is background)."""
+    n = batch.images.shape[0]
+    u = torch.rand(n, 4, generator=gen).to(batch.images.device) * 2 - 1
+    angle = u[:, 0] * math.radians(5) * strength
+    scale = 1 + u[:, 1] * 0.05 * strength
+    cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
+    shift = u[:, 2:] * 0.06 * strength
+    theta = torch.stack(
+        [torch.stack([cos, -sin, shift[:, 0]], 1), torch.stack([sin, cos, shift[:, 1]], 1)], 1
+    )
+    grid = F.affine_grid(theta, list(batch.images.shape), align_corners=False)
+    images = F.grid_sample(batch.images + 1, grid, mode="bilinear", align_corners=False) - 1
+    labels = F.grid_sample(batch.labels, grid, mode="nearest", align_corners=False)
+    labels[:, 0] += 1 - labels.sum(1)  # outside the map: background
+    return Batch(labels, images)
+
+
+def draw_batch(data: PairData, batch_size: int, gen: torch.Generator, augment: bool) -> Batch:
+    """A random batch (with replacement) drawn from ``gen``, optionally warped."""
+    which = torch.randint(0, len(data), (batch_size,), generator=gen)
+    batch = data.batch(which.to(data.images.device))
+    return random_affine(batch, gen) if augment else batch

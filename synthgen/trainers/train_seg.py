@@ -1,0 +1,360 @@
+"""``synthgen train-seg``: train a segmenter straight from stores, validate on a real store, keep the best.
+
+Training batches stream from one store or a mix (``real.zarr:0.3,synth.zarr:0.7``) through
+:class:`~synthgen.engine.loader.StoreStream`, every store resized to ``image_size`` (images bilinear,
+labels nearest) and lightly augmented on the fly (:class:`SegAugment`). Loss: cross-entropy + soft Dice.
+Every ``val_every`` steps the model is scored on the validation store (mean foreground Dice at the
+training size); the best so far goes to ``OUT_DIR/best`` and the latest to ``OUT_DIR/last``
+(``segmenter.safetensors`` + ``segmenter.json``). ``log.csv`` / ``log.json`` hold the curves and
+``curves.png`` plots them.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import math
+import shutil
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from synthgen.engine.loader import LoaderConfig, StoreStream, make_loader
+from synthgen.errors import ConfigError, LabelValueError, SchemaError, StoreNotFoundError
+from synthgen.schemas.labels import LabelSchema
+from synthgen.trainers.checkpoint import replace_folder
+from synthgen.trainers.data import label_lut
+from synthgen.trainers.metrics import batch_dice
+from synthgen.trainers.seg_models import (
+    SPEC_JSON,
+    SegmenterSpec,
+    SegModelConfig,
+    build_segmenter,
+    init_segmenter,
+    save_segmenter,
+)
+from synthgen.trainers.train_gan import resolve_device, seeded
+
+
+PLOT_EVERY = 10  # redraw curves.png every this many validations (and at the end): a plot costs ~0.5 s
+
+
+@dataclass(frozen=True)
+class SegAugment:
+    """Light on-the-fly augmentation: one random affine warp per sample (image bilinear, labels nearest,
+    outside -> black / background) and a gamma, contrast and brightness change of the image.
+
+    Parameters are drawn once per sample by :meth:`sample_params` and applied by :meth:`apply`.
+    """
+
+    rotation: float = 10.0  # degrees, uniform in +-rotation
+    scale: float = 0.1  # zoom uniform in 1 +- scale
+    shift: float = 0.05  # translation, fraction of the image, uniform in +-shift
+    gamma: float = 0.3  # gamma = exp(uniform(+-gamma))
+    contrast: float = 0.1  # multiply by uniform 1 +- contrast
+    brightness: float = 0.05  # add uniform +-brightness
+
+    def to_dict(self) -> dict[str, float]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> SegAugment:
+        return cls(**{k: float(v) for k, v in data.items()})
+
+    def sample_params(self, rng: np.random.Generator, n: int) -> dict[str, np.ndarray]:
+        u = rng.uniform(-1, 1, (n, 7))
+        return {
+            "angle": np.radians(self.rotation) * u[:, 0],
+            "zoom": 1 + self.scale * u[:, 1],
+            "shift": self.shift * 2 * u[:, 2:4],  # affine_grid coordinates span 2
+            "gamma": np.exp(self.gamma * u[:, 4]),
+            "contrast": 1 + self.contrast * u[:, 5],
+            "brightness": self.brightness * u[:, 6],
+        }
+
+    @staticmethod
+    def apply(
+        images: np.ndarray, labels: np.ndarray, params: Mapping[str, np.ndarray]
+    ) -> tuple[np.ndarray, np.ndarray]:
+        n, (h, w) = len(images), labels.shape[-2:]
+        cos, sin = np.cos(params["angle"]) / params["zoom"], np.sin(params["angle"]) / params["zoom"]
+        theta = np.stack(
+            [np.stack([cos, -sin, params["shift"][:, 0]], 1), np.stack([sin, cos, params["shift"][:, 1]], 1)],
+            1,
+        )
+        grid = F.affine_grid(torch.from_numpy(theta).float(), [n, 1, h, w], align_corners=False)
+        x = torch.from_numpy(images.reshape(n, -1, h, w))
+        x = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False).clamp_(0, 1)
+        y = torch.from_numpy(labels[:, None].astype(np.float32))
+        y = F.grid_sample(y, grid, mode="nearest", padding_mode="zeros", align_corners=False)[:, 0]
+        shape = (n, 1, 1, 1)
+        x = x ** torch.from_numpy(params["gamma"]).float().view(shape)
+        x = x * torch.from_numpy(params["contrast"]).float().view(shape)
+        x = (x + torch.from_numpy(params["brightness"]).float().view(shape)).clamp_(0, 1)
+        return x.reshape(images.shape).numpy(), y.round().to(torch.uint8).numpy()
+
+    def __call__(
+        self, images: np.ndarray, labels: np.ndarray, rng: np.random.Generator
+    ) -> tuple[np.ndarray, np.ndarray]:
+        return self.apply(images, labels, self.sample_params(rng, len(images)))
+
+
+@dataclass(frozen=True)
+class SegTrainConfig:
+    train: str  # one store or a mix "a.zarr:0.3,b.zarr:0.7"
+    val: str  # a real store
+    out_dir: str
+    model: SegModelConfig = field(default_factory=SegModelConfig)
+    image_size: tuple[int, int] = (64, 64)
+    batch_size: int = 16
+    steps: int = 1000
+    val_every: int = 100
+    val_limit: int | None = None  # validate on the first N samples of the validation store
+    lr: float = 2e-3
+    weight_decay: float = 1e-4
+    dice_weight: float = 1.0  # loss = cross-entropy + dice_weight * soft Dice
+    augment: SegAugment | None = field(default_factory=SegAugment)
+    seed: int = 0
+    num_workers: int = 0
+    block_size: int = 32
+    window: int = 8
+    device: str = "auto"
+
+    def __post_init__(self) -> None:
+        for name in ("batch_size", "steps", "val_every"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"Expected {name} >= 1. Got {getattr(self, name)} instead.")
+        if len(self.image_size) != 2 or any(s % self.model.multiple for s in self.image_size):
+            raise ConfigError(
+                f"Expected an image size of two multiples of {self.model.multiple} (depth {self.model.depth}). "
+                f"Got {tuple(self.image_size)} instead."
+            )
+        if not self.lr > 0:
+            raise ConfigError(f"Expected a positive learning rate. Got {self.lr} instead.")
+
+    def to_dict(self) -> dict[str, Any]:
+        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        out["model"] = self.model.to_dict()
+        out["image_size"] = list(self.image_size)
+        out["augment"] = self.augment.to_dict() if self.augment is not None else None
+        return out
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> SegTrainConfig:
+        data = dict(data)
+        unknown = sorted(set(data) - {f.name for f in dataclasses.fields(cls)})
+        if unknown:
+            raise ConfigError(f"Expected train-seg config keys only. Got unknown keys {unknown}.")
+        if "model" in data:
+            data["model"] = SegModelConfig.from_dict(data["model"])
+        if "image_size" in data:
+            data["image_size"] = tuple(int(s) for s in data["image_size"])
+        if data.get("augment") is not None:
+            data["augment"] = SegAugment.from_dict(data["augment"])
+        return cls(**data)
+
+
+@dataclass(frozen=True)
+class SegTrainResult:
+    best: Path
+    best_step: int
+    best_metrics: dict[str, float]
+    steps: int
+    seconds: float
+
+
+def lr_at(step: int, base: float, steps: int) -> float:
+    """Polynomial decay (power 0.9) from ``base`` to 0 over ``steps``, as nnU-Net does."""
+    return base * (1 - min(step, steps) / steps) ** 0.9
+
+
+def seg_loss(logits: torch.Tensor, target: torch.Tensor, dice_weight: float) -> torch.Tensor:
+    """Cross-entropy + ``dice_weight`` x (1 - soft Dice averaged over the foreground classes)."""
+    ce = F.cross_entropy(logits, target)
+    if not dice_weight:
+        return ce
+    probs = logits.softmax(1)[:, 1:]
+    onehot = F.one_hot(target, logits.shape[1]).permute(0, 3, 1, 2)[:, 1:].to(probs.dtype)
+    inter = (probs * onehot).sum((0, 2, 3))
+    total = probs.sum((0, 2, 3)) + onehot.sum((0, 2, 3))
+    dice = (2 * inter + 1) / (total + 1)
+    return ce + dice_weight * (1 - dice.mean())
+
+
+def to_indices(labels: torch.Tensor, lut: torch.Tensor, where: str) -> torch.Tensor:
+    """uint8 label values -> int64 class indices; a value outside the schema is an error."""
+    idx = lut[labels.long()]
+    if (idx == 255).any():
+        bad = int(labels[idx == 255][0])
+        raise LabelValueError(f"Label value {bad} in {where} is not in the training schema.")
+    return idx.long()
+
+
+def schema_key(schema: LabelSchema) -> list[tuple[str, int]]:
+    return [(c.name, c.value) for c in schema.classes]
+
+
+def load_eval_set(
+    url: str, schema: LabelSchema, size: tuple[int, int], channels: int, limit: int | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Every sample (or the first ``limit``) of a store at ``size``: images (N, C, H, W), class indices."""
+    try:
+        stream = StoreStream(url, LoaderConfig(batch_size=64, shuffle=False), size=size)
+    except StoreNotFoundError as e:
+        raise StoreNotFoundError(f"No validation store at {url}.") from e
+    if schema_key(stream.schema) != schema_key(schema):
+        raise SchemaError(
+            f"Expected the validation store {url} to use the training schema {schema.name!r} "
+            f"{schema_key(schema)}. Got {stream.schema.name!r} {schema_key(stream.schema)} instead."
+        )
+    got = 1 if len(stream.image_shape) == 2 else stream.image_shape[0]
+    if got != channels:
+        raise ConfigError(f"Expected {channels}-channel images in {url} (as in training). Got {got}.")
+    lut = torch.from_numpy(label_lut(schema))
+    images, labels, n = [], [], 0
+    for batch in stream:
+        images.append(batch["image"])
+        labels.append(to_indices(batch["label"], lut, url))
+        n += len(batch["image"])
+        if limit is not None and n >= limit:
+            break
+    return torch.cat(images)[:limit], torch.cat(labels)[:limit]
+
+
+@torch.no_grad()
+def validate(
+    model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, cfg: SegTrainConfig, names
+) -> dict[str, float]:
+    """Loss and per-class Dice (mean over samples) on held-in-memory data, at the training size."""
+    model.eval()
+    device = next(model.parameters()).device
+    losses, dices = [], []
+    for a in range(0, len(images), 64):
+        x, y = images[a : a + 64].to(device), labels[a : a + 64].to(device)
+        logits = model(x)
+        losses.append(float(seg_loss(logits, y, cfg.dice_weight)) * len(x))
+        dices.append(batch_dice(logits.argmax(1).cpu().numpy(), y.cpu().numpy(), len(names) + 1))
+    model.train()
+    dice = np.concatenate(dices).mean(axis=0)
+    out = {"val_loss": sum(losses) / len(images)} | {
+        f"val_dice_{n}": float(d) for n, d in zip(names, dice, strict=True)
+    }
+    return out | {"val_dice_mean": float(dice.mean())}
+
+
+def _save(out: Path, name: str, model: torch.nn.Module, spec: SegmenterSpec) -> Path:
+    tmp = out / f"{name}.tmp"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    save_segmenter(tmp, model, spec)
+    replace_folder(tmp, out / name)
+    return out / name
+
+
+def write_log(out: Path, rows: list[dict[str, float]], plot: bool = True) -> None:
+    """``log.csv``, ``log.json`` and, with ``plot``, ``curves.png`` (loss and Dice against step)."""
+    (out / "log.json").write_text(json.dumps(rows, indent=1) + "\n")
+    keys = list(dict.fromkeys(k for r in rows for k in r))
+    with (out / "log.csv").open("w", newline="") as f:
+        writer = csv.DictWriter(f, keys)
+        writer.writeheader()
+        writer.writerows(rows)
+    if not plot:
+        return
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    steps = [r["step"] for r in rows]
+    fig, (ax_loss, ax_dice) = plt.subplots(1, 2, figsize=(10, 3.5))
+    for key in ("train_loss", "val_loss"):
+        ax_loss.plot(steps, [r.get(key, math.nan) for r in rows], marker=".", label=key)
+    for key in (k for k in keys if k.startswith("val_dice_")):
+        ax_dice.plot(
+            steps, [r.get(key, math.nan) for r in rows], marker=".", label=key.removeprefix("val_dice_")
+        )
+    ax_loss.set(xlabel="step", ylabel="loss", title="loss")
+    ax_dice.set(xlabel="step", ylabel="Dice", title="validation Dice", ylim=(0, 1))
+    for ax in (ax_loss, ax_dice):
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out / "curves.png", dpi=90)
+    plt.close(fig)
+
+
+def train_seg(cfg: SegTrainConfig, *, progress: bool = True, overwrite: bool = False) -> SegTrainResult:
+    """Train ``cfg.model`` on ``cfg.train``, validating on ``cfg.val``; see the module docstring."""
+    out = Path(cfg.out_dir)
+    if (out / "best" / SPEC_JSON).exists() and not overwrite:
+        raise ConfigError(f"Expected a new output folder. {out} already holds a segmenter: choose another.")
+    device = resolve_device(cfg.device)
+    loader_cfg = LoaderConfig(
+        cfg.batch_size, cfg.block_size, cfg.window, shuffle=True, seed=cfg.seed, drop_last=True
+    )
+    stream = StoreStream(cfg.train, loader_cfg, augment=cfg.augment, size=cfg.image_size)
+    schema = stream.schema
+    channels = 1 if len(stream.image_shape) == 2 else stream.image_shape[0]
+    val_images, val_labels = load_eval_set(cfg.val, schema, cfg.image_size, channels, cfg.val_limit)
+    lut = torch.from_numpy(label_lut(schema))
+
+    model = build_segmenter(cfg.model, channels, schema.num_classes)
+    init_segmenter(model, seeded(cfg.seed, 0))
+    model.to(device).train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    spec = SegmenterSpec(cfg.model, cfg.image_size, channels, schema, train_config=cfg.to_dict())
+    out.mkdir(parents=True, exist_ok=True)
+    loader = make_loader(stream, cfg.num_workers, persistent_workers=cfg.num_workers > 0)
+
+    rows: list[dict[str, float]] = []
+    best_score, best_step, best_metrics = -1.0, 0, {}
+    step, epoch, running, count = 0, 0, 0.0, 0
+    t0 = time.perf_counter()
+    bar = tqdm(total=cfg.steps, disable=not progress, desc=f"train-seg {cfg.model.arch}", unit="step")
+    while step < cfg.steps:
+        stream.set_epoch(epoch)
+        step_before = step
+        for batch in loader:
+            lr = lr_at(step, cfg.lr, cfg.steps)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            x = batch["image"].to(device)
+            y = to_indices(batch["label"], lut, cfg.train).to(device)
+            loss = seg_loss(model(x), y, cfg.dice_weight)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            step += 1
+            running, count = running + loss.item(), count + 1
+            bar.update(1)
+            if step % cfg.val_every == 0 or step == cfg.steps:
+                metrics = validate(model, val_images, val_labels, cfg, schema.names)
+                row = {"step": step, "epoch": epoch, "lr": lr, "train_loss": running / count} | metrics
+                rows.append(row | {"seconds": time.perf_counter() - t0})
+                running, count = 0.0, 0
+                spec = dataclasses.replace(spec, step=step, metrics=metrics)
+                if metrics["val_dice_mean"] > best_score:
+                    best_score, best_step, best_metrics = metrics["val_dice_mean"], step, metrics
+                    _save(out, "best", model, spec)
+                _save(out, "last", model, spec)
+                write_log(out, rows, plot=step == cfg.steps or len(rows) % PLOT_EVERY == 0)
+                bar.set_postfix(loss=f"{row['train_loss']:.3f}", dice=f"{metrics['val_dice_mean']:.3f}")
+            if step >= cfg.steps:
+                break
+        if step == step_before:
+            raise ConfigError(
+                f"Expected at least one batch of {cfg.batch_size} per epoch from {cfg.train}. Got none: "
+                "lower --batch-size."
+            )
+        epoch += 1
+    bar.close()
+    return SegTrainResult(out / "best", best_step, best_metrics, step, time.perf_counter() - t0)

@@ -1,0 +1,113 @@
+"""Procedural anatomy: reproducible draws, recorded parameters, plausible maps in every view."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import numpy as np
+import pytest
+
+from synthgen.engine import anatomy
+from synthgen.engine.anatomy_echo import APEX_MIN_Y, sector_mask
+from synthgen.engine.gate import GateReport, check_batch
+from synthgen.errors import ConfigError
+
+SHAPES = {"echo_a4c": (112, 112), "echo_a2c": (112, 112), "sa_mr": (108, 128), "ct_axial": (96, 96)}
+
+
+def _maps(view: str, n: int, seed: int = 0) -> tuple[list[anatomy.AnatomyParams], np.ndarray]:
+    params = [anatomy.sample_params(np.random.default_rng([seed, i]), view) for i in range(n)]
+    return params, np.stack([anatomy.render(p, SHAPES[view]) for p in params])
+
+
+@pytest.mark.parametrize("view", anatomy.VIEWS)
+def test_draws_and_renders_are_reproducible(view):
+    a = anatomy.sample_params(np.random.default_rng(5), view)
+    b = anatomy.sample_params(np.random.default_rng(5), view)
+    c = anatomy.sample_params(np.random.default_rng(6), view)
+    assert a == b and a != c
+    x = anatomy.render(a, SHAPES[view])
+    assert x.dtype == np.uint8 and x.shape == SHAPES[view]
+    np.testing.assert_array_equal(x, anatomy.render(b, SHAPES[view]))
+
+
+@pytest.mark.parametrize("view", anatomy.VIEWS)
+def test_params_round_trip_as_dict_and_vector(view):
+    p = anatomy.sample_params(np.random.default_rng(1), view)
+    kind = type(p)
+    assert kind.from_dict(json.loads(json.dumps(p.to_dict()))) == p
+    vector = p.to_vector()
+    assert vector.shape == (len(kind.names()),) and kind.from_vector(vector) == p
+    with pytest.raises(ConfigError, match="Unknown key"):
+        kind.from_dict(p.to_dict() | {"extra": 1.0})
+    with pytest.raises(ConfigError, match="Missing"):
+        kind.from_dict({k: v for k, v in p.to_dict().items() if k != kind.names()[0]})
+    with pytest.raises(ConfigError, match="vector of"):
+        kind.from_vector(vector[:-1])
+
+
+@pytest.mark.parametrize("view", anatomy.VIEWS)
+def test_draws_lie_in_the_documented_ranges(view):
+    adjusted = {"apex_y", "lv_length"}  # moved to keep the cavity in the sector (see anatomy_echo)
+    for i in range(20):
+        p = anatomy.sample_params(np.random.default_rng([2, i]), view).to_dict()
+        for name, (lo, hi) in anatomy.ranges(view).items():
+            if name not in adjusted:
+                assert lo <= p[name] <= hi, (name, p[name])
+        if view.startswith("echo"):
+            assert p["two_chamber"] == float(view == "echo_a2c") and p["apex_y"] >= APEX_MIN_Y
+
+
+@pytest.mark.parametrize("view", anatomy.VIEWS)
+def test_maps_use_the_schema_and_pass_the_gate(view):
+    schema = anatomy.schema_of(view)
+    _, maps = _maps(view, 40)
+    assert set(np.unique(maps)) <= {0, *schema.values}
+    report = GateReport.from_flags(check_batch(maps, schema)[1], schema)
+    assert report.pass_rate >= 0.95, report.to_dict()
+
+
+def test_ct_shows_all_seven_structures():
+    _, maps = _maps("ct_axial", 10)
+    for x in maps:
+        assert set(np.unique(x)) == set(range(8))
+
+
+def test_echo_geometry_apex_up_atrium_below_cavity_in_sector():
+    params, maps = _maps("echo_a4c", 20)
+    for p, x in zip(params, maps, strict=True):
+        rows_lv = np.nonzero(x == 1)[0]
+        rows_la = np.nonzero(x == 3)[0]
+        assert rows_lv.min() < rows_la.min() and rows_lv.mean() < rows_la.mean()
+        assert not ((x == 1) & ~sector_mask(p, x.shape)).any()
+        assert not ((x == 3) & ~sector_mask(p, x.shape)).any()
+
+
+def test_short_axis_rv_presence_is_a_recorded_draw():
+    p = anatomy.sample_params(np.random.default_rng(0), "sa_mr")
+    with_rv = anatomy.render(dataclasses.replace(p, has_rv=1.0), (96, 96))
+    without = anatomy.render(dataclasses.replace(p, has_rv=0.0), (96, 96))
+    assert (with_rv == 1).any() and not (without == 1).any()
+    np.testing.assert_array_equal(with_rv != 1, without == with_rv)
+
+
+@pytest.mark.parametrize("view", ["echo_a4c", "sa_mr"])
+def test_rendering_is_resolution_independent(view):
+    p = anatomy.sample_params(np.random.default_rng(3), view)
+    h, w = SHAPES[view]
+    small, large = anatomy.render(p, (h, w)), anatomy.render(p, (2 * h, 2 * w))
+    for v in np.unique(large)[1:]:
+        assert abs((small == v).mean() - (large == v).mean()) < 0.15 * (large == v).mean() + 2e-3
+
+
+def test_bad_arguments():
+    with pytest.raises(ConfigError, match="anatomy view"):
+        anatomy.sample_params(np.random.default_rng(0), "plax")
+    with pytest.raises(ConfigError, match="Generator"):
+        anatomy.sample_params(0, "sa_mr")  # type: ignore[arg-type]
+    p = anatomy.sample_params(np.random.default_rng(0), "sa_mr")
+    with pytest.raises(ConfigError, match="image shape"):
+        anatomy.render(p, (4, 64))
+    with pytest.raises(ConfigError, match="anatomy parameters"):
+        anatomy.render(object(), (64, 64))  # type: ignore[arg-type]

@@ -1,0 +1,280 @@
+"""The build engine: reproducibility across schedulers, resume after kill -9, bad input, dry run."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import zarr
+from click.testing import CliRunner
+
+from synthgen.cli import cli
+from synthgen.engine.build import RunOptions, build_dataset, plan_build
+from synthgen.engine.random_generator import random_checkpoint
+from synthgen.engine.store import StoreReader
+from synthgen.schemas import ACDC, CAMUS
+from synthgen.schemas.build_config import load_build_config
+
+SIZE = 32
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    return random_checkpoint(tmp_path_factory.mktemp("gen") / "spade", "spade", CAMUS, image_size=SIZE)
+
+
+def config_for(checkpoint, **overrides):
+    base = {
+        "n": 40,
+        "image_size": [SIZE, SIZE],
+        "shard_size": 16,
+        "generator": str(checkpoint),
+        "batch_size": 8,
+        "backend": "onnxruntime",
+    }
+    return load_build_config(None, base | overrides)
+
+
+def store_arrays(url) -> dict[str, np.ndarray]:
+    root = zarr.open_group(url, mode="r")
+    names = ["images", "labels", *(f"meta/{k}" for k in root["meta"].array_keys())]
+    return {name: root[name][:] for name in names}
+
+
+def assert_same_store(a, b):
+    arrays_a, arrays_b = store_arrays(a), store_arrays(b)
+    assert arrays_a.keys() == arrays_b.keys()
+    for name in arrays_a:
+        np.testing.assert_array_equal(arrays_a[name], arrays_b[name], err_msg=name)
+    attrs_a, attrs_b = StoreReader(a).attrs, StoreReader(b).attrs
+    assert attrs_a.complete_shards == attrs_b.complete_shards
+    assert attrs_a.provenance["build_config"] == attrs_b.provenance["build_config"]
+
+
+def test_build_writes_a_complete_store(tmp_path, checkpoint):
+    out = str(tmp_path / "a.zarr")
+    summary = build_dataset(out, config_for(checkpoint), RunOptions(scheduler="sync", progress=False))
+    reader = StoreReader(out)
+    assert reader.attrs.is_complete and reader.num_available == 40
+    assert summary.shards_built == 3 and summary.gate_checked >= 40
+    images, labels = reader.read_block(0, 40)
+    assert images.shape == (40, SIZE, SIZE) and images.dtype == np.uint8
+    assert set(np.unique(labels)) <= {0, 1, 2, 3}
+    assert (reader.read_meta("plausibility") == 0).all()  # every kept map passed the gate
+    assert len(np.unique(reader.read_meta("seed"))) == 40
+    # outside the ultrasound sector the images are blank
+    from synthgen.engine.postprocess import sector_mask
+
+    assert (images[:, ~sector_mask((SIZE, SIZE))] == 0).all()
+
+
+def test_same_seed_same_bytes_on_sync_and_threads(tmp_path, checkpoint):
+    config = config_for(checkpoint)
+    build_dataset(str(tmp_path / "sync.zarr"), config, RunOptions(scheduler="sync", progress=False))
+    build_dataset(
+        str(tmp_path / "thr.zarr"), config, RunOptions(scheduler="threads", workers=3, progress=False)
+    )
+    assert_same_store(str(tmp_path / "sync.zarr"), str(tmp_path / "thr.zarr"))
+    other = config_for(checkpoint, seed=1)
+    build_dataset(str(tmp_path / "seed1.zarr"), other, RunOptions(scheduler="sync", progress=False))
+    assert not np.array_equal(
+        store_arrays(str(tmp_path / "sync.zarr"))["labels"],
+        store_arrays(str(tmp_path / "seed1.zarr"))["labels"],
+    )
+
+
+@pytest.mark.slow
+def test_same_bytes_with_local_processes(tmp_path, checkpoint):
+    config = config_for(checkpoint)
+    build_dataset(str(tmp_path / "sync.zarr"), config, RunOptions(scheduler="sync", progress=False))
+    build_dataset(
+        str(tmp_path / "proc.zarr"), config, RunOptions(scheduler="processes", workers=2, progress=False)
+    )
+    assert_same_store(str(tmp_path / "sync.zarr"), str(tmp_path / "proc.zarr"))
+
+
+def test_resume_finishes_only_missing_shards(tmp_path, checkpoint):
+    config = config_for(checkpoint)
+    full = str(tmp_path / "full.zarr")
+    build_dataset(full, config, RunOptions(scheduler="sync", progress=False))
+    part = str(tmp_path / "part.zarr")
+    build_dataset(part, config, RunOptions(scheduler="sync", progress=False))
+    # forget shard 1 as if the build had died before recording it, and scribble over its data
+    root = zarr.open_group(part, mode="r+")
+    attrs = dict(root.attrs["synthgen"])
+    attrs["complete_shards"] = [0, 2]
+    root.attrs["synthgen"] = attrs
+    root["images"][16:32] = 7
+    summary = build_dataset(part, config, RunOptions(scheduler="sync", progress=False))
+    assert (summary.shards_built, summary.shards_skipped) == (1, 2)
+    assert_same_store(full, part)
+
+
+def _cli(*args):
+    return [sys.executable, "-m", "synthgen.cli", *args]
+
+
+@pytest.mark.slow
+def test_kill_9_then_rerun_gives_the_uninterrupted_bytes(tmp_path, checkpoint):
+    args = [
+        "build-dataset", "--n", "96", "--image-size", str(SIZE), str(SIZE), "--shard-size", "8",
+        "--generator", str(checkpoint), "--batch-size", "8", "--backend", "onnxruntime",
+        "--scheduler", "sync", "--quiet",
+    ]  # fmt: skip
+    killed = str(tmp_path / "killed.zarr")
+    proc = subprocess.Popen(
+        _cli(*args, "--out", killed), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    deadline = time.time() + 120
+    while time.time() < deadline:  # kill as soon as a few shards are recorded, mid-build
+        try:
+            if len(StoreReader(killed).complete_shards) >= 3:
+                break
+        except Exception:
+            pass
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    done = StoreReader(killed).complete_shards
+    assert 3 <= len(done) < 12, "the build should have been killed mid-way"
+    subprocess.run(_cli(*args, "--out", killed), check=True, capture_output=True)
+    full = str(tmp_path / "full.zarr")
+    subprocess.run(_cli(*args, "--out", full), check=True, capture_output=True)
+    assert_same_store(full, killed)
+
+
+def test_dry_run_prints_the_plan(tmp_path, checkpoint):
+    plan = plan_build(
+        str(tmp_path / "x.zarr"), config_for(checkpoint, n=1000), RunOptions(workers=2), calibration=8
+    )
+    text = "\n".join(plan.lines())
+    assert "63 of 16 samples" in text and "63 to build" in text and "estimated time" in text
+    assert not (tmp_path / "x.zarr").exists()
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--preset", "xray"], "build preset"),
+        (["--n", "0"], "n .*>= 1"),
+        (["--scheduler", "mpi"], "scheduler"),
+        (["--image-size", "48", "48"], "image-size"),
+        (["--n", "1000000000000"], "Not enough disk space"),
+        (["--backend", "cuda"], "backend"),
+    ],
+)
+def test_bad_input_gives_one_line_and_exit_1(tmp_path, checkpoint, extra, message):
+    out = tmp_path / "o.zarr"
+    base = ["build-dataset", "--out", str(out), "--generator", str(checkpoint), "--image-size", "32", "32"]
+    result = CliRunner().invoke(cli, [*base, *extra])
+    assert result.exit_code == 1, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("synthgen: error:")
+    import re
+
+    assert re.search(message, lines[0]), lines[0]
+    assert not out.exists()
+
+
+def test_checkpoint_of_another_schema_is_refused(tmp_path):
+    acdc = random_checkpoint(tmp_path / "acdc", "spade", ACDC, image_size=SIZE)
+    result = CliRunner().invoke(
+        cli,
+        [
+            "build-dataset",
+            "--out",
+            str(tmp_path / "o.zarr"),
+            "--generator",
+            str(acdc),
+            "--image-size",
+            "32",
+            "32",
+        ],
+    )
+    assert result.exit_code == 1
+    assert "label schema 'camus'" in result.stderr and "'acdc'" in result.stderr
+    assert not (tmp_path / "o.zarr").exists()
+
+
+def test_output_of_another_kind_is_refused(tmp_path, checkpoint):
+    plain = tmp_path / "plain.zarr"
+    zarr.open_group(str(plain), mode="w")
+    args = ["build-dataset", "--generator", str(checkpoint), "--image-size", "32", "32", "--n", "20"]
+    result = CliRunner().invoke(cli, [*args, "--out", str(plain)])
+    assert result.exit_code == 1 and "not a synthgen dataset build" in result.stderr
+    assert list(zarr.open_group(str(plain), mode="r").array_keys()) == []  # untouched
+    built = tmp_path / "built.zarr"
+    assert (
+        CliRunner().invoke(cli, [*args, "--out", str(built), "--quiet", "--scheduler", "sync"]).exit_code == 0
+    )
+    result = CliRunner().invoke(cli, [*args, "--out", str(built), "--seed", "5"])
+    assert result.exit_code == 1 and "different build (differs in ['seed'])" in result.stderr
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_distributed_cluster_survives_a_killed_worker(tmp_path, checkpoint):
+    """A real `dask scheduler` and two `dask worker` processes on loopback; one worker is killed mid-build."""
+    port = _free_port()
+    address = f"tcp://127.0.0.1:{port}"
+    quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
+    env = os.environ | {"DASK_DISTRIBUTED__WORKER__DAEMON": "False"}
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "distributed.cli.dask_scheduler", "--host", "127.0.0.1", "--port", str(port),
+             "--no-dashboard"], env=env, **quiet,
+        )
+    ]  # fmt: skip
+    try:
+        for _ in range(2):
+            procs.append(
+                subprocess.Popen(
+                    [sys.executable, "-m", "distributed.cli.dask_worker", address, "--nthreads", "1", "--no-nanny",
+                     "--no-dashboard", "--host", "127.0.0.1"], env=env, **quiet,
+                )
+            )  # fmt: skip
+        from distributed import Client
+
+        with Client(address, timeout="60s") as client:
+            client.wait_for_workers(2, timeout=60)
+        config = config_for(checkpoint, n=96, shard_size=8)
+        out = str(tmp_path / "dist.zarr")
+
+        import threading
+
+        def kill_when_under_way():
+            deadline = time.time() + 120
+            while time.time() < deadline:
+                try:
+                    if len(StoreReader(out).complete_shards) >= 2:
+                        break
+                except Exception:
+                    pass
+                time.sleep(0.05)
+            procs[1].send_signal(signal.SIGKILL)
+
+        killer = threading.Thread(target=kill_when_under_way)
+        killer.start()
+        summary = build_dataset(out, config, RunOptions(scheduler=address, progress=False))
+        killer.join()
+        assert procs[1].wait(timeout=10) == -signal.SIGKILL
+        assert summary.shards_built == 12
+        reference = str(tmp_path / "sync.zarr")
+        build_dataset(reference, config, RunOptions(scheduler="sync", progress=False))
+        assert_same_store(reference, out)
+    finally:
+        for p in procs:
+            p.kill()
+            p.wait()

@@ -1,0 +1,184 @@
+"""evaluate seg / realism / utility: plumbing on tiny stores, FID and KID against references, errors."""
+
+import csv
+import json
+
+import numpy as np
+import pytest
+import scipy.linalg
+import torch
+from click.testing import CliRunner
+from seg_fixtures import GREY, TINY_MODEL, make_seg_store, tiny_train_config
+
+from synthgen.cli import cli
+from synthgen.engine.store import StoreReader
+from synthgen.errors import SchemaError
+from synthgen.schemas import ACDC, CAMUS
+from synthgen.trainers import evaluate as ev
+from synthgen.trainers.seg_models import SegmenterSpec, build_segmenter, init_segmenter, save_segmenter
+from synthgen.trainers.splits import is_test_patient, store_patients
+from synthgen.trainers.train_gan import seeded
+from synthgen.trainers.utility import UtilityConfig, patient_splits, prepare_stores, run_utility
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture
+def checkpoint(tmp_path):
+    """A randomly initialised tiny U-Net checkpoint for the CAMUS schema at 32 x 32."""
+    model = build_segmenter(TINY_MODEL, 1, CAMUS.num_classes)
+    init_segmenter(model, seeded(0, 0))
+    spec = SegmenterSpec(TINY_MODEL, (32, 32), 1, CAMUS, train_config={"train": "real.zarr"})
+    return str(save_segmenter(tmp_path / "ckpt", model, spec))
+
+
+PATIENTS = np.repeat(np.arange(1, 21), 2)  # 20 patients, 2 samples each; 10 and 20 are test patients
+
+
+def test_frechet_distance_matches_scipy_sqrtm_and_is_zero_on_itself():
+    rng = np.random.default_rng(0)
+    a = rng.normal(size=(200, 5))
+    b = rng.normal(size=(150, 5)) @ np.diag([1, 2, 0.5, 1, 3]) + 0.7
+    mu = a.mean(0) - b.mean(0)
+    sa, sb = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
+    want = mu @ mu + np.trace(sa + sb - 2 * scipy.linalg.sqrtm(sa @ sb).real)
+    assert ev.frechet_distance(a, b) == pytest.approx(want, rel=1e-8)
+    assert ev.frechet_distance(a, a) == pytest.approx(0.0, abs=1e-8)
+
+
+def test_kid_mmd_matches_brute_force_and_separates_distributions():
+    rng = np.random.default_rng(1)
+    x, y = rng.normal(size=(6, 3)), rng.normal(size=(5, 3)) + 0.5
+
+    def k(u, v):
+        return (u @ v / 3 + 1) ** 3
+
+    xx = sum(k(x[i], x[j]) for i in range(6) for j in range(6) if i != j) / 30
+    yy = sum(k(y[i], y[j]) for i in range(5) for j in range(5) if i != j) / 20
+    xy = sum(k(x[i], y[j]) for i in range(6) for j in range(5)) / 30
+    assert ev.mmd2_polynomial(x, y) == pytest.approx(xx + yy - 2 * xy, rel=1e-10)
+    same = ev.kernel_distance(rng.normal(size=(300, 4)), rng.normal(size=(300, 4)), rng, 20, 100)
+    apart = ev.kernel_distance(rng.normal(size=(300, 4)), rng.normal(size=(300, 4)) + 1, rng, 20, 100)
+    assert abs(same[0]) < 3 * same[1] + 0.01 and apart[0] > 10 * abs(same[0])
+
+
+def test_nearest_neighbours_match_brute_force():
+    rng = np.random.default_rng(2)
+    q, r = rng.random((7, 10)), rng.random((9, 10))
+    idx, dist = ev.nearest_neighbours(q, r, chunk=3)
+    d = np.sqrt(((q[:, None] - r[None]) ** 2).mean(-1))
+    np.testing.assert_array_equal(idx, d.argmin(1))
+    np.testing.assert_allclose(dist, d.min(1), rtol=1e-9)
+
+
+def test_evaluate_seg_rows_match_the_metrics(checkpoint, tmp_path, monkeypatch):
+    store = make_seg_store(str(tmp_path / "s.zarr"), n=40, patients=PATIENTS, spacing=(0.5, 0.5))
+    result = ev.evaluate_segmentation(checkpoint, store, tmp_path / "out", split="test")
+    assert [r["index"] for r in result.rows] == [18, 19, 38, 39] and result.unit == "mm"
+    assert {r["patient"] for r in result.rows} == {10, 20}
+    with (tmp_path / "out" / "per_sample.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 4 and "left_atrium_hd95" in rows[0]
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["summary"]["lv_cavity"]["dice"]["n"] == 4
+    assert (tmp_path / "out" / "summary.md").read_text().startswith("| class |")
+
+    # noise-free images say their class by grey level: a perfect "prediction", then one missing the atrium
+    clean = make_seg_store(str(tmp_path / "clean.zarr"), n=40, noise=0.0)
+
+    def perfect(model, spec, images):
+        return np.abs(images[:, 0, :, :, None] * 255 - GREY).argmin(-1).astype(np.uint8)
+
+    monkeypatch.setattr(ev, "predict", perfect)
+    best = ev.evaluate_segmentation(checkpoint, clean)
+    assert best.unit == "px" and len(best.rows) == 40
+    assert all(r[f"{n}_dice"] == 1.0 and r[f"{n}_hd95"] == 0.0 for r in best.rows for n in CAMUS.names)
+
+    def no_atrium(model, spec, images):
+        out = perfect(model, spec, images)
+        out[out == 3] = 0
+        return out
+
+    monkeypatch.setattr(ev, "predict", no_atrium)
+    missed = ev.evaluate_segmentation(checkpoint, clean, spacing=(2.0, 2.0))
+    assert all(r["left_atrium_dice"] == 0.0 and np.isnan(r["left_atrium_hd95"]) for r in missed.rows)
+    assert missed.summary["left_atrium"]["hd95"]["undefined"] == 40
+    assert missed.summary["lv_cavity"]["dice"]["mean"] == 1.0 and missed.unit == "mm"
+
+
+def test_evaluate_seg_refuses_another_schema(checkpoint, tmp_path):
+    acdc = make_seg_store(str(tmp_path / "acdc.zarr"), n=4, schema=ACDC)
+    with pytest.raises(SchemaError, match="Expected a store of the segmenter's schema 'camus'"):
+        ev.evaluate_segmentation(checkpoint, acdc)
+    result = CliRunner().invoke(cli, ["evaluate", "seg", checkpoint, acdc])
+    assert result.exit_code == 1 and result.output.startswith("synthgen: error: Expected a store")
+
+
+def test_realism_flags_copies_of_training_images(checkpoint, tmp_path):
+    real = make_seg_store(str(tmp_path / "real.zarr"), n=40, patients=PATIENTS)
+    reader = StoreReader(real)
+    train = np.flatnonzero(~np.isin(store_patients(reader), [10, 20]))
+    from synthgen.trainers.utility import write_subset
+
+    copies = write_subset(reader, str(tmp_path / "copies.zarr"), train[:8], {})
+    cfg = ev.RealismConfig(copies, real, checkpoint, str(tmp_path / "out"), kid_subsets=5, kid_subset_size=4)
+    report = ev.evaluate_realism(cfg)
+    memo = report["memorisation"]
+    assert memo["synthetic_to_nearest_real"]["p100"] == pytest.approx(0.0, abs=1e-6)
+    assert memo["synthetic_closer_than_closest_reference"] == 1.0
+    assert memo["closest_pairs"][0]["real"] in train[:8].tolist()
+    assert report["fid"]["synthetic_vs_real"] >= 0 and "real_reference_vs_real" in report["kid"]
+    assert set(report["label_adherence"]) == set(CAMUS.names)
+    for name in ("realism.json", "memorisation.csv", "label_adherence.csv", "closest_pairs.png"):
+        assert (tmp_path / "out" / name).is_file()
+    assert any("FID" in line for line in ev.realism_lines(report))
+
+
+def test_utility_splits_are_disjoint_nested_and_use_the_shared_test_split(tmp_path):
+    real = make_seg_store(str(tmp_path / "real.zarr"), n=40, patients=PATIENTS)
+    cfg = UtilityConfig(real, str(tmp_path / "u"), fractions=(0.2, 0.5))
+    splits = patient_splits(StoreReader(real), cfg)
+    patients = {k: set(PATIENTS[v].tolist()) for k, v in splits.items()}
+    assert patients["test"] == {p for p in range(1, 21) if is_test_patient(p)} == {10, 20}
+    assert (
+        not patients["test"] & (patients["val"] | patients["train"])
+        and not patients["val"] & patients["train"]
+    )
+    assert patients["train10"] <= patients["train25"] <= patients["train"]
+    assert len(patients["train10"]) == 3 and len(patients["train25"]) == 8  # of 16 pool patients
+    urls = prepare_stores(cfg)
+    copy = StoreReader(urls["val"])
+    np.testing.assert_array_equal(
+        copy.read_block(0, copy.layout.n)[1], StoreReader(real).read_block(0, 40)[1][splits["val"]]
+    )
+
+
+@pytest.mark.slow
+def test_utility_table_real_arms_and_resume(tmp_path):
+    real = make_seg_store(str(tmp_path / "real.zarr"), n=40, patients=PATIENTS)
+    train = tiny_train_config("", "", "", steps=2, val_every=2, batch_size=4)
+    cfg = UtilityConfig(real, str(tmp_path / "u"), train=train)
+    table, _ = run_utility(cfg, progress=False)
+    assert table.splitlines()[0].startswith("| arm | real train samples | lv_cavity Dice")
+    assert [line.split("|")[1].strip() for line in table.splitlines()[2:5]] == ["real", "real10", "real25"]
+    assert json.loads((tmp_path / "u" / "utility.json").read_text())["arms"]["real"]["n"] == 4
+    weights = tmp_path / "u" / "arms" / "real" / "best" / "segmenter.safetensors"
+    stamp = weights.stat().st_mtime_ns
+    run_utility(cfg, progress=False)  # everything done: nothing retrains
+    assert weights.stat().st_mtime_ns == stamp
+
+
+def test_utility_cli_errors(tmp_path):
+    real = make_seg_store(str(tmp_path / "real.zarr"), n=8, patients=PATIENTS[:8])
+    result = CliRunner().invoke(
+        cli, ["evaluate", "utility", real, str(tmp_path / "u"), "--arms", "synthetic"]
+    )
+    assert result.exit_code == 1 and "Expected --synth for arms ['synthetic']" in result.output
+    result = CliRunner().invoke(cli, ["evaluate", "utility", real, str(tmp_path / "u"), "--arms", "realx"])
+    assert result.exit_code == 1 and "Expected arms from" in result.output

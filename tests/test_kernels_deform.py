@@ -1,0 +1,127 @@
+"""deform_labels: exactly the reference field and warp, per sample, whatever the batch or thread count."""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+import pytest
+from conftest import disc_labels
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+from kernel_harness import check_kernel
+
+from synthgen.errors import ConfigError, KernelInputError
+from synthgen.kernels import AffineParams, deform_labels, deformation_field, warp_labels
+from synthgen.kernels import reference as ref
+
+SEEDS = np.array([0, 1, 2**63 + 5, 987654321, 42, 7], dtype=np.uint64)
+AFFINES = [
+    AffineParams(rotation=10.0 * i - 20, scale_y=0.9 + 0.05 * i, translate_x=i - 2.5) for i in range(6)
+]
+
+
+def _check(labels, spacing, max_disp, affine=None):
+    def kernel(x, idx):
+        return deform_labels(
+            x, SEEDS[idx], spacing, max_disp, affine=None if affine is None else [affine[i] for i in idx]
+        )
+
+    def expected(m, i):
+        return ref.deform_labels(m, int(SEEDS[i]), spacing, max_disp, None if affine is None else affine[i])
+
+    return check_kernel(kernel, labels, reference=expected, single=False)
+
+
+@pytest.mark.parametrize("size", [(32, 32), (29, 45), (256, 256)])
+def test_deform_matches_reference(size):
+    labels = disc_labels(6, *size)
+    out = _check(labels, 16, 5.0, AFFINES)
+    assert (out != labels).mean() > 0.01  # it did deform
+    _check(labels[:2], 40, 12.0)
+
+
+@pytest.mark.parametrize("dtype", [np.int16, np.int64])
+def test_deform_keeps_any_integer_dtype(dtype):
+    labels = disc_labels(3, 24, 21).astype(dtype)
+    if np.dtype(dtype).kind == "i":
+        labels[labels == 2] = -3
+    _check(labels, 8, 4.0, AFFINES)
+
+
+def test_deform_equals_warp_of_the_public_field():
+    labels = disc_labels(3, 40, 40)
+    out = deform_labels(labels, SEEDS[:3], 16, 6.0, affine=AFFINES[:3])
+    for n in range(3):
+        field = deformation_field(int(SEEDS[n]), (40, 40), 16, 6.0, AFFINES[n])
+        np.testing.assert_array_equal(out[n], warp_labels(labels[n], field))
+    matrices = np.stack([a.matrix((40, 40)) for a in AFFINES[:3]])
+    np.testing.assert_array_equal(out, deform_labels(labels, SEEDS[:3], 16, 6.0, affine=matrices))
+
+
+def test_deform_does_not_depend_on_thread_count():
+    labels = disc_labels(16, 48, 48)
+    seeds = np.arange(16, dtype=np.uint64) * 1000003
+    default = deform_labels(labels, seeds, 16, 6.0)
+    before = numba.get_num_threads()
+    try:
+        numba.set_num_threads(1)
+        single_thread = deform_labels(labels, seeds, 16, 6.0)
+    finally:
+        numba.set_num_threads(before)
+    np.testing.assert_array_equal(default, single_thread)
+
+
+def test_identity_deformation_changes_nothing():
+    labels = disc_labels(2, 30, 30)
+    np.testing.assert_array_equal(deform_labels(labels, [3, 4], 16, 0.0), labels)
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    labels=hnp.arrays(
+        np.uint8,
+        st.tuples(st.integers(1, 4), st.integers(1, 40), st.integers(1, 40)),
+        elements=st.integers(0, 3),
+    ),
+    seed=st.integers(0, 2**64 - 1),
+    spacing=st.floats(8, 48),
+    max_disp=st.floats(0, 20),
+    rotation=st.floats(-30, 30),
+)
+def test_deform_matches_reference_property(labels, seed, spacing, max_disp, rotation):
+    seeds = [(seed + k) % 2**64 for k in range(len(labels))]
+    affine = [AffineParams(rotation=rotation, scale_x=1.1)] * len(labels)
+    out = deform_labels(labels, seeds, spacing, max_disp, affine=affine)
+    for n in range(len(labels)):
+        np.testing.assert_array_equal(
+            out[n], ref.deform_labels(labels[n], seeds[n], spacing, max_disp, affine[n])
+        )
+
+
+@pytest.mark.parametrize(
+    ("call", "error", "match"),
+    [
+        (lambda: deform_labels(np.zeros((8, 8), np.uint8), [1], 8, 1.0), KernelInputError, "batch"),
+        (
+            lambda: deform_labels(np.zeros((2, 8, 8), np.uint8), [1], 8, 1.0),
+            ConfigError,
+            "one seed per sample",
+        ),
+        (lambda: deform_labels(np.zeros((1, 8, 8), np.uint8), [-1], 8, 1.0), ConfigError, "seeds"),
+        (
+            lambda: deform_labels(np.zeros((1, 8, 8), np.uint8), np.array([-1]), 8, 1.0),
+            ConfigError,
+            "negative",
+        ),
+        (lambda: deform_labels(np.zeros((1, 8, 8), np.uint8), [1], 2, 1.0), ConfigError, "spacing"),
+        (
+            lambda: deform_labels(np.zeros((1, 8, 8), np.uint8), [1], 8, 1.0, affine=[None]),
+            ConfigError,
+            "AffineParams",
+        ),
+    ],
+)
+def test_deform_arguments_are_checked(call, error, match):
+    with pytest.raises(error, match=match):
+        call()

@@ -1,0 +1,265 @@
+"""GAN trainers: configs, data, losses going down, exact resume, styles, generate(). Tiny CPU runs."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from conftest import disc_labels
+
+from synthgen.engine.store import StoreWriter
+from synthgen.errors import CheckpointError, ConfigError, LabelValueError, StoreFormatError
+from synthgen.schemas import CAMUS
+from synthgen.schemas.store_layout import Intensity, MetaField, StoreAttrs, StoreLayout
+from synthgen.trainers.architectures import build_gan, default_model_config
+from synthgen.trainers.base import DataShape
+from synthgen.trainers.checkpoint import load_generator
+from synthgen.trainers.config import TrainConfig, lr_at, merge_config
+from synthgen.trainers.data import draw_batch, from_unit, load_training_pairs, random_affine, to_unit
+from synthgen.trainers.generate import generate, style_vectors
+from synthgen.trainers.layers import init_weights
+from synthgen.trainers.splits import camus_test_patients, is_test_patient, patient_number, split_indices
+from synthgen.trainers.train_gan import seeded, train_gan
+from synthgen.trainers.train_state import STATE_WEIGHTS
+
+TINY = {
+    "spade": {
+        "width": 4,
+        "max_width": 8,
+        "depth": 2,
+        "hidden": 4,
+        "style_dim": 4,
+        "disc_width": 4,
+        "disc_layers": 2,
+    },
+    "pix2pix": {"width": 4, "max_width": 8, "depth": 3, "disc_width": 4, "disc_layers": 2},
+}
+
+
+def make_store(path, *, n: int = 12, size: int = 16, dtype: str = "uint8", shard: int = 8) -> str:
+    """A store of disc label maps whose images are per-class grey levels plus noise, patients 1..n."""
+    labels = disc_labels(n, size, size, seed=1)
+    rng = np.random.default_rng(0)
+    intensity = Intensity.for_dtype(dtype)
+    level = np.array([0.1, 0.3, 0.8, 0.5])[labels] + rng.normal(0, 0.05, labels.shape)
+    images = (np.clip(level, 0, 1) * intensity.high).astype(dtype)
+    layout = StoreLayout(n, (size, size), dtype, shard, meta=(MetaField("patient", "int32"),))
+    writer = StoreWriter.create(str(path), StoreAttrs(layout, CAMUS, intensity))
+    for k in range(layout.num_shards):
+        a, b = layout.shard_bounds(k)
+        writer.write_shard(k, images[a:b], labels[a:b], {"patient": np.arange(a + 1, b + 1, dtype=np.int32)})
+    writer.mark_complete(range(layout.num_shards))
+    return str(path)
+
+
+def tiny_config(store: str, out, arch: str = "spade", **changes) -> TrainConfig:
+    model = default_model_config(arch, **TINY[arch] | changes.pop("model", {}))
+    base = {
+        "image_size": 16,
+        "batch_size": 4,
+        "steps": 3,
+        "log_every": 1,
+        "sample_every": 2,
+        "checkpoint_every": 2,
+    }
+    return TrainConfig(store=store, out_dir=str(out), model=model, **base | changes)
+
+
+@pytest.fixture
+def store(tmp_path) -> str:
+    return make_store(tmp_path / "tiny.zarr")
+
+
+# -- configs ------------------------------------------------------------------------------------
+@pytest.mark.parametrize("arch", ["spade", "pix2pix"])
+def test_config_json_round_trip(arch, tmp_path):
+    cfg = tiny_config("s.zarr", tmp_path, arch, split="train", augment=True, lr_g=1e-4)
+    again = TrainConfig.from_dict(json.loads(json.dumps(cfg.to_dict())))
+    assert again == cfg
+    assert again.model.arch == arch
+
+
+@pytest.mark.parametrize(
+    ("data", "match"),
+    [
+        ({"model": {"arch": "spade", "widht": 8}}, r"Unknown key\(s\) \['widht'\]"),
+        ({"model": {"arch": "spade", "width": 0}}, "Expected SPADE width >= 1. Got 0"),
+        ({"model": {"arch": "spade", "width": 8.5}}, "Expected 'width' in the SPADE config to be an integer"),
+        ({"model": {"arch": "pix2pix", "style_dim": 8}}, r"Unknown key\(s\) \['style_dim'\] in the pix2pix"),
+        ({"model": {"arch": "stylegan"}}, "Expected an architecture in"),
+        ({"model": {"arch": "spade"}, "batch_size": 0}, "Expected the batch size >= 1. Got 0"),
+        ({"model": {"arch": "spade"}, "split": "val"}, "Expected a split in"),
+        (
+            {"model": {"arch": "spade"}, "amp": "yes"},
+            "Expected 'amp' in the training config to be true or false",
+        ),
+        ({"model": {"arch": "spade"}, "num_classes": 5}, r"Unknown key\(s\) \['num_classes'\]"),
+    ],
+)
+def test_bad_configs_are_clear_errors(data, match):
+    with pytest.raises(ConfigError, match=match):
+        TrainConfig.from_dict({"store": "s.zarr", "out_dir": "o"} | data)
+
+
+def test_depth_must_divide_image_size():
+    with pytest.raises(ConfigError, match="Expected an image size divisible by 2\\*\\*depth = 16"):
+        build_gan(default_model_config("spade", depth=4), DataShape(4, 1, 24))
+
+
+def test_merge_config_layers_values():
+    base = tiny_config("a.zarr", "o").to_dict()
+    cfg = merge_config(base, {"steps": 9, "seed": None}, {"width": 6})
+    assert (cfg.steps, cfg.model.width, cfg.model.depth, cfg.seed) == (9, 6, 2, 0)
+    assert merge_config(base, {}, {}, arch="pix2pix").model == default_model_config("pix2pix")
+
+
+def test_lr_schedule():
+    assert lr_at(0, 1.0, 10, 0) == lr_at(9, 1.0, 10, 0) == 1.0
+    assert [lr_at(s, 1.0, 10, 4) for s in (5, 6, 8, 9)] == [1.0, 1.0, 0.5, 0.25]
+
+
+# -- data ---------------------------------------------------------------------------------------
+@pytest.mark.parametrize("dtype", ["uint8", "uint16", "float32"])
+def test_intensity_round_trip(dtype):
+    intensity = Intensity.for_dtype(dtype)
+    values = np.linspace(intensity.low, intensity.high, 11).astype(dtype)
+    x = to_unit(values, intensity)
+    assert x.min() == -1 and x.max() == 1
+    back = from_unit(x, intensity, dtype)
+    assert back.dtype == np.dtype(dtype)
+    np.testing.assert_allclose(back, values, rtol=0, atol=1e-6 if dtype == "float32" else 0)
+
+
+def test_load_training_pairs_resizes_and_splits(tmp_path):
+    store = make_store(tmp_path / "s.zarr", n=24, size=32, dtype="uint16")
+    from synthgen.engine.store import StoreReader
+
+    reader = StoreReader(store)
+    data = load_training_pairs(reader, 16, "train")
+    assert data.images.shape == (22, 1, 16, 16) and data.labels.shape == (22, 16, 16)
+    assert -1 <= data.images.min() and data.images.max() <= 1
+    assert set(torch.unique(data.labels).tolist()) == {0, 1, 2, 3}
+    assert data.shape == DataShape(4, 1, 16)
+    assert split_indices(reader, "test").tolist() == [9, 19]  # patients 10 and 20
+
+
+def test_split_needs_patients(tmp_path):
+    from synthgen.engine.store import StoreReader
+
+    layout = StoreLayout(4, (8, 8))
+    writer = StoreWriter.create(str(tmp_path / "s.zarr"), StoreAttrs(layout, CAMUS))
+    writer.write_shard(0, np.zeros((4, 8, 8), np.uint8), np.zeros((4, 8, 8), np.uint8))
+    writer.mark_complete([0])
+    with pytest.raises(StoreFormatError, match="to split by patient"):
+        split_indices(StoreReader(str(tmp_path / "s.zarr")), "train")
+
+
+def test_patient_split_rule():
+    assert patient_number("camus/patient0042/patient0042_2CH_ED.nii.gz") == 42
+    assert [p for p in range(1, 31) if is_test_patient(p)] == [10, 20, 30]
+    assert camus_test_patients([3, 10, 20, 20, 450]) == [10, 20, 450]
+    with pytest.raises(StoreFormatError, match="patientNNNN"):
+        patient_number("subject7.nii.gz")
+
+
+def test_augment_keeps_labels_one_hot(store):
+    from synthgen.engine.store import StoreReader
+
+    data = load_training_pairs(StoreReader(store), 16, "all")
+    batch = random_affine(draw_batch(data, 6, seeded(0, 1), False), seeded(0, 2), strength=3.0)
+    assert torch.all(batch.labels.sum(1) == 1) and set(torch.unique(batch.labels).tolist()) == {0.0, 1.0}
+    assert batch.images.min() >= -1.0001 and batch.images.max() <= 1.0001
+
+
+# -- training -----------------------------------------------------------------------------------
+@pytest.mark.parametrize(("arch", "key"), [("pix2pix", "g_l1"), ("spade", "g_l1")])
+def test_losses_go_down_on_a_fixed_batch(arch, key, store):
+    from synthgen.engine.store import StoreReader
+
+    data = load_training_pairs(StoreReader(store), 16, "all")
+    model = build_gan(default_model_config(arch, **TINY[arch] | {"lambda_l1": 10.0}), data.shape)
+    init_weights(model, seeded(0, 0))
+    batch = draw_batch(data, 8, seeded(0, 1), False)
+    opt = torch.optim.Adam(model.g_parameters(), lr=2e-3, betas=(0.5, 0.999))
+    noise = seeded(0, 2)
+    seen = []
+    for _ in range(25):
+        out = model.generator_step(batch, noise)
+        opt.zero_grad()
+        out.loss.backward()
+        opt.step()
+        seen.append(out.logs[key])
+    assert np.mean(seen[-5:]) < 0.6 * np.mean(seen[:5]), seen
+
+
+@pytest.mark.parametrize("arch", ["spade", "pix2pix"])
+def test_resume_is_exact(arch, store, tmp_path):
+    from safetensors.torch import load_file
+
+    straight = train_gan(tiny_config(store, tmp_path / "a", arch, steps=3), progress=False)
+    train_gan(tiny_config(store, tmp_path / "b", arch, steps=2), progress=False)
+    resumed = train_gan(tiny_config(store, tmp_path / "b", arch, steps=3), resume=True, progress=False)
+    assert straight.step == resumed.step == 3
+    a = load_file(str(straight.checkpoint / STATE_WEIGHTS))
+    b = load_file(str(resumed.checkpoint / STATE_WEIGHTS))
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    # the step-2 run does differ from the step-3 run: the comparison above can fail
+    lines = (tmp_path / "b" / "losses.jsonl").read_text().splitlines()
+    assert [json.loads(line)["step"] for line in lines] == [1, 2, 3]
+
+
+def test_run_writes_grids_log_and_plot(store, tmp_path):
+    result = train_gan(tiny_config(store, tmp_path / "run", "spade"), progress=False)
+    out = tmp_path / "run"
+    assert sorted(p.name for p in (out / "samples").iterdir()) == ["step_0000002.png", "step_0000003.png"]
+    assert (out / "losses.png").stat().st_size > 1000
+    rows = [json.loads(line) for line in (out / "losses.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1, 2, 3] and {"g_gan", "g_fm", "g_kld", "d_hinge"} <= rows[0].keys()
+    assert sorted(p.name for p in result.checkpoint.iterdir()) == [
+        "generator.json",
+        "generator.safetensors",
+        "train_state.json",
+        "train_state.safetensors",
+    ]
+
+
+def test_resume_guards(store, tmp_path):
+    cfg = tiny_config(store, tmp_path / "run", "pix2pix", steps=1)
+    with pytest.raises(CheckpointError, match="Expected a checkpoint to resume"):
+        train_gan(cfg, resume=True, progress=False)
+    train_gan(cfg, progress=False)
+    with pytest.raises(ConfigError, match="already holds a checkpoint"):
+        train_gan(cfg, progress=False)
+    with pytest.raises(ConfigError, match=r"Got different \['batch_size'\]"):
+        train_gan(cfg.replace(batch_size=2, steps=2), resume=True, progress=False)
+    other = make_store(tmp_path / "other.zarr", n=10)
+    with pytest.raises(CheckpointError, match="Expected the training store the checkpoint was trained on"):
+        train_gan(cfg.replace(store=other, steps=2), resume=True, progress=False)
+
+
+# -- generation ---------------------------------------------------------------------------------
+def test_generate_styles_and_dtype(tmp_path):
+    store = make_store(tmp_path / "s.zarr", dtype="uint16")
+    result = train_gan(tiny_config(store, tmp_path / "run", "spade", steps=2), progress=False)
+    model, spec = load_generator(result.checkpoint)
+    labels = disc_labels(3, 16, 16)
+    a = generate(model, spec, labels, [1, 2, 3])
+    assert a.shape == (3, 16, 16) and a.dtype == np.uint16
+    np.testing.assert_array_equal(a, generate(model, spec, labels, [1, 2, 3]))
+    np.testing.assert_array_equal(a[1:], generate(model, spec, labels[1:], [2, 3]))  # per-sample seeds
+    b = generate(model, spec, labels, [4, 5, 6])
+    assert np.abs(a.astype(float) - b).mean() > 10  # different styles, different images
+    z = style_vectors([1, 2, 3], spec.style_dim).numpy()
+    np.testing.assert_array_equal(a, generate(model, spec, labels, z))
+    with pytest.raises(ConfigError, match="Expected styles"):
+        generate(model, spec, labels)
+    with pytest.raises(CheckpointError, match="Expected label maps of 16 x 16"):
+        generate(model, spec, disc_labels(1, 32, 32), [1])
+    bad = labels.copy()
+    bad[0, 0, 0] = 7
+    with pytest.raises(LabelValueError, match="Label value 7"):
+        generate(model, spec, bad, [1, 2, 3])
