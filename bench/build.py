@@ -24,6 +24,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -43,42 +44,29 @@ def _stage_times(args, n: int) -> dict[str, float]:
     import torch
 
     from synthgen.engine import pipeline
-    from synthgen.engine.postprocess import postprocess
     from synthgen.engine.store import StoreWriter
 
     torch.set_num_threads(1)
     config = _config(args, n)
     indices = np.arange(n)
     gen = pipeline.generator(config)
-    gen(
-        np.zeros((1, *config.image_size), np.uint8),
-        None if not gen.style_dim else np.zeros((1, gen.style_dim), np.float32),
-    )
+    attrs = pipeline.store_attrs(config)
+    pipeline.warm_generator(config, gen, attrs.intensity)
     t = time.perf_counter()
     drawn = pipeline.draw_labels(config, indices)
     labels_s = time.perf_counter() - t
     styles = pipeline.draw_styles(config, indices, gen.style_dim)
-    t = time.perf_counter()
-    outs = [
-        gen(
-            drawn["labels"][b : b + config.batch_size],
-            None if styles is None else styles[b : b + config.batch_size],
-        )
-        for b in range(0, n, config.batch_size)
-    ]
-    generate_s = time.perf_counter() - t
+    times: Counter[str] = Counter()
+    images = pipeline.generate_images(config, gen, drawn["labels"], styles, attrs.intensity, times)
     with tempfile.TemporaryDirectory() as d:
-        attrs = pipeline.store_attrs(config)
         t = time.perf_counter()
         writer = StoreWriter.create(str(Path(d) / "w.zarr"), attrs)
-        images = np.concatenate(
-            [postprocess(o, attrs.intensity, config.image_dtype, config.sector_mask) for o in outs]
-        )
         for k in range(attrs.layout.num_shards):
             a, b = attrs.layout.shard_bounds(k)
             meta = {m.name: np.zeros((b - a, *m.shape), m.dtype) for m in attrs.layout.meta}
             writer.write_shard(k, images[a:b], drawn["labels"][a:b], meta)
-        write_s = time.perf_counter() - t
+        write_s = time.perf_counter() - t + times["postprocess"]
+    generate_s = times["generate"]
     return {
         "labels": n / labels_s,
         "generate": n / generate_s,
@@ -99,14 +87,14 @@ def _stage_times_generate_only(args, n: int) -> float:
     torch.set_num_threads(1)
     config = _config(args, n)
     gen = pipeline.generator(config)
+    intensity = pipeline.store_attrs(config).intensity
     labels = pipeline.draw_labels(config, np.arange(min(n, 64)))["labels"]
     labels = np.resize(labels, (n, *labels.shape[1:]))
     styles = pipeline.draw_styles(config, np.arange(n), gen.style_dim)
-    gen(labels[:1], None if styles is None else styles[:1])
-    t = time.perf_counter()
-    for b in range(0, n, config.batch_size):
-        gen(labels[b : b + config.batch_size], None if styles is None else styles[b : b + config.batch_size])
-    return time.perf_counter() - t
+    pipeline.warm_generator(config, gen, intensity)
+    times: Counter[str] = Counter()
+    pipeline.generate_images(config, gen, labels, styles, intensity, times)
+    return times["generate"]
 
 
 def _generate_parallel(args, n: int, workers: int) -> float:

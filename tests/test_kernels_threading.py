@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import platform
 import subprocess
 import sys
 import warnings
@@ -35,6 +36,9 @@ def _child(conn, labels: np.ndarray) -> None:  # runs in a forked or spawned chi
 
 
 @pytest.mark.skipif("NUMBA_THREADING_LAYER" in os.environ, reason="the environment chose the layer")
+@pytest.mark.skipif(
+    platform.machine() not in ("x86_64", "AMD64"), reason="the tbb dependency is declared for x86-64 only"
+)
 def test_layer_is_tbb():
     deform_labels(disc_labels(2, 16, 16), SEEDS[:2], 8, 1.0)
     assert threading_layer() == "tbb"

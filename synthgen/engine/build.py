@@ -220,8 +220,6 @@ def plan_build(out: str, config: BuildConfig, options: RunOptions, calibration: 
     """What a build would do, with a timing and size estimate from ``calibration`` samples built in memory."""
     from numcodecs import Zstd
 
-    from synthgen.engine.postprocess import postprocess
-
     todo_shards = list(range(-(-config.n // config.shard_size)))
     if store_exists(out) and not options.overwrite:
         _, todo_shards = _open_or_create(out, config, options)
@@ -230,22 +228,12 @@ def plan_build(out: str, config: BuildConfig, options: RunOptions, calibration: 
     n = min(calibration, config.n)
     indices = np.arange(n)
     gen = pipeline.generator(config)
-    gen(
-        np.zeros((1, *config.image_size), np.uint8),
-        None if not gen.style_dim else np.zeros((1, gen.style_dim), np.float32),
-    )
+    pipeline.warm_generator(config, gen, attrs.intensity)
     t = time.perf_counter()
     drawn = pipeline.draw_labels(config, indices)
     styles = pipeline.draw_styles(config, indices, gen.style_dim)
-    images = []
-    for b in range(0, n, config.batch_size):
-        batch = gen(
-            drawn["labels"][b : b + config.batch_size],
-            None if styles is None else styles[b : b + config.batch_size],
-        )
-        images.append(postprocess(batch, attrs.intensity, config.image_dtype, config.sector_mask))
+    images = pipeline.generate_images(config, gen, drawn["labels"], styles, attrs.intensity)
     seconds = (time.perf_counter() - t) / n
-    images = np.concatenate(images)
     codec = Zstd(level=1)
     compressed = sum(len(codec.encode(np.ascontiguousarray(a))) for a in (*images, *drawn["labels"]))
     todo_samples = sum(b - a for a, b in map(layout.shard_bounds, todo_shards))

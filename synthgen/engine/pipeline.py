@@ -89,7 +89,7 @@ def store_layout(config: BuildConfig, params_size: int | None = None, style_dim:
         MetaField("attempt", "uint16", description="gate attempts before the accepted draw (0: first)"),
         MetaField("plausibility", "uint32", description="gate reason flags of the kept map (0: passed)"),
         MetaField("source_index", "int64", description="index of the source label map (-1: procedural)"),
-        MetaField("affine", "float32", (len(AFFINE_FIELDS),), description=", ".join(AFFINE_FIELDS)),
+        MetaField("affine", "float64", (len(AFFINE_FIELDS),), description=", ".join(AFFINE_FIELDS)),
     ]
     if params_size:
         meta.append(MetaField("source_params", "float32", (params_size,), description="label source draw"))
@@ -157,7 +157,7 @@ def draw_labels(config: BuildConfig, indices: np.ndarray) -> dict[str, np.ndarra
         "attempt": np.zeros(n, np.uint16),
         "plausibility": np.zeros(n, np.uint32),
         "source_index": np.zeros(n, np.int64),
-        "affine": np.zeros((n, len(AFFINE_FIELDS)), np.float32),
+        "affine": np.zeros((n, len(AFFINE_FIELDS)), np.float64),
         "source_params": np.zeros((n, source.params_size), np.float32),
     }
     ranges = _affine_ranges(config)
@@ -208,6 +208,39 @@ def draw_styles(config: BuildConfig, indices: np.ndarray, style_dim: int) -> np.
     )
 
 
+def generate_images(
+    config: BuildConfig,
+    gen,
+    labels: np.ndarray,
+    styles: np.ndarray | None,
+    intensity: Intensity,
+    times: Counter[str] | None = None,
+) -> np.ndarray:
+    """Images for ``labels`` in generator batches of ``config.batch_size``, post-processed to the store dtype.
+
+    Batches always start at multiples of the batch size within the shard, so the same samples share a
+    batch whatever runs them.
+    """
+    times = Counter() if times is None else times
+    parts = []
+    for b in range(0, len(labels), config.batch_size):
+        t = time.perf_counter()
+        batch = gen(
+            labels[b : b + config.batch_size], None if styles is None else styles[b : b + config.batch_size]
+        )
+        times["generate"] += time.perf_counter() - t
+        t = time.perf_counter()
+        parts.append(postprocess(batch, intensity, config.image_dtype, config.sector_mask))
+        times["postprocess"] += time.perf_counter() - t
+    return np.concatenate(parts)
+
+
+def warm_generator(config: BuildConfig, gen, intensity: Intensity) -> None:
+    """One sample through the generator, so that timings after it exclude first-call costs."""
+    labels = np.zeros((1, *config.image_size), np.uint8)
+    generate_images(config, gen, labels, draw_styles(config, np.arange(1), gen.style_dim), intensity)
+
+
 def build_shard(payload: Mapping[str, Any], k: int) -> dict[str, Any]:
     """Build shard ``k`` of the store ``payload["out"]`` and write it whole. Returns statistics."""
     config = BuildConfig.from_dict(payload["config"])
@@ -225,19 +258,7 @@ def build_shard(payload: Mapping[str, Any], k: int) -> dict[str, Any]:
     gen = generator(config)
     times["generator_load"] += time.perf_counter() - t
     styles = draw_styles(config, indices, gen.style_dim)
-    images = np.zeros((len(indices), *layout.image_shape), layout.image_dtype)
-    for b in range(0, len(indices), config.batch_size):
-        t = time.perf_counter()
-        batch = gen(
-            drawn["labels"][b : b + config.batch_size],
-            None if styles is None else styles[b : b + config.batch_size],
-        )
-        times["generate"] += time.perf_counter() - t
-        t = time.perf_counter()
-        images[b : b + len(batch)] = postprocess(
-            batch, writer.attrs.intensity, layout.image_dtype, config.sector_mask
-        )
-        times["postprocess"] += time.perf_counter() - t
+    images = generate_images(config, gen, drawn["labels"], styles, writer.attrs.intensity, times)
 
     t = time.perf_counter()
     meta = {m.name: drawn[m.name] for m in layout.meta if m.name in drawn}

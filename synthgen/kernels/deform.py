@@ -101,9 +101,14 @@ def _cell_pixels(flat, w, h, mid, i, j, ny, nx, index, out):
         r = nearest_index(d_row + np.float32(y0 + a), h)
         c = nearest_index(d_col + np.float32(x0 + b), w)
         index[k] = r * w + c
-    for a in range(ny):
-        for b in range(nx):
-            out[y0 + a, x0 + b] = flat[index[a * FIELD_STEP + b]]
+    if ny == FIELD_STEP and nx == FIELD_STEP:  # the common case, with constant trip counts
+        for a in range(FIELD_STEP):
+            for b in range(FIELD_STEP):
+                out[y0 + a, x0 + b] = flat[index[a * FIELD_STEP + b]]
+    else:
+        for a in range(ny):
+            for b in range(nx):
+                out[y0 + a, x0 + b] = flat[index[a * FIELD_STEP + b]]
 
 
 @numba.njit(cache=True, nogil=True)
