@@ -21,12 +21,12 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from store import make_pairs  # noqa: E402
+from store import make_pairs
 
-from synthgen.engine.loader import LoaderConfig, StoreStream, make_loader  # noqa: E402
-from synthgen.engine.store import StoreWriter  # noqa: E402
-from synthgen.schemas import CAMUS  # noqa: E402
-from synthgen.schemas.store_layout import StoreAttrs, StoreLayout  # noqa: E402
+from synthgen.engine.loader import LoaderConfig, StoreStream, make_loader
+from synthgen.engine.store import StoreWriter
+from synthgen.schemas import CAMUS
+from synthgen.schemas.store_layout import StoreAttrs, StoreLayout
 
 
 class InMemoryBatches(Dataset):
@@ -42,7 +42,10 @@ class InMemoryBatches(Dataset):
     def __getitem__(self, b: int) -> dict[str, torch.Tensor]:
         idx = np.sort(self.order[b * self.batch_size : (b + 1) * self.batch_size])
         images = self.images[idx].astype(np.float32)[:, None] / 255.0
-        return {"image": torch.from_numpy(images), "label": torch.from_numpy(self.labels[idx].astype(np.int64))}
+        return {
+            "image": torch.from_numpy(images),
+            "label": torch.from_numpy(self.labels[idx].astype(np.int64)),
+        }
 
 
 def drain(loader) -> float:
@@ -72,11 +75,13 @@ def main() -> None:
         rows: dict[str, list[float]] = {"in_memory_numpy": []}
         for _ in range(args.repeats):
             rows["in_memory_numpy"].append(drain(DataLoader(memory, batch_size=None, shuffle=True)))
-        for workers in (0, 1, 2):
-            stream = StoreStream(url, LoaderConfig(batch_size=args.batch_size, block_size=64, window=8))
-            loader = make_loader(stream, num_workers=workers, persistent_workers=workers > 0)
-            drain(loader)  # warm-up epoch: starts the workers
-            rows[f"store_{workers}_workers"] = [drain(loader) for _ in range(args.repeats)]
+        for as_float in (True, False):
+            for workers in (0, 1, 2):
+                stream = StoreStream(url, LoaderConfig(batch_size=args.batch_size, as_float=as_float))
+                loader = make_loader(stream, num_workers=workers, persistent_workers=workers > 0)
+                drain(loader)  # warm-up epoch: starts the workers
+                name = f"store_{workers}_workers_{'float32' if as_float else 'uint8'}"
+                rows[name] = [drain(loader) for _ in range(args.repeats)]
     medians = {k: statistics.median(v) for k, v in rows.items()}
     base = medians["in_memory_numpy"]
     result = {

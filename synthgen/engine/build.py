@@ -162,6 +162,8 @@ def build_dataset(out: str, config: BuildConfig, options: RunOptions) -> BuildSu
         bar.update(1)
 
     payload = {"out": out, "config": config.to_dict()}
+    if todo:
+        pipeline.prepare_workers(config)
     try:
         run_shards(
             pipeline.build_shard,

@@ -10,6 +10,7 @@ compiled generator in :data:`_WORKER` and reuses them for every shard it builds.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections import Counter
@@ -22,7 +23,7 @@ import numpy as np
 from synthgen.engine.gate import GateReport, check_batch
 from synthgen.engine.postprocess import postprocess
 from synthgen.engine.store import StoreWriter
-from synthgen.errors import CheckpointError, ConfigError
+from synthgen.errors import CheckpointError, ConfigError, ExportError
 from synthgen.schemas.build_config import BUNDLED, BuildConfig
 from synthgen.schemas.store_layout import Intensity, MetaField, StoreAttrs, StoreLayout
 
@@ -51,6 +52,17 @@ def generator_spec(config: BuildConfig):
     from synthgen.trainers.checkpoint import read_spec
 
     return read_spec(generator_path(config))
+
+
+def prepare_workers(config: BuildConfig) -> None:
+    """Build what workers share on disk once, in the coordinator, so that they never race to build it:
+    the Numba kernel cache (concurrent cache builds have crashed Numba, numba #4807) and the ONNX export."""
+    label_source(config)  # warms the kernels
+    if config.backend in ("auto", "onnxruntime") and generator_path(config).is_dir():
+        from synthgen.engine.export import cached_onnx
+
+        with contextlib.suppress(ExportError):  # auto falls back to torch; onnxruntime reports it in the worker
+            cached_onnx(generator_path(config))
 
 
 def label_source(config: BuildConfig):
