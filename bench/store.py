@@ -77,7 +77,7 @@ def bench_store(images, labels, shard: int, workdir: Path, n_random: int) -> dic
     write = n / (time.perf_counter() - t)
     reader = StoreReader(url)
     t = time.perf_counter()
-    for _, im, lb in reader.iter_shards():
+    for _ in reader.iter_shards():
         pass
     block = n / (time.perf_counter() - t)
     rng = np.random.default_rng(1)
@@ -86,6 +86,7 @@ def bench_store(images, labels, shard: int, workdir: Path, n_random: int) -> dic
         reader.read_sample(int(i))
     random = n_random / (time.perf_counter() - t)
     size_bytes = sum(f.stat().st_size for f in Path(url).rglob("*") if f.is_file())
+    ts = bench_tensorstore_reads(url, n, shard, n_random)
     raw = images.nbytes + labels.nbytes
     return {
         "pipeline": CODEC_PIPELINE,
@@ -93,6 +94,33 @@ def bench_store(images, labels, shard: int, workdir: Path, n_random: int) -> dic
         "block_read_pairs_per_s": block,
         "random_read_pairs_per_s": random,
         "compression_ratio": raw / size_bytes,
+        **ts,
+    }
+
+
+def bench_tensorstore_reads(url: str, n: int, shard: int, n_random: int) -> dict[str, float]:
+    """The same store read through tensorstore (the other candidate reader), where it is installed."""
+    try:
+        import tensorstore as ts
+    except ImportError:
+        return {}
+    arrays = [
+        ts.open({"driver": "zarr3", "kvstore": {"driver": "file", "path": f"{url}/{name}"}}).result()
+        for name in ("images", "labels")
+    ]
+    t = time.perf_counter()
+    for s in range(0, n, shard):
+        for a in arrays:
+            a[s : s + shard].read().result()
+    block = n / (time.perf_counter() - t)
+    rng = np.random.default_rng(1)
+    t = time.perf_counter()
+    for i in rng.integers(0, n, n_random):
+        for a in arrays:
+            a[int(i)].read().result()
+    return {
+        "tensorstore_block_read_pairs_per_s": block,
+        "tensorstore_random_read_pairs_per_s": n_random / (time.perf_counter() - t),
     }
 
 
@@ -142,7 +170,10 @@ def main() -> None:
         out = subprocess.run(cmd, env=env, check=True, capture_output=True, text=True).stdout
         rows = json.loads(out.strip().splitlines()[-1])
         actual = rows[0]["store"]["pipeline"]
-        mm_w, mm_r = median_of(rows, "memmap", "write_pairs_per_s"), median_of(rows, "memmap", "block_read_pairs_per_s")
+        mm_w, mm_r = (
+            median_of(rows, "memmap", "write_pairs_per_s"),
+            median_of(rows, "memmap", "block_read_pairs_per_s"),
+        )
         st = {k: median_of(rows, "store", k) for k in rows[0]["store"] if k != "pipeline"}
         results["pipelines"][pipeline] = {
             "pipeline_used": actual,
@@ -165,6 +196,10 @@ def main() -> None:
             f"{r['memmap_write_pairs_per_s']:.0f}/s)  block read {r['store_block_read_pairs_per_s']:8.0f}/s  "
             f"random read {r['store_random_read_pairs_per_s']:6.0f}/s  compression {r['store_compression_ratio']:.1f}x"
         )
+    ts_block = results["pipelines"]["zarrs"].get("store_tensorstore_block_read_pairs_per_s")
+    if ts_block:
+        ts_random = results["pipelines"]["zarrs"]["store_tensorstore_random_read_pairs_per_s"]
+        print(f"tensorstore reads of the same store: block {ts_block:8.0f}/s  random {ts_random:6.0f}/s")
     print(f"wrote {args.out}")
 
 

@@ -159,7 +159,6 @@ def test_utility_splits_are_disjoint_nested_and_use_the_shared_test_split(tmp_pa
     )
 
 
-@pytest.mark.slow
 def test_utility_table_real_arms_and_resume(tmp_path):
     real = make_seg_store(str(tmp_path / "real.zarr"), n=40, patients=PATIENTS)
     train = tiny_train_config("", "", "", steps=2, val_every=2, batch_size=4)
@@ -172,6 +171,22 @@ def test_utility_table_real_arms_and_resume(tmp_path):
     stamp = weights.stat().st_mtime_ns
     run_utility(cfg, progress=False)  # everything done: nothing retrains
     assert weights.stat().st_mtime_ns == stamp
+
+
+@pytest.mark.slow
+def test_utility_splits_of_real_camus(tmp_path):
+    from conftest import real_data
+
+    from synthgen.engine.ingest import IngestConfig, ingest
+
+    url = str(tmp_path / "camus.zarr")
+    ingest(IngestConfig(source=str(real_data("camus")), out=url, limit=240))
+    reader = StoreReader(url)
+    splits = patient_splits(reader, UtilityConfig(url, str(tmp_path / "u")))
+    patients = store_patients(reader)
+    assert set(patients[splits["test"]].tolist()) == {p for p in patients.tolist() if p % 10 == 0} != set()
+    assert len(splits["test"]) + len(splits["val"]) + len(splits["train"]) == reader.num_available
+    assert set(splits["train10"]) <= set(splits["train25"]) <= set(splits["train"])
 
 
 def test_utility_cli_errors(tmp_path):

@@ -43,7 +43,6 @@ from synthgen.trainers.seg_models import (
 )
 from synthgen.trainers.train_gan import resolve_device, seeded
 
-
 PLOT_EVERY = 10  # redraw curves.png every this many validations (and at the end): a plot costs ~0.5 s
 
 
