@@ -7,11 +7,12 @@ import pytest
 import torch
 from generator_fixtures import SCHEMA, SIZE, VARIANTS, label_maps, shared_checkpoints, styles
 
-from synthgen.engine.backends import BACKENDS, open_generator
+from synthgen.engine import backends
+from synthgen.engine.backends import BACKENDS, open_generator, ort_cuda_available
 from synthgen.engine.backends_trt import tensorrt_status
 from synthgen.engine.export import onehot
 from synthgen.errors import BackendUnavailableError, CheckpointError, ConfigError, LabelValueError
-from synthgen.trainers.checkpoint import load_generator
+from synthgen.trainers.checkpoint import load_generator, read_spec
 from synthgen.trainers.data import label_lut
 
 TRT_OK, TRT_WHY = tensorrt_status()
@@ -51,7 +52,8 @@ def test_backend_matches_torch_module_and_splits_batches(name, backend, checkpoi
 
 def test_style_dim_follows_the_checkpoint(checkpoints):
     dims = {name: open_generator(path, backend="onnxruntime").style_dim for name, path in checkpoints.items()}
-    assert dims == {"spade-style": 8, "spade-nostyle-instance": 4, "pix2pix": 0}
+    assert dims == {name: read_spec(path).style_dim for name, path in checkpoints.items()}
+    assert (dims["spade-style"], dims["spade-nostyle-instance"], dims["pix2pix"]) == (8, 4, 0)
 
 
 @pytest.mark.skipif(TRT_OK, reason="TensorRT and a GPU are present, so auto picks TensorRT")
@@ -61,6 +63,15 @@ def test_auto_picks_onnxruntime_on_cpu_and_says_why(checkpoints, caplog):
     assert (gen.backend, gen.device) == ("onnxruntime", "cpu")
     assert "no TensorRT" in gen.reason and "CPU" in gen.reason
     assert "onnxruntime" in caplog.text and gen.reason in caplog.text
+
+
+@pytest.mark.skipif(TRT_OK or ort_cuda_available(), reason="a real GPU path is present")
+def test_auto_with_a_broken_cuda_provider_falls_back_to_cpu_and_says_so(checkpoints, monkeypatch):
+    monkeypatch.setattr(backends, "ort_cuda_available", lambda: True)
+    with pytest.warns(UserWarning, match="CUDAExecutionProvider"):  # ONNX Runtime's own warning
+        gen = open_generator(checkpoints["pix2pix"])
+    assert (gen.backend, gen.device) == ("onnxruntime", "cpu")
+    assert "CUDA provider" in gen.reason and "failed to load" in gen.reason
 
 
 def test_onnx_file_opens_directly(checkpoints):

@@ -161,7 +161,7 @@ def test_engine_key_depends_on_everything_it_must():
     assert base != engine_key("sha256:a", "H100", "11.4", {"fp16": False, "max_batch": 64})
 
 
-@pytest.mark.parametrize("name", ["spade-style", "pix2pix"])
+@pytest.mark.parametrize("name", ["spade-style", "pix2pix", "cyclegan"])
 def test_fp16_pass_keeps_sensitive_layers_fp32_and_stays_close(name, exported):
     model = onnx.load(str(exported[name].path))
     mixed = to_mixed_precision(model)
@@ -174,7 +174,7 @@ def test_fp16_pass_keeps_sensitive_layers_fp32_and_stays_close(name, exported):
     assert all(
         precisions[n.name] == onnx.TensorProto.FLOAT
         for n in mixed.graph.node
-        if n.op_type == "BatchNormalization"
+        if n.op_type in ("BatchNormalization", "InstanceNormalization")
     )
     assert [v.type.tensor_type.elem_type for v in mixed.graph.output] == [onnx.TensorProto.FLOAT]
     spec = exported[name].spec

@@ -8,8 +8,8 @@ Every backend computes the same pure function: label values are mapped to class 
 schema's lookup table (a value outside the schema is an error), one-hot encoded, and fed with the
 caller's style vectors (no randomness is drawn here). Batches larger than ``max_batch`` are split.
 ``backend="auto"`` picks TensorRT where a GPU and TensorRT are present, else ONNX Runtime (CUDA where
-its provider is, else CPU: about 1.5x torch eager on 2 CPU threads, see bench/generator.py), else
-torch; ``gen.reason`` says why, and it is logged.
+its provider is, else CPU: 1.8x to 5x torch eager at equal thread counts here, bench/generator.py),
+else torch; ``gen.reason`` says why, and it is logged.
 
 ONNX Runtime's worker threads are created with spinning disabled: spinning threads slow torch in the
 same process by up to ~50x (onnxruntime #13808). Results are bitwise identical run to run for the same

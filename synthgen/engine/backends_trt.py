@@ -60,7 +60,7 @@ def _require_tensorrt() -> Any:
     if not ok:
         raise BackendUnavailableError(
             f"Expected TensorRT and an NVIDIA GPU for the TensorRT backend. Got none: {why}. "
-            "Use --backend onnxruntime or torch, or install synthgen[tensorrt] on a GPU machine."
+            "Use the onnxruntime or torch backend, or install synthgen[tensorrt] on a machine with an NVIDIA GPU."
         )
     import tensorrt as trt
 
