@@ -11,7 +11,7 @@ scheduler or the number of workers; :meth:`LabelSource.draw_batch` does exactly 
 global indices. Sources load their data lazily, once per process, and drop it when pickled, so they
 can be built in the coordinating process and shipped to workers.
 
-Three kinds, each with a frozen config that round-trips through ``to_dict``/``from_dict`` (the build
+Four kinds, each with a frozen config that round-trips through ``to_dict``/``from_dict`` (the build
 config embeds the dict, ``kind`` first):
 
 ``procedural``  parametric anatomy (:mod:`synthgen.engine.anatomy`); ``view`` is ``apical`` (4- and
@@ -21,6 +21,7 @@ config embeds the dict, ``kind`` first):
 ``volume``      planes through 3D label volumes around their stack plane: tilts, an in-plane turn,
                 an offset along the normal and an in-plane shift, sampled by nearest neighbour
                 (:mod:`synthgen.kernels.slicing`).
+``vae``         new anatomies sampled from a shape VAE checkpoint (:mod:`synthgen.trainers.shape_vae`).
 """
 
 from __future__ import annotations
@@ -357,11 +358,71 @@ class VolumeSource(LabelSource):
         return labels, k, params
 
 
-CONFIGS: dict[str, Any] = {c.kind: c for c in (ProceduralSourceConfig, StoreSourceConfig, VolumeSourceConfig)}
+# -- shape VAE ------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class VaeSourceConfig:
+    """New anatomies from a shape VAE checkpoint (``synthgen train-shape``): z ~ N(0, I), decoded."""
+
+    kind: ClassVar[str] = "vae"
+    checkpoint: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, "checkpoint": self.checkpoint}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> VaeSourceConfig:
+        data = dict(_source_dict(data, cls.kind, {"checkpoint", "url"}))
+        if "url" in data:  # as the CLI's --source-url gives it
+            if "checkpoint" in data:
+                raise ConfigError("Expected source.url or source.checkpoint. Got both.")
+            data["checkpoint"] = data.pop("url")
+        return cls(checkpoint=parse_str(data.get("checkpoint"), "source.checkpoint (a shape VAE folder)"))
+
+
+class VaeSource(LabelSource):
+    """Shape VAE samples: a standard normal draw from the sample's NumPy generator (recorded as params)
+    mapped through the checkpoint's sampling prior, decoded with torch on one thread (set process-wide
+    on first use), argmax, resized to the build's size by nearest neighbour.
+    The model is loaded once per process and dropped when pickled."""
+
+    def __init__(self, config: VaeSourceConfig, shape: tuple[int, int]) -> None:
+        from synthgen.trainers.shape_vae import read_vae_spec
+
+        self.config = config
+        self.shape = _parse_shape(shape)
+        spec = read_vae_spec(config.checkpoint)  # the spec only; the weights load on the first draw
+        self.schema = spec.schema
+        self.param_names = tuple(f"eps{i}" for i in range(spec.model.latent_dim))
+
+    def _cached(self) -> Any:
+        if getattr(self, "_cache", None) is None:
+            import torch
+
+            from synthgen.trainers.shape_vae import load_vae
+
+            torch.set_num_threads(1)  # one sample at a time; parallelism is across samples
+            self._cache = load_vae(self.config.checkpoint)[0]
+        return self._cache
+
+    def draw(self, rng: np.random.Generator) -> tuple[np.ndarray, int, np.ndarray]:
+        import torch
+
+        from synthgen.trainers.shape_vae import decode_labels
+
+        eps = rng.standard_normal(self.params_size)
+        model = self._cached()
+        z = model.latent(torch.from_numpy(eps[None].astype(np.float32)))
+        return resize_nearest(decode_labels(model, z, self.schema)[0], self.shape), -1, eps
+
+
+CONFIGS: dict[str, Any] = {
+    c.kind: c for c in (ProceduralSourceConfig, StoreSourceConfig, VolumeSourceConfig, VaeSourceConfig)
+}
 SOURCES: dict[str, type[LabelSource]] = {
     "procedural": ProceduralSource,
     "store": StoreSource,
     "volume": VolumeSource,
+    "vae": VaeSource,
 }
 
 
@@ -390,6 +451,8 @@ __all__ = [
     "ProceduralSourceConfig",
     "StoreSource",
     "StoreSourceConfig",
+    "VaeSource",
+    "VaeSourceConfig",
     "VolumeSource",
     "VolumeSourceConfig",
     "resize_nearest",

@@ -15,6 +15,7 @@ from torch import nn
 from synthgen.errors import ConfigError
 from synthgen.schemas._parse import parse_mapping
 from synthgen.trainers.base import DataShape, GanModel
+from synthgen.trainers.models_cycle import CycleGan, CycleGanConfig, CycleGenerator
 from synthgen.trainers.models_pix2pix import Pix2PixConfig, Pix2PixGan, UNetGenerator
 from synthgen.trainers.models_spade import SpadeConfig, SpadeGan, SpadeGenerator
 
@@ -28,6 +29,7 @@ class Architecture(NamedTuple):
 ARCHITECTURES: dict[str, Architecture] = {
     "spade": Architecture(SpadeConfig, SpadeGan, SpadeGenerator),
     "pix2pix": Architecture(Pix2PixConfig, Pix2PixGan, UNetGenerator),
+    "cyclegan": Architecture(CycleGanConfig, CycleGan, CycleGenerator),
 }
 
 
