@@ -36,8 +36,8 @@ _WORKER_LOCK = threading.Lock()  # threads of one worker build the cache once, n
 
 
 def bundled_generator() -> Path:
-    """The generator shipped with synthgen (trained on CAMUS, 128 x 128)."""
-    path = ASSETS / "echo_spade_128"
+    """The generator shipped with synthgen (pix2pix trained on CAMUS, 128 x 128)."""
+    path = ASSETS / "generators" / "camus_pix2pix_128"
     if not path.exists():
         raise CheckpointError(f"The bundled generator is missing from this installation (expected {path}).")
     return path
