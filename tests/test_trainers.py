@@ -67,6 +67,15 @@ def tiny_config(store: str, out, arch: str = "spade", **changes) -> TrainConfig:
     return TrainConfig(store=store, out_dir=str(out), model=model, **base | changes)
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny networks run fastest on one thread, and the test machine's cores are shared."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture
 def store(tmp_path) -> str:
     return make_store(tmp_path / "tiny.zarr")
@@ -263,3 +272,72 @@ def test_generate_styles_and_dtype(tmp_path):
     bad[0, 0, 0] = 7
     with pytest.raises(LabelValueError, match="Label value 7"):
         generate(model, spec, bad, [1, 2, 3])
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("arch", ["spade", "pix2pix"])
+def test_mixed_precision_on_gpu(arch, store, tmp_path):
+    result = train_gan(tiny_config(store, tmp_path / "run", arch, steps=3, device="cuda"), progress=False)
+    assert all(np.isfinite(v) for v in result.losses.values())
+    scaler = json.loads((result.checkpoint / "train_state.json").read_text())["scaler"]
+    assert scaler["scale"] > 0  # the grad scaler was in use
+    model, spec = load_generator(result.checkpoint, device="cuda")
+    images = generate(model, spec, disc_labels(2, 16, 16), [1, 2] if spec.style_dim else None)
+    assert images.shape == (2, 16, 16)
+
+
+@pytest.mark.slow
+def test_style_encoder_gives_the_data_style_variety(tmp_path):
+    """Images whose only style is a random global gain: with the style encoder, sampled styles vary the
+    brightness of one label map about as the data does; without it the generator ignores its noise."""
+    n, size = 64, 16
+    labels = disc_labels(n, size, size, seed=3)
+    gain = np.random.default_rng(1).uniform(0.2, 1.0, n)
+    images = (np.array([0.1, 0.5, 1.0, 0.7])[labels] * gain[:, None, None] * 255).astype(np.uint8)
+    writer = StoreWriter.create(
+        str(tmp_path / "s.zarr"), StoreAttrs(StoreLayout(n, (size, size), shard_size=n), CAMUS)
+    )
+    writer.write_shard(0, images, labels)
+    writer.mark_complete([0])
+    spread = {}
+    for encoder in (True, False):
+        model = {
+            "width": 8,
+            "max_width": 16,
+            "hidden": 8,
+            "disc_width": 8,
+            "lambda_l1": 10.0,
+            "style_encoder": encoder,
+        }
+        cfg = tiny_config(str(tmp_path / "s.zarr"), tmp_path / f"run{encoder}", "spade", model=model)
+        cfg = cfg.replace(
+            steps=200, batch_size=8, lr_g=1e-3, lr_d=1e-3, sample_every=1000, checkpoint_every=1000
+        )
+        generator, spec = load_generator(train_gan(cfg, progress=False).checkpoint)
+        out = generate(generator, spec, np.repeat(labels[:1], 16, axis=0), np.arange(16))
+        spread[encoder] = out.mean(axis=(1, 2)).std()
+    real = images.mean(axis=(1, 2)).std()
+    assert spread[True] > 0.35 * real and spread[True] > 3 * spread[False], (spread, real)
+
+
+def test_realism_measures(store, tmp_path):
+    from synthgen.trainers.realism import compare_with_real, psnr, ssim, wasserstein_1d
+
+    rng = np.random.default_rng(0)
+    a = rng.integers(0, 256, (32, 32)).astype(np.uint8)
+    noisy = np.clip(a + rng.normal(0, 30, a.shape), 0, 255)
+    assert ssim(a, a, 255) == pytest.approx(1.0)
+    assert ssim(a, noisy, 255) == pytest.approx(ssim(noisy, a, 255))
+    noisier = np.clip(a + rng.normal(0, 90, a.shape), 0, 255)
+    assert ssim(a, noisier, 255) < ssim(a, noisy, 255) < 0.95
+    assert psnr(a, a.astype(float) + 5, 255) == pytest.approx(20 * np.log10(255 / 5))
+    assert wasserstein_1d(a, a.astype(float) + 5) == pytest.approx(5.0)
+    result = train_gan(tiny_config(store, tmp_path / "run", "pix2pix", steps=2), progress=False)
+    model, spec = load_generator(result.checkpoint)
+    report = compare_with_real(model, spec, store, split="all", grid=tmp_path / "grid.png", grid_rows=3)
+    assert report.n == 12 and -1 <= report.ssim_mean <= 1 and report.psnr_mean > 0
+    from PIL import Image
+
+    with Image.open(tmp_path / "grid.png") as grid:
+        assert grid.size == (3 * 16, 3 * 16)  # labels | real | generated, 3 rows

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from click.testing import CliRunner
-from test_trainers import make_store
+from test_trainers import make_store, one_thread  # noqa: F401 (one_thread: autouse)
 
 from synthgen.cli import cli
 

@@ -29,7 +29,6 @@ from synthgen.schemas.store_layout import Intensity, MetaField, StoreAttrs, Stor
 
 STYLE = 0x57_7E  # the third SeedSequence word of a sample's style stream
 AFFINE_FIELDS = ("rotation", "scale_y", "scale_x", "shear", "translate_y", "translate_x")
-ASSETS = Path(__file__).resolve().parents[1] / "assets"
 
 _WORKER: dict[Any, Any] = {}  # per-process cache: label sources and compiled generators
 _WORKER_LOCK = threading.Lock()  # threads of one worker build the cache once, never concurrently
@@ -37,8 +36,10 @@ _WORKER_LOCK = threading.Lock()  # threads of one worker build the cache once, n
 
 def bundled_generator() -> Path:
     """The generator shipped with synthgen (pix2pix trained on CAMUS, 128 x 128)."""
-    path = ASSETS / "generators" / "camus_pix2pix_128"
-    if not path.exists():
+    from synthgen.trainers.generate import default_generator_path
+
+    path = default_generator_path()
+    if not (path / "generator.json").is_file():
         raise CheckpointError(f"The bundled generator is missing from this installation (expected {path}).")
     return path
 
@@ -61,7 +62,9 @@ def prepare_workers(config: BuildConfig) -> None:
     if config.backend in ("auto", "onnxruntime") and generator_path(config).is_dir():
         from synthgen.engine.export import cached_onnx
 
-        with contextlib.suppress(ExportError):  # auto falls back to torch; onnxruntime reports it in the worker
+        with contextlib.suppress(
+            ExportError
+        ):  # auto falls back to torch; onnxruntime reports it in the worker
             cached_onnx(generator_path(config))
 
 

@@ -21,11 +21,11 @@ from synthgen.trainers.data import from_unit, labels_to_indices
 from synthgen.trainers.layers import onehot
 
 Style = torch.Generator | Sequence[int] | np.ndarray | torch.Tensor | None
-DEFAULT_GENERATOR = "camus_spade_128"
+DEFAULT_GENERATOR = "camus_pix2pix_128"
 
 
 def default_generator_path() -> Path:
-    """The generator bundled with synthgen (trained on CAMUS, 128 x 128; see its README)."""
+    """The generator bundled with synthgen: pix2pix trained on CAMUS at 128 x 128 (see its README)."""
     return Path(str(files("synthgen") / "assets" / "generators" / DEFAULT_GENERATOR))
 
 

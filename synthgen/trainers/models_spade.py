@@ -127,7 +127,7 @@ class SpadeGenerator(nn.Module):
 
     def forward(self, labels: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         # static shapes except the batch axis (ONNX export with a dynamic batch)
-        x = self.fc(z).view(-1, self.start_channels, self.start, self.start)
+        x = self.fc(z).unflatten(1, (self.start_channels, self.start, self.start))
         for i, block in enumerate(self.blocks):
             size = self.start * 2**i
             if i:
@@ -144,11 +144,9 @@ class StyleEncoder(nn.Module):
         layers: list[nn.Module] = []
         c_in, c = shape.channels, cfg.width
         for _ in range(min(5, max(cfg.depth, 1))):
-            layers += [
-                conv(c_in, c, 3, 2, 1, sn=cfg.spectral_norm),
-                norm_layer("instance", c),
-                nn.LeakyReLU(0.2),
-            ]
+            # no normalisation: instance norm would remove the global brightness and contrast that are
+            # much of an image's style in ultrasound and MR
+            layers += [conv(c_in, c, 3, 2, 1, sn=cfg.spectral_norm), nn.LeakyReLU(0.2)]
             c_in, c = c, min(2 * c, cfg.max_width)
         self.body = nn.Sequential(*layers)
         self.mu = nn.Linear(c_in, cfg.style_dim)

@@ -40,8 +40,20 @@ from synthgen.trainers.layers import init_weights, set_requires_grad
 from synthgen.trainers.train_state import load_train_state, read_train_config, save_train_state
 from synthgen.trainers.trainlog import LossLog, sample_grid, save_png
 
-# may change between a run and its resumption; everything else must match
-RESUMABLE_CHANGES = {"steps", "log_every", "sample_every", "checkpoint_every", "device", "store", "out_dir"}
+# may change between a run and its resumption (the schedule, the intervals, where things are); everything
+# else must match. A resumed run equals an uninterrupted one when the learning-rate schedules agree up to
+# the resumption step (constant rate, or a decay that starts later).
+RESUMABLE_CHANGES = {
+    "steps",
+    "lr_decay_steps",
+    "log_every",
+    "sample_every",
+    "checkpoint_every",
+    "grid_size",
+    "device",
+    "store",
+    "out_dir",
+}
 
 
 @dataclass(frozen=True)
@@ -75,7 +87,7 @@ def check_resumable(saved: dict, cfg: TrainConfig) -> None:
         raise ConfigError(
             f"Expected the same training config as the checkpoint to resume. Got different {changed} "
             f"(checkpoint: {[saved.get(k) for k in changed]}, now: {[current.get(k) for k in changed]}). "
-            "Only steps and the logging intervals may change."
+            "Only the steps, the decay steps and the logging intervals may change."
         )
 
 
