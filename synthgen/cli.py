@@ -242,8 +242,12 @@ def train_gan_command(store, out_dir, arch, config_file, resume, threads, progre
 @cli.command("export")
 @click.argument("checkpoint", type=click.Path(exists=True))
 @click.option("--format", "fmt", type=click.Choice(["onnx", "tensorrt"]), default="onnx", show_default=True)
-@click.option("--out", type=click.Path(dir_okay=False), help="Default: CHECKPOINT/generator.onnx; engines: the cache.")
-@click.option("--fp16", is_flag=True, help="TensorRT: FP16 arithmetic (normalisation and last conv stay FP32).")
+@click.option(
+    "--out", type=click.Path(dir_okay=False), help="Default: CHECKPOINT/generator.onnx; engines: the cache."
+)
+@click.option(
+    "--fp16", is_flag=True, help="TensorRT: FP16 arithmetic (normalisation and last conv stay FP32)."
+)
 @click.option("--fp16-all-layers", is_flag=True, help="TensorRT with --fp16: FP16 in those layers too.")
 @click.option("--max-batch", default=64, show_default=True, help="TensorRT: largest batch of the engine.")
 @click.option("--opset", default=18, show_default=True, help="ONNX opset (17 or later).")
@@ -268,7 +272,9 @@ def export_command(checkpoint, fmt, out, fp16, fp16_all_layers, max_batch, opset
         checkpoint, out=out, fp16=fp16, fp32_sensitive=not fp16_all_layers, max_batch=max_batch
     )
     art = export_tensorrt(config)
-    click.echo(f"TensorRT engine for {art.gpu} (TensorRT {art.tensorrt_version}, {art.options}) at {art.path}")
+    click.echo(
+        f"TensorRT engine for {art.gpu} (TensorRT {art.tensorrt_version}, {art.options}) at {art.path}"
+    )
 
 
 def _seg_train_options(f):
@@ -440,7 +446,9 @@ def evaluate_utility_command(real, out_dir, synth, arms, synth_share, progress, 
 @click.option("--split", type=click.Choice(["all", "train", "test"]), help="'train' holds out test patients.")
 @click.option("--gate-samples", type=int, help="Maps sampled and gated at each checkpoint (default 200).")
 @click.option(
-    "--fit-prior/--no-fit-prior", default=None, help="Sample from a Gaussian fitted to the codes [default: on]."
+    "--fit-prior/--no-fit-prior",
+    default=None,
+    help="Sample from a Gaussian fitted to the codes [default: on].",
 )
 @click.option("--checkpoint-every", type=int, help="Default 200.")
 @click.option("--sample-every", type=int, help="Write a grid of sampled maps every N steps (default 200).")

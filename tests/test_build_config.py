@@ -14,7 +14,9 @@ def test_presets_round_trip_through_json(name):
 
 def test_toml_then_flags_override_the_preset(tmp_path):
     path = tmp_path / "build.toml"
-    path.write_text('n = 500\nseed = 7\nimage_size = [64, 64]\n[deform]\nspacing = 16.0\n[source]\nview = "a2c"\n')
+    path.write_text(
+        'n = 500\nseed = 7\nimage_size = [64, 64]\n[deform]\nspacing = 16.0\n[source]\nview = "a2c"\n'
+    )
     config = load_build_config(path, {"seed": 9, "deform": {"max_displacement": 2.0}, "shard_size": None})
     assert (config.n, config.seed, config.image_size) == (500, 9, (64, 64))
     assert config.deform == DeformConfig(spacing=16.0, max_displacement=2.0)

@@ -19,7 +19,19 @@ from synthgen.schemas.labels import LabelSchema
 FORMAT_VERSION = 1
 ATTR_KEY = "synthgen"
 IMAGE_DTYPES = ("uint8", "uint16", "float16", "float32")
-META_DTYPES = ("uint8", "uint16", "uint32", "uint64", "int8", "int16", "int32", "int64", "float32", "float64", "bool")
+META_DTYPES = (
+    "uint8",
+    "uint16",
+    "uint32",
+    "uint64",
+    "int8",
+    "int16",
+    "int32",
+    "int64",
+    "float32",
+    "float64",
+    "bool",
+)
 
 
 @dataclass(frozen=True)
