@@ -45,6 +45,18 @@ def _schema_key(schema: LabelSchema) -> list[tuple[str, int]]:
     return [(c.name, c.value) for c in schema.classes]
 
 
+def check_format(data: Any, fmt: str, version: int, what: str, where: str) -> Mapping[str, Any]:
+    """Raise a :class:`CheckpointError` unless ``data`` is a ``fmt`` spec of format ``version``."""
+    if not isinstance(data, Mapping) or data.get("format") != fmt:
+        raise CheckpointError(f"Expected a synthgen {what} spec (format {fmt!r}) in {where}. Got none.")
+    if data.get("format_version") != version:
+        raise CheckpointError(
+            f"Expected {what} format version {version} in {where}. "
+            f"Got {data.get('format_version')!r} instead: use the synthgen release that wrote it."
+        )
+    return data
+
+
 @dataclass(frozen=True)
 class GeneratorSpec:
     """Everything needed to rebuild a generator and to check what it may be used with."""
@@ -112,15 +124,7 @@ class GeneratorSpec:
 
     @classmethod
     def from_dict(cls, data: Any, where: str = "the checkpoint") -> GeneratorSpec:
-        if not isinstance(data, Mapping) or data.get("format") != FORMAT:
-            raise CheckpointError(
-                f"Expected a synthgen generator spec (format {FORMAT!r}) in {where}. Got none."
-            )
-        if data.get("format_version") != FORMAT_VERSION:
-            raise CheckpointError(
-                f"Expected generator format version {FORMAT_VERSION} in {where}. "
-                f"Got {data.get('format_version')!r} instead: use the synthgen release that wrote it."
-            )
+        check_format(data, FORMAT, FORMAT_VERSION, "generator", where)
         try:
             spec = cls(
                 arch=str(data["arch"]),

@@ -28,7 +28,7 @@ from torch import nn
 from synthgen import __version__
 from synthgen.errors import CheckpointError, ConfigError, SchemaError
 from synthgen.schemas.labels import LabelSchema
-from synthgen.trainers.checkpoint import load_weights, read_json, read_tensors, write_tensors
+from synthgen.trainers.checkpoint import check_format, load_weights, read_json, read_tensors, write_tensors
 
 ARCHES = ("unet", "lite")
 FORMAT = "synthgen-segmenter"
@@ -198,15 +198,7 @@ class SegmenterSpec:
 
     @classmethod
     def from_dict(cls, data: Any, where: str = "the checkpoint") -> SegmenterSpec:
-        if not isinstance(data, Mapping) or data.get("format") != FORMAT:
-            raise CheckpointError(
-                f"Expected a synthgen segmenter spec (format {FORMAT!r}) in {where}. Got none."
-            )
-        if data.get("format_version") != FORMAT_VERSION:
-            raise CheckpointError(
-                f"Expected segmenter format version {FORMAT_VERSION} in {where}. "
-                f"Got {data.get('format_version')!r} instead."
-            )
+        check_format(data, FORMAT, FORMAT_VERSION, "segmenter", where)
         try:
             size = tuple(int(s) for s in data["image_size"])
             if len(size) != 2:

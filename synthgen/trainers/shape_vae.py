@@ -34,7 +34,7 @@ from synthgen import __version__
 from synthgen.engine.gate import GateReport, check_batch
 from synthgen.errors import CheckpointError, ConfigError, SchemaError
 from synthgen.schemas.labels import LabelSchema
-from synthgen.trainers.checkpoint import load_weights, read_json, read_tensors, write_tensors
+from synthgen.trainers.checkpoint import check_format, load_weights, read_json, read_tensors, write_tensors
 from synthgen.trainers.config import check_range, fields_from_dict
 
 FORMAT = "synthgen-shape-vae"
@@ -186,15 +186,7 @@ class ShapeVaeSpec:
 
     @classmethod
     def from_dict(cls, data: Any, where: str = "the checkpoint") -> ShapeVaeSpec:
-        if not isinstance(data, Mapping) or data.get("format") != FORMAT:
-            raise CheckpointError(
-                f"Expected a synthgen shape VAE spec (format {FORMAT!r}) in {where}. Got none."
-            )
-        if data.get("format_version") != FORMAT_VERSION:
-            raise CheckpointError(
-                f"Expected shape VAE format version {FORMAT_VERSION} in {where}. "
-                f"Got {data.get('format_version')!r} instead."
-            )
+        check_format(data, FORMAT, FORMAT_VERSION, "shape VAE", where)
         try:
             return cls(
                 model=ShapeVaeConfig.from_dict(data["model"]),
