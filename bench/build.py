@@ -163,16 +163,15 @@ def main() -> None:
         "cpu_count": os.cpu_count(),
         "stage_alone_one_worker_samples_per_s": stages,
         "slowest_stage": slowest,
-        "slowest_stage_alone_workers_samples_per_s": gen_parallel
-        if slowest == "generate"
-        else stages[slowest],
+        "generate_alone_workers_samples_per_s": gen_parallel,
         "build_one_worker_samples_per_s": one_rate,
         "build_workers_samples_per_s": many_rate,
-        "ratio_build_vs_slowest_stage_alone": many_rate / gen_parallel,
+        # same worker count on both sides: one worker, the build against its slowest stage alone
+        "ratio_build_vs_slowest_stage_alone_one_worker": one_rate / stages[slowest],
         "ratio_workers_vs_one": many_rate / one_rate,
         "hours_for_1M_samples": 1_000_000 / many_rate / 3600,
         "targets_met": {
-            "build_ge_0.85_slowest_stage": many_rate / gen_parallel >= 0.85,
+            "build_ge_0.85_slowest_stage": one_rate / stages[slowest] >= 0.85,
             "workers_ge_1.7x_one": many_rate / one_rate >= 1.7,
         },
         "peak_memory": memory,
