@@ -15,6 +15,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -256,6 +257,35 @@ def warm_generator(config: BuildConfig, gen, intensity: Intensity) -> None:
     generate_images(config, gen, labels, draw_styles(config, np.arange(1), gen.style_dim), intensity)
 
 
+def _timed_draw(config: BuildConfig, indices: np.ndarray) -> tuple[dict[str, np.ndarray], float]:
+    t = time.perf_counter()
+    return draw_labels(config, indices), time.perf_counter() - t
+
+
+def _labels_and_images(
+    config, gen, indices, styles, intensity, times
+) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """Label maps and images of ``indices``, one generator batch at a time, the label maps of the next batch
+    drawn in a thread while the current batch is generated (ONNX Runtime and the Numba kernels release the GIL).
+    Every sample depends on its own seeds only, and batches start at the same offsets, so the bytes are the same
+    as drawing everything first."""
+    size = config.batch_size
+    chunks = [indices[b : b + size] for b in range(0, len(indices), size)]
+    parts, images = [], []
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        pending = pool.submit(_timed_draw, config, chunks[0])
+        for j in range(len(chunks)):
+            part, seconds = pending.result()
+            times["labels"] += seconds
+            if j + 1 < len(chunks):
+                pending = pool.submit(_timed_draw, config, chunks[j + 1])
+            style = None if styles is None else styles[j * size : j * size + len(chunks[j])]
+            images.append(generate_images(config, gen, part["labels"], style, intensity, times))
+            parts.append(part)
+    drawn = {key: np.concatenate([p[key] for p in parts]) for key in parts[0]}
+    return drawn, np.concatenate(images)
+
+
 def build_shard(payload: Mapping[str, Any], k: int) -> dict[str, Any]:
     """Build shard ``k`` of the store ``payload["out"]`` and write it whole. Returns statistics."""
     config = BuildConfig.from_dict(payload["config"])
@@ -266,14 +296,10 @@ def build_shard(payload: Mapping[str, Any], k: int) -> dict[str, Any]:
     times: Counter[str] = Counter()
 
     t = time.perf_counter()
-    drawn = draw_labels(config, indices)
-    times["labels"] += time.perf_counter() - t
-
-    t = time.perf_counter()
     gen = generator(config)
     times["generator_load"] += time.perf_counter() - t
     styles = draw_styles(config, indices, gen.style_dim)
-    images = generate_images(config, gen, drawn["labels"], styles, writer.attrs.intensity, times)
+    drawn, images = _labels_and_images(config, gen, indices, styles, writer.attrs.intensity, times)
 
     t = time.perf_counter()
     meta = {m.name: drawn[m.name] for m in layout.meta if m.name in drawn}
