@@ -10,7 +10,7 @@ import pytest
 import torch
 from conftest import disc_labels
 from safetensors.torch import load_file, save_file
-from test_trainers import make_store, one_thread, tiny_config  # noqa: F401 (one_thread: autouse)
+from test_trainers import make_store, tiny_config
 
 from synthgen.errors import CheckpointError
 from synthgen.schemas import ACDC, CAMUS
@@ -21,6 +21,8 @@ from synthgen.trainers.generate import default_generator_path, generate
 from synthgen.trainers.layers import init_weights, onehot
 from synthgen.trainers.train_gan import seeded, train_gan
 from synthgen.trainers.train_state import flatten_optimizer, unflatten_optimizer
+
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 @pytest.fixture(scope="module")

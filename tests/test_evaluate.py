@@ -6,7 +6,6 @@ import json
 import numpy as np
 import pytest
 import scipy.linalg
-import torch
 from click.testing import CliRunner
 from seg_fixtures import GREY, TINY_MODEL, make_seg_store, tiny_train_config
 
@@ -20,13 +19,7 @@ from synthgen.trainers.splits import is_test_patient, store_patients
 from synthgen.trainers.train_gan import seeded
 from synthgen.trainers.utility import UtilityConfig, patient_splits, prepare_stores, run_utility
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 @pytest.fixture

@@ -38,13 +38,7 @@ from synthgen.trainers.train_state import STATE_WEIGHTS
 TINY = ShapeVaeConfig(image_size=16, latent_dim=4, width=4, max_width=8, depth=2)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny networks run fastest on one thread, and the machine's cores are shared."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 def make_store(path, n: int = 12, size: int = 32) -> str:

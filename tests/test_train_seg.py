@@ -27,14 +27,7 @@ from synthgen.trainers.train_seg import (
     validate,
 )
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Two threads on the shared 2-core machine are up to 50x slower than one under load."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 @pytest.fixture

@@ -67,13 +67,7 @@ def tiny_config(store: str, out, arch: str = "spade", **changes) -> TrainConfig:
     return TrainConfig(store=store, out_dir=str(out), model=model, **base | changes)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny networks run fastest on one thread, and the test machine's cores are shared."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 @pytest.fixture
