@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from click.testing import CliRunner
-from test_trainers import make_store, one_thread  # noqa: F401 (one_thread: autouse)
+from test_trainers import make_store
 
 from synthgen.cli import cli
+
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 TINY = ["--image-size", "16", "--batch-size", "2", "--width", "4", "--max-width", "8", "--depth", "2"]
 
