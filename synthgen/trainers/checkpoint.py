@@ -222,6 +222,16 @@ def replace_folder(tmp: Path, final: Path) -> None:
         shutil.rmtree(old)
 
 
+def check_run_folder(out: Path, ckpt: Path | None, resume: bool) -> None:
+    """A new run needs a folder without a checkpoint; a resumed run needs one."""
+    if ckpt is not None and not resume:
+        raise ConfigError(
+            f"Expected a new output folder. {out} already holds a checkpoint: resume it or choose another."
+        )
+    if ckpt is None and resume:
+        raise CheckpointError(f"Expected a checkpoint to resume in {out}. There is none.")
+
+
 def latest_checkpoint(out_dir: str | Path, name: str = "checkpoint") -> Path | None:
     """The checkpoint folder of a run (or its previous copy, if a crash hit the replacement)."""
     for candidate in (Path(out_dir) / name, Path(out_dir) / f"{name}.old"):

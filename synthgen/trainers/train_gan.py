@@ -28,6 +28,7 @@ from synthgen.trainers.architectures import build_gan
 from synthgen.trainers.base import Batch, GanModel
 from synthgen.trainers.checkpoint import (
     GeneratorSpec,
+    check_run_folder,
     latest_checkpoint,
     read_spec,
     replace_folder,
@@ -131,12 +132,7 @@ def train_gan(
     """
     out = Path(cfg.out_dir)
     ckpt = latest_checkpoint(out)
-    if ckpt is not None and not resume:
-        raise ConfigError(
-            f"Expected a new output folder. {out} already holds a checkpoint: resume it or choose another."
-        )
-    if ckpt is None and resume:
-        raise CheckpointError(f"Expected a checkpoint to resume in {out}. There is none.")
+    check_run_folder(out, ckpt, resume)
     if ckpt is not None:
         check_resumable(read_train_config(ckpt), cfg)
     device = resolve_device(cfg.device)

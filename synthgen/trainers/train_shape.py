@@ -34,7 +34,7 @@ from synthgen.engine.store import StoreReader
 from synthgen.errors import CheckpointError, ConfigError, StoreError
 from synthgen.schemas._parse import parse_int, parse_mapping, parse_str
 from synthgen.schemas.labels import LabelSchema
-from synthgen.trainers.checkpoint import replace_folder, store_hash
+from synthgen.trainers.checkpoint import check_run_folder, replace_folder, store_hash
 from synthgen.trainers.config import DEVICES, SPLITS, check_range, fields_from_dict
 from synthgen.trainers.data import labels_to_indices
 from synthgen.trainers.layers import onehot
@@ -176,12 +176,7 @@ def train_shape(cfg: ShapeTrainConfig, *, resume: bool = False, progress: bool =
     """Train the shape VAE on ``cfg.store``; with ``resume``, continue the run in ``cfg.out_dir``."""
     out = Path(cfg.out_dir)
     ckpt = latest_vae_checkpoint(out)
-    if ckpt is not None and not resume:
-        raise ConfigError(
-            f"Expected a new output folder. {out} already holds a checkpoint: resume it or choose another."
-        )
-    if ckpt is None and resume:
-        raise CheckpointError(f"Expected a checkpoint to resume in {out}. There is none.")
+    check_run_folder(out, ckpt, resume)
     saved = read_vae_spec(ckpt) if ckpt is not None else None
     if saved is not None:
         check_resumable(dict(saved.train_config), cfg)
