@@ -21,7 +21,7 @@ from synthgen.schemas.store_layout import Intensity, MetaField, StoreAttrs, Stor
 from synthgen.trainers.architectures import build_gan, default_model_config
 from synthgen.trainers.checkpoint import load_generator
 from synthgen.trainers.config import TrainConfig
-from synthgen.trainers.data import draw_batch, load_training_pairs
+from synthgen.trainers.data import TrainingStream
 from synthgen.trainers.layers import init_weights, onehot
 from synthgen.trainers.models_cycle import anatomy_dice
 from synthgen.trainers.render import (
@@ -177,10 +177,10 @@ def test_size_must_divide(store):
 
 # -- training -----------------------------------------------------------------------------------
 def test_cycle_loss_goes_down_and_pairing_is_ignored(store):
-    data = load_training_pairs(StoreReader(store), 16, "all")
+    data = TrainingStream(StoreReader(store), 16, "all", 6, seed=0)
     model = build_gan(default_model_config("cyclegan", **TINY), data.shape)
     init_weights(model, seeded(0, 0))
-    batch = draw_batch(data, 6, seeded(0, 1), False)
+    batch = next(data.batches())
     # unpaired: which real image comes with which label map does not change any loss
     shuffled = type(batch)(batch.labels, batch.images.flip(0))
     a, b = model.generator_step(batch, seeded(0, 2)), model.generator_step(shuffled, seeded(0, 2))

@@ -112,3 +112,57 @@ def test_spawned_workers_split_an_epoch(tmp_path):
     stream = StoreStream(url, LoaderConfig(batch_size=5, block_size=8))
     loader = make_loader(stream, num_workers=2)
     assert sorted(indices(loader).tolist()) == list(range(64))
+
+
+def test_indices_keep_only_that_subset(tmp_path):
+    url = make_store(str(tmp_path / "a.zarr"), complete=[0, 1, 3])
+    keep = np.array([1, 2, 5, 17, 30, 31, 48])
+    stream = StoreStream(url, LoaderConfig(batch_size=3, block_size=2, window=2), indices=keep)
+    assert stream.samples_per_epoch == len(keep)
+    batches = list(stream)
+    got = np.concatenate([b["index"].numpy() for b in batches])
+    assert sorted(got.tolist()) == keep.tolist()
+    for b in batches:  # each image still holds its own index: rows were filtered, not shifted
+        np.testing.assert_allclose(b["image"][:, 0, 0, 0].numpy() * 255, b["index"].numpy() % 200)
+    with pytest.raises(ConfigError, match="complete shards"):
+        StoreStream(url, indices=np.array([40]))  # shard 2 is not complete
+    with pytest.raises(ConfigError, match="one index subset per store"):
+        StoreStream([url, url], indices=[keep])
+
+
+def test_start_batch_gives_the_tail_of_an_uninterrupted_epoch_without_reading_the_head(tmp_path, monkeypatch):
+    a, b = make_store(str(tmp_path / "a.zarr")), make_store(str(tmp_path / "b.zarr"), n=30)
+
+    def flip(images, labels, rng):  # draws from its rng, so the augmentation stream is checked too
+        return images * rng.random(), labels
+
+    def stream():
+        cfg = LoaderConfig(batch_size=6, block_size=4, window=3, samples_per_epoch=60, seed=5)
+        return StoreStream(f"{a}:0.4,{b}:0.6", cfg, augment=flip, indices=[np.arange(3, 40), None])
+
+    reads = []
+    real_read = StoreStream._open
+
+    def counting_open(self):
+        sources = real_read(self)
+        for src in sources:
+            if not hasattr(src.reader, "_counted"):
+                inner = src.reader.read_block
+                src.reader.read_block = lambda s, e, inner=inner: (reads.append(e - s), inner(s, e))[1]
+                src.reader._counted = True
+        return sources
+
+    monkeypatch.setattr(StoreStream, "_open", counting_open)
+    full = stream()
+    full.set_epoch(2)
+    whole = list(full)
+    read_whole, reads[:] = sum(reads), []
+    resumed = stream()
+    resumed.set_epoch(2, start_batch=4)
+    tail = list(resumed)
+    assert len(tail) == len(whole) - 4
+    for x, y in zip(whole[4:], tail, strict=True):
+        for key in x:
+            torch.testing.assert_close(x[key], y[key], rtol=0, atol=0)
+    assert sum(reads) <= read_whole - 12  # the head's windows were not read
+    assert indices(resumed).size == 60  # only the next iteration starts late

@@ -19,6 +19,7 @@ from synthgen.engine.store import StoreReader, StoreWriter
 from synthgen.errors import CheckpointError, ConfigError
 from synthgen.schemas import CAMUS
 from synthgen.schemas.store_layout import Intensity, MetaField, StoreAttrs, StoreLayout
+from synthgen.trainers.data import TrainingStream
 from synthgen.trainers.layers import onehot
 from synthgen.trainers.shape_vae import (
     SPEC_JSON,
@@ -32,7 +33,7 @@ from synthgen.trainers.shape_vae import (
     vae_loss,
 )
 from synthgen.trainers.train_gan import seeded
-from synthgen.trainers.train_shape import ShapeTrainConfig, kl_at, load_label_maps, train_shape
+from synthgen.trainers.train_shape import ShapeTrainConfig, kl_at, train_shape
 from synthgen.trainers.train_state import STATE_WEIGHTS
 
 TINY = ShapeVaeConfig(image_size=16, latent_dim=4, width=4, max_width=8, depth=2)
@@ -106,10 +107,15 @@ def test_bad_configs_are_clear_errors(data, match):
 
 # -- model and training -------------------------------------------------------------------------
 def test_labels_are_read_resized_and_empty_maps_dropped(store):
-    maps = load_label_maps(StoreReader(store), 16, "all")
+    data = TrainingStream(StoreReader(store), 16, "all", 4, seed=0, foreground_only=True)
+    maps = torch.cat(list(data.class_maps(batch_size=4)))
     assert maps.shape == (11, 16, 16) and maps.dtype == torch.uint8
     assert set(torch.unique(maps).tolist()) == {0, 1, 2, 3}
-    assert load_label_maps(StoreReader(store), 16, "train").shape[0] == 10  # patient 10 held out
+    assert (maps.flatten(1) > 0).any(1).all()
+    batch = next(data.batches())
+    assert batch.labels.shape == (4, 4, 16, 16) and (batch.labels[:, 1:].flatten(1) > 0).any(1).all()
+    train = TrainingStream(StoreReader(store), 16, "train", 4, seed=0, foreground_only=True)
+    assert len(train) == 10  # patient 10 held out
 
 
 def test_loss_goes_down_on_a_fixed_batch():
@@ -142,7 +148,7 @@ def test_fit_prior_matches_the_aggregate_posterior():
     maps = torch.from_numpy(disc_labels(9, 16, 16, seed=4))
     eps = torch.randn(3, TINY.latent_dim, generator=seeded(0, 1))
     torch.testing.assert_close(model.latent(eps), eps)  # N(0, I) before fitting
-    fit_prior(model, maps, batch_size=4)
+    fit_prior(model, maps.split(4))
     with torch.no_grad():
         mu, logvar = model.encode(onehot(maps, 4))
     cov = np.cov(mu.double().numpy().T) + np.diag(logvar.double().exp().numpy().mean(0))

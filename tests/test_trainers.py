@@ -10,14 +10,14 @@ import torch
 from conftest import disc_labels
 
 from synthgen.engine.store import StoreWriter
-from synthgen.errors import CheckpointError, ConfigError, LabelValueError, StoreFormatError
+from synthgen.errors import CheckpointError, ConfigError, LabelValueError, StoreError, StoreFormatError
 from synthgen.schemas import CAMUS
 from synthgen.schemas.store_layout import Intensity, MetaField, StoreAttrs, StoreLayout
 from synthgen.trainers.architectures import build_gan, default_model_config
 from synthgen.trainers.base import DataShape
 from synthgen.trainers.checkpoint import load_generator
 from synthgen.trainers.config import TrainConfig, lr_at, merge_config
-from synthgen.trainers.data import draw_batch, from_unit, load_training_pairs, random_affine, to_unit
+from synthgen.trainers.data import TrainingStream, from_unit, load_training_pairs, random_affine, to_unit
 from synthgen.trainers.generate import generate, style_vectors
 from synthgen.trainers.layers import init_weights
 from synthgen.trainers.splits import camus_test_patients, is_test_patient, patient_number, split_indices
@@ -148,6 +148,30 @@ def test_load_training_pairs_resizes_and_splits(tmp_path):
     assert split_indices(reader, "test").tolist() == [9, 19]  # patients 10 and 20
 
 
+def test_training_stream_epochs_split_and_resume_at_any_step(tmp_path):
+    from synthgen.engine.store import StoreReader
+
+    reader = StoreReader(make_store(tmp_path / "s.zarr", n=24, size=32, dtype="uint16"))
+    data = TrainingStream(reader, 16, "train", batch_size=5, seed=3)
+    assert len(data) == 22 and data.batches_per_epoch == 4
+    stream = data.batches()
+    run = [next(stream) for _ in range(10)]  # two and a half epochs
+    seen = torch.cat([b.labels.argmax(1).flatten(1) for b in run[:4]])
+    assert len(seen) == 20 and len({tuple(r.tolist()) for r in seen}) == 20  # one epoch: no pair twice
+    assert all(b.labels.shape == (5, 4, 16, 16) and b.images.shape == (5, 1, 16, 16) for b in run)
+    assert all(-1 <= b.images.min() and b.images.max() <= 1 for b in run)
+    held_out = load_training_pairs(reader, 16, "test")
+    for b in run:  # the held-out patients' maps never come
+        for lab in b.labels.argmax(1):
+            assert not any(torch.equal(lab, other) for other in held_out.labels.long())
+    for start in (3, 4, 9):
+        resumed = next(data.batches(start_step=start))
+        torch.testing.assert_close(resumed.images, run[start].images, rtol=0, atol=0)
+        torch.testing.assert_close(resumed.labels, run[start].labels, rtol=0, atol=0)
+    with pytest.raises(StoreError, match="at least one batch"):
+        TrainingStream(reader, 16, "test", batch_size=5, seed=0)
+
+
 def test_split_needs_patients(tmp_path):
     from synthgen.engine.store import StoreReader
 
@@ -170,8 +194,8 @@ def test_patient_split_rule():
 def test_augment_keeps_labels_one_hot(store):
     from synthgen.engine.store import StoreReader
 
-    data = load_training_pairs(StoreReader(store), 16, "all")
-    batch = random_affine(draw_batch(data, 6, seeded(0, 1), False), seeded(0, 2), strength=3.0)
+    data = TrainingStream(StoreReader(store), 16, "all", 6, seed=0)
+    batch = random_affine(next(data.batches()), seeded(0, 2), strength=3.0)
     assert torch.all(batch.labels.sum(1) == 1) and set(torch.unique(batch.labels).tolist()) == {0.0, 1.0}
     assert batch.images.min() >= -1.0001 and batch.images.max() <= 1.0001
 
@@ -181,10 +205,10 @@ def test_augment_keeps_labels_one_hot(store):
 def test_losses_go_down_on_a_fixed_batch(arch, key, store):
     from synthgen.engine.store import StoreReader
 
-    data = load_training_pairs(StoreReader(store), 16, "all")
+    data = TrainingStream(StoreReader(store), 16, "all", 8, seed=0)
     model = build_gan(default_model_config(arch, **TINY[arch] | {"lambda_l1": 10.0}), data.shape)
     init_weights(model, seeded(0, 0))
-    batch = draw_batch(data, 8, seeded(0, 1), False)
+    batch = next(data.batches())
     opt = torch.optim.Adam(model.g_parameters(), lr=2e-3, betas=(0.5, 0.999))
     noise = seeded(0, 2)
     seen = []

@@ -5,6 +5,12 @@ and then within a window of a few blocks, never sample by sample across the stor
 across distributed ranks and DataLoader workers so that every sample of an epoch is seen exactly once,
 and each epoch has a new order derived from ``SeedSequence([seed, epoch])``.
 
+``indices`` keeps a subset of a store (the training patients, say): blocks are then runs of kept samples,
+read as one contiguous range and filtered. ``set_epoch(epoch, start_batch=k)`` starts the next
+iteration at batch *k* of that epoch without reading the batches before it, with the same bytes from
+there on as an iteration from the start (the augmentation of batch *k* draws from its own seed), so a
+training run resumes exactly where it stopped.
+
 Several stores mix at given ratios (``real.zarr:0.3,synth.zarr:0.7``): each yielded sample comes from
 store *j* with probability ``ratio_j``; a store that runs out within an epoch starts a fresh pass.
 
@@ -89,20 +95,76 @@ class LoaderConfig:
         return cls(**dict(data))
 
 
+class _Block(NamedTuple):
+    """Samples read together: the range [start, stop) of one shard, or only ``rows`` of it."""
+
+    start: int
+    stop: int
+    rows: np.ndarray | None = None  # store indices kept in [start, stop); None: all
+
+    def __len__(self) -> int:
+        return self.stop - self.start if self.rows is None else len(self.rows)
+
+    def index(self) -> np.ndarray:
+        return np.arange(self.start, self.stop) if self.rows is None else self.rows
+
+    def read(self, reader: StoreReader) -> tuple[np.ndarray, np.ndarray]:
+        images, labels = reader.read_block(self.start, self.stop)
+        if self.rows is None:
+            return images, labels
+        return images[self.rows - self.start], labels[self.rows - self.start]
+
+
 @dataclass
 class _Source:
     url: str
     reader: StoreReader | None = None
-    blocks: list[tuple[int, int]] = field(default_factory=list)
+    blocks: list[_Block] = field(default_factory=list)
     scale: tuple[float, float] = (0.0, 1.0)
 
 
-def _blocks_of(reader: StoreReader, block_size: int) -> list[tuple[int, int]]:
+def _blocks_of(reader: StoreReader, block_size: int, keep: np.ndarray | None) -> list[_Block]:
+    """Blocks of at most ``block_size`` samples over complete shards (only samples where ``keep``)."""
     blocks = []
     for k in reader.complete_shards:
         start, stop = reader.layout.shard_bounds(k)
-        blocks += [(s, min(s + block_size, stop)) for s in range(start, stop, block_size)]
+        if keep is None:
+            blocks += [_Block(s, min(s + block_size, stop)) for s in range(start, stop, block_size)]
+            continue
+        rows = start + np.flatnonzero(keep[start:stop])
+        for s in range(0, len(rows), block_size):
+            run = rows[s : s + block_size]
+            blocks.append(_Block(int(run[0]), int(run[-1]) + 1, run))
     return blocks
+
+
+def _keep_masks(indices, readers: list[StoreReader]) -> list[np.ndarray | None]:
+    """``indices`` (one array for a single store, or one array or None per store) -> boolean masks."""
+    if indices is None:
+        return [None] * len(readers)
+    per_store = [indices] if len(readers) == 1 and not _is_list_of_subsets(indices) else list(indices)
+    if len(per_store) != len(readers):
+        raise ConfigError(f"Expected one index subset per store ({len(readers)}). Got {len(per_store)}.")
+    masks: list[np.ndarray | None] = []
+    for r, idx in zip(readers, per_store, strict=True):
+        if idx is None:
+            masks.append(None)
+            continue
+        idx = np.asarray(idx, np.int64)
+        mask = np.zeros(r.layout.n, bool)
+        if idx.size and not (0 <= idx.min() and idx.max() < r.layout.n):
+            raise ConfigError(f"Expected sample indices in [0, {r.layout.n}) for {r.url}. Some lie outside.")
+        mask[idx] = True
+        available = np.zeros(r.layout.n, bool)
+        available[r.available_indices()] = True
+        if (mask & ~available).any():
+            raise ConfigError(f"Expected sample indices in complete shards of {r.url}. Some are not.")
+        masks.append(mask)
+    return masks
+
+
+def _is_list_of_subsets(indices) -> bool:
+    return isinstance(indices, (list, tuple)) and any(i is None or np.ndim(i) == 1 for i in indices)
 
 
 class StoreStream(IterableDataset):
@@ -116,6 +178,8 @@ class StoreStream(IterableDataset):
     ``augment`` is a callable ``(images, labels, rng) -> (images, labels)`` on NumPy batches.
     With ``size=(H, W)`` every store's samples are resized to H x W before batching (images bilinear,
     antialiased; labels nearest), so stores of different sizes mix; without it they must share one shape.
+    ``indices`` keeps only those store sample indices: an array for a single store, or a list with an
+    array (or None: all) per store.
     """
 
     def __init__(
@@ -129,6 +193,7 @@ class StoreStream(IterableDataset):
         rank: int = 0,
         world_size: int = 1,
         size: tuple[int, int] | None = None,
+        indices=None,
     ) -> None:
         super().__init__()
         self.mix = parse_mix(stores)
@@ -139,6 +204,7 @@ class StoreStream(IterableDataset):
         self.augment = augment
         self.epoch = 0
         self._epoch_set = False
+        self._start_batch = 0
         self._iterations = 0  # epochs advance by themselves where set_epoch is not called
         # read the attributes once here (cheap, no array data) to validate early and size the epoch
         readers = [StoreReader(m.url) for m in self.mix]
@@ -165,7 +231,11 @@ class StoreStream(IterableDataset):
         if len(shapes) > 1:
             raise ConfigError(f"Expected stores with one image shape. Got {sorted(shapes)}.")
         self.image_shape = shapes.pop()
-        self._available = [r.num_available for r in readers]
+        self._keep = _keep_masks(indices, readers)
+        self._available = [
+            r.num_available if keep is None else int(keep.sum())
+            for r, keep in zip(readers, self._keep, strict=True)
+        ]
         if not all(self._available):
             empty = [m.url for m, n in zip(self.mix, self._available, strict=True) if not n]
             raise ConfigError(f"Expected stores with complete shards. Got none in {empty}.")
@@ -176,10 +246,17 @@ class StoreStream(IterableDataset):
         state["_sources"] = None  # each process opens its own stores
         return state
 
-    def set_epoch(self, epoch: int) -> None:
-        """Choose the epoch whose order the next iteration follows (call before each epoch)."""
+    def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
+        """Choose the epoch whose order the next iteration follows (call before each epoch).
+
+        ``start_batch`` makes the next iteration begin at that batch of the epoch (counted per
+        DataLoader worker and rank), skipping the ones before without reading them.
+        """
+        if start_batch < 0:
+            raise ConfigError(f"Expected start_batch >= 0. Got {start_batch} instead.")
         self.epoch = int(epoch)
         self._epoch_set = True
+        self._start_batch = int(start_batch)
 
     @property
     def samples_per_epoch(self) -> int:
@@ -197,14 +274,16 @@ class StoreStream(IterableDataset):
     def _open(self) -> list[_Source]:
         if self._sources is None:
             self._sources = []
-            for m in self.mix:
+            for j, m in enumerate(self.mix):
                 reader = StoreReader(m.url)
                 intensity = reader.attrs.intensity
                 self._sources.append(
                     _Source(
                         m.url,
                         reader,
-                        _blocks_of(reader, min(self.config.block_size, reader.layout.shard_size)),
+                        _blocks_of(
+                            reader, min(self.config.block_size, reader.layout.shard_size), self._keep[j]
+                        ),
                         (intensity.low, intensity.high),
                     )
                 )
@@ -218,7 +297,7 @@ class StoreStream(IterableDataset):
     def _windows(
         self, j: int, epoch: int, slot: int, slots: int, rng: np.random.Generator, passes: int | None
     ) -> Iterator[_Window]:
-        """Shuffled windows (images, labels, index) of source ``j`` for this slot (None passes: endless).
+        """Shuffled windows of source ``j`` for this slot (None passes: endless), read when first used.
 
         The block order of a pass is the same in every slot (it derives from the seed, the epoch, the
         source and the pass only), so dealing blocks out by slot splits the pass exactly.
@@ -234,12 +313,9 @@ class StoreStream(IterableDataset):
                 mine = [src.blocks[b] for b in order]
             for w in range(0, len(mine), cfg.window):
                 window = mine[w : w + cfg.window]
-                parts = [src.reader.read_block(a, b) for a, b in window]
-                index = np.concatenate([np.arange(a, b) for a, b in window])
+                index = np.concatenate([block.index() for block in window])
                 perm = rng.permutation(len(index)) if cfg.shuffle else np.arange(len(index))
-                # the window is never concatenated: batches are gathered through perm (one copy per sample)
-                starts = np.cumsum([0] + [b - a for a, b in window])
-                yield _Window([p[0] for p in parts], [p[1] for p in parts], starts, index, perm)
+                yield _Window(src.reader, window, index, perm)
             done += 1
             if not mine:
                 return
@@ -249,9 +325,10 @@ class StoreStream(IterableDataset):
         cfg = self.config
         epoch = self.epoch if self._epoch_set else self._iterations
         self._iterations += 1
+        start, self._start_batch = self._start_batch, 0
         ss = np.random.SeedSequence([cfg.seed, epoch, slot])
-        rngs = [np.random.default_rng(s) for s in ss.spawn(len(self.mix) + 2)]
-        pick_rng, aug_rng = rngs[-2], rngs[-1]
+        rngs = [np.random.default_rng(s) for s in ss.spawn(len(self.mix) + 1)]
+        pick_rng = rngs[-1]
         # one store and no fixed epoch size: exactly one pass, every sample once across all slots
         one_pass = len(self.mix) == 1 and cfg.samples_per_epoch is None
         takers = [
@@ -261,16 +338,24 @@ class StoreStream(IterableDataset):
         ratios = np.array([m.ratio for m in self.mix])
         total = self.samples_per_epoch
         share = total // slots + (1 if slot < total % slots else 0)
-        done = 0
+        done = number = 0
         while one_pass or done < share:
             b = cfg.batch_size if one_pass else min(cfg.batch_size, share - done)
             counts = pick_rng.multinomial(b, ratios) if len(takers) > 1 else np.array([b])
-            parts = [(j, *takers[j].take(int(c))) for j, c in enumerate(counts) if c]
-            n = sum(len(p[3]) for p in parts)
+            if number < start:  # skipped: the same draws, nothing read
+                n = sum(takers[j].skip(int(c)) for j, c in enumerate(counts) if c)
+            else:
+                parts = [(j, *takers[j].take(int(c))) for j, c in enumerate(counts) if c]
+                n = sum(len(p[3]) for p in parts)
             if n == 0 or (n < cfg.batch_size and cfg.drop_last):
                 return
-            yield self._collate(parts, aug_rng)
+            if number >= start:
+                aug_rng = np.random.default_rng(
+                    np.random.SeedSequence([cfg.seed, epoch, slot, 0xA06, number])
+                )
+                yield self._collate(parts, aug_rng)
             done += n
+            number += 1
             if n < b:
                 return
 
@@ -308,14 +393,25 @@ class StoreStream(IterableDataset):
         return x.clamp_(0, 1).reshape(*images.shape[:-2], *self.size).numpy(), y.numpy()
 
 
-class _Window(NamedTuple):
-    images: list[np.ndarray]  # one array per block
-    labels: list[np.ndarray]
-    starts: np.ndarray  # row offset of each block in the window, and the total at the end
-    index: np.ndarray  # store index of each window row
-    perm: np.ndarray  # the shuffled order of window rows
+class _Window:
+    """A few blocks shuffled together; read on first use, never concatenated (batches are gathered
+    through ``perm``, one copy per sample)."""
+
+    def __init__(
+        self, reader: StoreReader, blocks: list[_Block], index: np.ndarray, perm: np.ndarray
+    ) -> None:
+        self.reader, self.blocks = reader, blocks
+        self.index = index  # store index of each window row
+        self.perm = perm  # the shuffled order of window rows
+        self.starts = np.cumsum([0] + [len(block) for block in blocks])  # row offset of each block
+        self.images: list[np.ndarray] = []
+        self.labels: list[np.ndarray] = []
 
     def gather(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        if not self.images:
+            self.images, self.labels = map(
+                list, zip(*(b.read(self.reader) for b in self.blocks), strict=True)
+            )
         block = np.searchsorted(self.starts, rows, side="right") - 1
         images = np.empty((len(rows), *self.images[0].shape[1:]), self.images[0].dtype)
         labels = np.empty((len(rows), *self.labels[0].shape[1:]), self.labels[0].dtype)
@@ -336,17 +432,24 @@ class _Taker:
         self.current: _Window | None = None
         self.pos = 0
 
-    def take(self, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        out: list[tuple[np.ndarray, ...]] = []
+    def _runs(self, k: int) -> Iterator[np.ndarray]:
+        """The window rows of the next ``k`` samples (fewer at the end of the stream), run by run."""
         while k > 0:
             if self.current is None or self.pos >= len(self.current.perm):
                 self.current, self.pos = next(self.windows, None), 0
                 if self.current is None:
-                    break
+                    return
             stop = min(self.pos + k, len(self.current.perm))
-            out.append(self.current.gather(self.current.perm[self.pos : stop]))
+            yield self.current.perm[self.pos : stop]
             k -= stop - self.pos
             self.pos = stop
+
+    def skip(self, k: int) -> int:
+        """Pass over the next ``k`` samples without reading them; how many there were."""
+        return sum(len(rows) for rows in self._runs(k))
+
+    def take(self, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        out = [self.current.gather(rows) for rows in self._runs(k)]
         if not out:
             return np.zeros(0), np.zeros(0, np.uint8), np.zeros(0, np.int64)
         images, labels, index = (

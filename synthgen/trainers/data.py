@@ -1,7 +1,8 @@
 """Training pairs for the GAN trainers: read from a store, normalised, resized, batched, augmented.
 
-:func:`load_training_pairs` is the one place that reads a store; it holds the (small) training set
-in memory. The streaming loader can replace it without touching the training loop.
+:class:`TrainingStream` streams the pairs of a split through :class:`~synthgen.engine.loader.StoreStream`
+(shuffled epochs, nothing held in memory) and resumes at any step without reading what came before.
+:func:`load_training_pairs` holds a whole split in memory, for evaluation (every pair, in order).
 
 Intensities map to [-1, 1] by the store's intensity convention (``attrs.intensity``: low -> -1,
 high -> 1), whatever the dtype (uint8, uint16, float); :func:`from_unit` inverts it. Label values
@@ -11,12 +12,14 @@ map to class indices 0..K-1 in schema order (background first).
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from synthgen.engine.loader import LoaderConfig, StoreStream
 from synthgen.engine.store import StoreReader
 from synthgen.errors import StoreError
 from synthgen.schemas.labels import LabelSchema
@@ -77,9 +80,6 @@ class PairData:
     def __len__(self) -> int:
         return len(self.indices)
 
-    def batch(self, which: torch.Tensor) -> Batch:
-        return Batch(onehot(self.labels[which], self.shape.num_classes), self.images[which])
-
 
 def load_training_pairs(
     reader: StoreReader, image_size: int, split: str, limit: int | None = None
@@ -113,6 +113,89 @@ def load_training_pairs(
     return PairData(torch.cat(images), torch.cat(labels), wanted, shape)
 
 
+def has_foreground(reader: StoreReader, indices: np.ndarray) -> np.ndarray:
+    """Whether each sample of ``indices`` has a label other than background (labels read shard by shard)."""
+    out = np.zeros(len(indices), bool)
+    shard = indices // reader.layout.shard_size
+    for k in np.unique(shard):
+        at = np.flatnonzero(shard == k)
+        start, stop = reader.layout.shard_bounds(int(k))
+        labels = reader.read_labels(start, stop)[indices[at] - start]
+        out[at] = labels.reshape(len(at), -1).any(axis=1)
+    return out
+
+
+class TrainingStream:
+    """Shuffled batches of the pairs of ``split`` in a store, resized to ``image_size``, streamed.
+
+    Epochs follow each other; batch ``step`` of the run is batch ``step % batches_per_epoch`` of epoch
+    ``step // batches_per_epoch``, and :meth:`batches` starts at any step without reading the earlier
+    ones, so a resumed training run sees exactly the batches an uninterrupted one would have.
+    Every batch is full (the remainder of an epoch is dropped).
+    """
+
+    def __init__(
+        self,
+        reader: StoreReader,
+        image_size: int,
+        split: str,
+        batch_size: int,
+        seed: int,
+        *,
+        foreground_only: bool = False,
+    ) -> None:
+        wanted = split_indices(reader, split)
+        if foreground_only:
+            wanted = wanted[has_foreground(reader, wanted)]
+        if wanted.size < batch_size:
+            what = "label maps with foreground" if foreground_only else "training pairs"
+            raise StoreError(
+                f"Expected at least one batch ({batch_size}) of {what} in split {split!r} of "
+                f"{reader.url}. Found {wanted.size}."
+            )
+        self.reader, self.indices = reader, wanted
+        channels = 1 if len(reader.layout.image_shape) == 2 else reader.layout.image_shape[0]
+        self.shape = DataShape(reader.schema.num_classes, channels, image_size)
+        # blocks of 32 in windows of 8: reads stay contiguous, each epoch mixes 256 pairs at a time
+        config = LoaderConfig(batch_size=batch_size, block_size=32, window=8, seed=seed, drop_last=True)
+        self.stream = StoreStream(reader.url, config, indices=wanted, size=(image_size, image_size))
+        self.batches_per_epoch = wanted.size // batch_size
+
+    def __len__(self) -> int:
+        return int(self.indices.size)
+
+    def to_batch(self, images: torch.Tensor, labels: np.ndarray, where: str) -> Batch:
+        """Loader output (images in [0, 1], label values) -> a :class:`Batch` (one-hot classes, [-1, 1])."""
+        classes = torch.from_numpy(labels_to_indices(labels, self.reader.schema, where))
+        return Batch(onehot(classes, self.shape.num_classes), (images * 2 - 1).clamp_(-1, 1))
+
+    def batches(self, start_step: int = 0) -> Iterator[Batch]:
+        """Batches from training step ``start_step`` on, endlessly."""
+        epoch, skip = divmod(start_step, self.batches_per_epoch)
+        while True:
+            self.stream.set_epoch(epoch, start_batch=skip)
+            for b in self.stream:
+                yield self.to_batch(b["image"], b["label"].numpy(), f"epoch {epoch} of {self.reader.url}")
+            epoch, skip = epoch + 1, 0
+
+    def class_maps(self, batch_size: int = 256) -> Iterator[torch.Tensor]:
+        """Every label map of the split once, in store order, as class indices (B, S, S) uint8."""
+        size = (self.shape.image_size,) * 2
+        config = LoaderConfig(batch_size=batch_size, shuffle=False)
+        for b in StoreStream(self.reader.url, config, indices=self.indices, size=size):
+            yield torch.from_numpy(labels_to_indices(b["label"].numpy(), self.reader.schema, self.reader.url))
+
+    def pick(self, count: int) -> Batch:
+        """``count`` pairs evenly spaced through the split, in store order (for sample grids)."""
+        which = self.indices[np.linspace(0, len(self) - 1, min(count, len(self))).astype(int)]
+        images, labels = zip(*(self.reader.read_sample(int(i)) for i in which), strict=True)
+        x = torch.from_numpy(to_unit(np.stack(images), self.reader.attrs.intensity))
+        x = x.reshape(len(which), self.shape.channels, *self.reader.layout.label_shape)
+        y = torch.from_numpy(labels_to_indices(np.stack(labels), self.reader.schema, self.reader.url))
+        x, y = resize_pairs(x, y, self.shape.image_size)
+        return Batch(onehot(y, self.shape.num_classes), x)
+
+
 def random_affine(batch: Batch, gen: torch.Generator, strength: float = 1.0) -> Batch:
     """The same small random affine warp per sample for image and labels: rotation up to 5 degrees,
     scale 0.95 to 1.05, shift up to 3%. Images resample bilinearly (outside is black), labels by
@@ -131,10 +214,3 @@ def random_affine(batch: Batch, gen: torch.Generator, strength: float = 1.0) -> 
     labels = F.grid_sample(batch.labels, grid, mode="nearest", align_corners=False)
     labels[:, 0] += 1 - labels.sum(1)  # outside the map: background
     return Batch(labels, images)
-
-
-def draw_batch(data: PairData, batch_size: int, gen: torch.Generator, augment: bool) -> Batch:
-    """A random batch (with replacement) drawn from ``gen``, optionally warped."""
-    which = torch.randint(0, len(data), (batch_size,), generator=gen)
-    batch = data.batch(which.to(data.images.device))
-    return random_affine(batch, gen) if augment else batch

@@ -20,7 +20,7 @@ training-store hash, step, last gate report) and ``shape_vae.safetensors``; no p
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -115,12 +115,14 @@ class ShapeVae(nn.Module):
 
 
 @torch.no_grad()
-def fit_prior(model: ShapeVae, maps: torch.Tensor, batch_size: int = 256) -> None:
-    """Set the sampling prior to the Gaussian of the aggregate posterior of the class-index ``maps``
-    (N, S, S): mean E[mu], covariance Cov(mu) + E[diag(sigma^2)] (in float64), Cholesky factor."""
+def fit_prior(model: ShapeVae, batches: Iterable[torch.Tensor]) -> None:
+    """Set the sampling prior to the Gaussian of the aggregate posterior of the class-index maps in
+    ``batches`` (each (B, S, S)): mean E[mu], covariance Cov(mu) + E[diag(sigma^2)] (in float64),
+    Cholesky factor."""
+    device = model.prior_mean.device
     mus, variances = [], []
-    for a in range(0, len(maps), batch_size):
-        x = F.one_hot(maps[a : a + batch_size].long(), model.num_classes).permute(0, 3, 1, 2).float()
+    for maps in batches:
+        x = F.one_hot(maps.to(device).long(), model.num_classes).permute(0, 3, 1, 2).float()
         mu, logvar = model.encode(x)
         mus.append(mu.double())
         variances.append(logvar.double().exp())

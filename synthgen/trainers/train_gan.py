@@ -1,10 +1,10 @@
 """The GAN training loop, shared by every architecture (nanoGPT style: read it top to bottom).
 
-One step: draw a batch, take the generator step (discriminator frozen), then the discriminator step
+One step: take the next batch of the streamed training split, take the generator step (discriminator frozen), then the discriminator step
 on the detached fakes. Learning rates follow :func:`~synthgen.trainers.config.lr_at`. Every random
 draw comes from explicit generators seeded from ``SeedSequence([seed, k])`` whose states are
-checkpointed with the networks and optimisers, so a resumed run continues exactly as an uninterrupted
-one. Mixed precision (autocast + grad scaling) is used on a GPU only; on a CPU everything is fp32.
+checkpointed with the networks and optimisers, and the data stream restarts at the step's batch, so a
+resumed run continues exactly as an uninterrupted one. Mixed precision (autocast + grad scaling) is used on a GPU only; on a CPU everything is fp32.
 
 The output folder holds ``checkpoint/`` (generator + training state, replaced atomically),
 ``losses.jsonl``, ``losses.png`` and ``samples/step_NNNNNNN.png``.
@@ -36,7 +36,7 @@ from synthgen.trainers.checkpoint import (
     store_hash,
 )
 from synthgen.trainers.config import TrainConfig, lr_at
-from synthgen.trainers.data import PairData, draw_batch, load_training_pairs
+from synthgen.trainers.data import TrainingStream, random_affine
 from synthgen.trainers.layers import init_weights, set_requires_grad
 from synthgen.trainers.train_state import load_train_state, read_train_config, save_train_state
 from synthgen.trainers.trainlog import LossLog, sample_grid, save_png
@@ -93,15 +93,19 @@ def check_resumable(saved: dict, cfg: TrainConfig) -> None:
 
 
 def fixed_samples(
-    data: PairData, cfg: TrainConfig, style_dim: int
+    data: TrainingStream, cfg: TrainConfig, style_dim: int, device: torch.device
 ) -> tuple[Batch, list[torch.Tensor | None]]:
     """The grid's pairs (evenly spaced through the data) and two fixed styles for them."""
-    which = torch.linspace(0, len(data) - 1, min(cfg.grid_size, len(data))).long().to(data.images.device)
-    batch = data.batch(which)
+    batch = to_device(data.pick(cfg.grid_size), device)
     if not style_dim:
         return batch, [None]
     gen = seeded(cfg.seed, 3)
-    return batch, [torch.randn(len(which), style_dim, generator=gen).to(data.images.device) for _ in range(2)]
+    n = batch.images.shape[0]
+    return batch, [torch.randn(n, style_dim, generator=gen).to(device) for _ in range(2)]
+
+
+def to_device(batch: Batch, device: torch.device) -> Batch:
+    return Batch(batch.labels.to(device, non_blocking=True), batch.images.to(device, non_blocking=True))
 
 
 def write_samples(model: GanModel, batch: Batch, styles: list, schema, path: Path) -> None:
@@ -123,13 +127,8 @@ def save_checkpoint(out: Path, model: GanModel, spec: GeneratorSpec, **state) ->
     return out / "checkpoint"
 
 
-def train_gan(
-    cfg: TrainConfig, *, resume: bool = False, progress: bool = True, data: PairData | None = None
-) -> TrainResult:
-    """Train ``cfg.model`` on ``cfg.store``; with ``resume``, continue from the checkpoint in ``cfg.out_dir``.
-
-    ``data`` (pairs already loaded from ``cfg.store``) skips reading the store again.
-    """
+def train_gan(cfg: TrainConfig, *, resume: bool = False, progress: bool = True) -> TrainResult:
+    """Train ``cfg.model`` on ``cfg.store``; with ``resume``, continue from the checkpoint in ``cfg.out_dir``."""
     out = Path(cfg.out_dir)
     ckpt = latest_checkpoint(out)
     check_run_folder(out, ckpt, resume)
@@ -137,8 +136,7 @@ def train_gan(
         check_resumable(read_train_config(ckpt), cfg)
     device = resolve_device(cfg.device)
     reader = StoreReader(cfg.store)
-    data = data if data is not None else load_training_pairs(reader, cfg.image_size, cfg.split)
-    data.images, data.labels = data.images.to(device), data.labels.to(device)
+    data = TrainingStream(reader, cfg.image_size, cfg.split, cfg.batch_size, cfg.seed)
 
     model = build_gan(cfg.model, data.shape)
     init_weights(model, seeded(cfg.seed, 0))
@@ -175,7 +173,8 @@ def train_gan(
         step = load_train_state(ckpt, model=model, optimizers=optimizers, rngs=rngs, scaler=scaler)
     out.mkdir(parents=True, exist_ok=True)
     log = LossLog(out / "losses.jsonl", resume_step=step)
-    grid_batch, grid_styles = fixed_samples(data, cfg, model.style_dim)
+    grid_batch, grid_styles = fixed_samples(data, cfg, model.style_dim, device)
+    batches = data.batches(start_step=step)
     state = {"optimizers": optimizers, "rngs": rngs, "scaler": scaler}
 
     bar = tqdm(
@@ -190,7 +189,9 @@ def train_gan(
             group["lr"] = lr_g
         for group in optimizers["d"].param_groups:
             group["lr"] = lr_d
-        batch = draw_batch(data, cfg.batch_size, rngs["data"], cfg.augment)
+        batch = to_device(next(batches), device)
+        if cfg.augment:
+            batch = random_affine(batch, rngs["data"])
 
         # generator step, discriminator frozen
         set_requires_grad(d_params, False)

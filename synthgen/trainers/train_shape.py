@@ -1,8 +1,8 @@
 """``synthgen train-shape``: train the shape VAE (:mod:`synthgen.trainers.shape_vae`) on a store's label maps.
 
-The label maps of ``split`` (maps without foreground left out) are read once, resized to the
-training size by nearest neighbour and held in memory as class indices; the schema comes from the
-store. Each step draws a batch with replacement; the KL weight ramps linearly from 0 to
+The label maps of ``split`` (maps without foreground left out) stream from the store in shuffled
+epochs (:class:`~synthgen.trainers.data.TrainingStream`), resized to the training size by nearest
+neighbour; the schema comes from the store. The KL weight ramps linearly from 0 to
 ``kl_weight`` over the first ``kl_anneal_steps`` steps (:func:`kl_at`), so the decoder learns to
 reconstruct before the prior pulls the codes together.
 
@@ -26,18 +26,16 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from tqdm import tqdm
 
 from synthgen.engine.gate import GateReport
 from synthgen.engine.store import StoreReader
-from synthgen.errors import CheckpointError, ConfigError, StoreError
+from synthgen.errors import CheckpointError, ConfigError
 from synthgen.schemas._parse import parse_int, parse_mapping, parse_str
 from synthgen.schemas.labels import LabelSchema
 from synthgen.trainers.checkpoint import check_run_folder, replace_folder, store_hash
 from synthgen.trainers.config import DEVICES, SPLITS, check_range, fields_from_dict
-from synthgen.trainers.data import labels_to_indices
-from synthgen.trainers.layers import onehot
+from synthgen.trainers.data import TrainingStream
 from synthgen.trainers.shape_vae import (
     SPEC_JSON,
     ShapeVae,
@@ -51,7 +49,6 @@ from synthgen.trainers.shape_vae import (
     save_vae,
     vae_loss,
 )
-from synthgen.trainers.splits import split_indices
 from synthgen.trainers.train_gan import check_resumable, resolve_device, seeded
 from synthgen.trainers.train_state import load_train_state, save_train_state
 from synthgen.trainers.trainlog import LossLog, colour_labels, save_png
@@ -123,30 +120,6 @@ def kl_at(step: int, weight: float, anneal_steps: int) -> float:
     return weight if anneal_steps == 0 else weight * min(1.0, (step + 1) / anneal_steps)
 
 
-def load_label_maps(reader: StoreReader, size: int, split: str) -> torch.Tensor:
-    """Class-index maps (N, size, size) uint8 of ``split`` (nearest-neighbour resized), empty maps left out."""
-    wanted = np.zeros(reader.layout.n, bool)
-    wanted[split_indices(reader, split)] = True
-    maps = []
-    for k in reader.complete_shards:
-        start, stop = reader.layout.shard_bounds(k)
-        if not wanted[start:stop].any():
-            continue
-        labels = reader.read_labels(start, stop)[wanted[start:stop]]
-        idx = torch.from_numpy(labels_to_indices(labels, reader.schema, f"shard {k} of {reader.url}"))
-        if idx.shape[-2:] != (size, size):
-            idx = F.interpolate(idx[:, None].float(), size=(size, size), mode="nearest-exact")[:, 0].to(
-                torch.uint8
-            )
-        maps.append(idx[(idx.flatten(1) > 0).any(dim=1)])
-    out = torch.cat(maps) if maps else torch.zeros(0, size, size, dtype=torch.uint8)
-    if not len(out):
-        raise StoreError(
-            f"Expected label maps with foreground in split {split!r} of {reader.url}. Found none."
-        )
-    return out
-
-
 def sample_grid(labels: np.ndarray, schema: LabelSchema, cols: int = 8) -> np.ndarray:
     """(rows * S, cols * S, 3) uint8 tiles of label maps (schema values) in the schema's colours."""
     lut = np.zeros(256, np.uint8)
@@ -183,13 +156,15 @@ def train_shape(cfg: ShapeTrainConfig, *, resume: bool = False, progress: bool =
     device = resolve_device(cfg.device)
     reader = StoreReader(cfg.store)
     schema = reader.schema
-    maps = load_label_maps(reader, cfg.model.image_size, cfg.split).to(device)
+    data = TrainingStream(
+        reader, cfg.model.image_size, cfg.split, cfg.batch_size, cfg.seed, foreground_only=True
+    )
 
     model = ShapeVae(cfg.model, schema.num_classes)
     init_vae(model, seeded(cfg.seed, 0))
     model.to(device).train()
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
-    rngs = {"data": seeded(cfg.seed, 1), "noise": seeded(cfg.seed, 2)}
+    rngs = {"noise": seeded(cfg.seed, 2)}
     scaler = torch.amp.GradScaler(device.type, enabled=False)  # fp32 throughout: the VAE is small
     spec = ShapeVaeSpec(cfg.model, schema, store_hash(reader.attrs), train_config=cfg.to_dict())
     step = 0
@@ -204,13 +179,14 @@ def train_shape(cfg: ShapeTrainConfig, *, resume: bool = False, progress: bool =
     out.mkdir(parents=True, exist_ok=True)
     log = LossLog(out / "losses.jsonl", resume_step=step)
 
+    batches = data.batches(start_step=step)
     bar = tqdm(total=cfg.steps, initial=step, disable=not progress, desc="train-shape", unit="step")
     t0, logs = time.perf_counter(), {}
     while step < cfg.steps:
-        which = torch.randint(0, len(maps), (cfg.batch_size,), generator=rngs["data"]).to(device)
+        labels = next(batches).labels.to(device)
         eps = torch.randn(cfg.batch_size, cfg.model.latent_dim, generator=rngs["noise"]).to(device)
         beta = kl_at(step, cfg.kl_weight, cfg.kl_anneal_steps)
-        loss, logs = vae_loss(model, onehot(maps[which], schema.num_classes), eps, beta)
+        loss, logs = vae_loss(model, labels, eps, beta)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -221,7 +197,7 @@ def train_shape(cfg: ShapeTrainConfig, *, resume: bool = False, progress: bool =
         if step % cfg.checkpoint_every == 0 or last:
             model.eval()
             if cfg.fit_prior:
-                fit_prior(model, maps)
+                fit_prior(model, data.class_maps())
             _, _, report = gate_samples(model, schema, cfg.gate_samples, seeded(cfg.seed, 4))
             model.train()
             spec = dataclasses.replace(spec, step=step, gate=report.to_dict())
