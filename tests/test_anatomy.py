@@ -111,3 +111,31 @@ def test_bad_arguments():
         anatomy.render(p, (4, 64))
     with pytest.raises(ConfigError, match="anatomy parameters"):
         anatomy.render(object(), (64, 64))  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("view", ["echo_a4c", "echo_a2c"])
+def test_echo_renderer_equals_the_numpy_reference_pixel_for_pixel(view):
+    import echo_reference as ref
+
+    from synthgen.engine.anatomy_echo import ECHO_RANGES, EchoParams, _fit_in_sector
+    from synthgen.engine.anatomy_shapes import draw_uniform
+
+    ranges = ECHO_RANGES[view]
+    rng = np.random.default_rng(11)
+    raw = [draw_uniform(rng, ranges) for _ in range(40)]
+    # the corners of the ranges too: every parameter at its low or its high end
+    raw += [
+        {k: ranges[k][int(bit)] for k, bit in zip(ranges, rng.integers(0, 2, len(ranges)), strict=True)}
+        for _ in range(20)
+    ]
+    for i, drawn in enumerate(raw):
+        p = EchoParams(two_chamber=float(view == "echo_a2c"), **drawn)
+        fitted = _fit_in_sector(p)
+        np.testing.assert_array_equal(fitted.to_vector(), ref.fit_in_sector(p).to_vector())
+        shape = [(128, 128), (224, 224), (96, 112)][i % 3]
+        np.testing.assert_array_equal(
+            anatomy.render(fitted, shape), ref.render_echo(fitted, shape), f"map {i}"
+        )
+        np.testing.assert_array_equal(
+            anatomy.render(p, shape), ref.render_echo(p, shape), f"unfitted map {i}"
+        )

@@ -15,7 +15,6 @@ from scipy import ndimage
 from synthgen.engine.gate import (
     GateReport,
     GateResult,
-    _component_counts,
     check,
     check_batch,
     decode_flags,
@@ -173,11 +172,13 @@ def test_flag_layout_is_documented_and_bounded():
 
 @settings(max_examples=30, deadline=None)
 @given(st.integers(0, 2**32 - 1), st.integers(1, 6))
-def test_component_counts_match_per_sample_labelling(seed, n):
+def test_split_flags_match_per_sample_labelling(seed, n):
     masks = np.random.default_rng(seed).random((n, 12, 12)) < 0.3
     masks[n // 2] = False  # an empty sample in the middle
-    expected = [ndimage.label(m, structure=np.ones((3, 3)))[1] for m in masks]
-    assert _component_counts(masks).tolist() == expected
+    split = [ndimage.label(m, structure=np.ones((3, 3)))[1] > 1 for m in masks]
+    _, flags = check_batch(np.where(masks, CAVITY, 0).astype(np.uint8), CAMUS)
+    bit = np.uint32(1 << flag_codes(CAMUS).index("split:lv_cavity"))
+    assert ((flags & bit) != 0).tolist() == split
 
 
 def test_report_counts_merges_and_round_trips():

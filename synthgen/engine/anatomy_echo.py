@@ -24,6 +24,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import ClassVar
 
+import numba
 import numpy as np
 from scipy import ndimage
 
@@ -32,10 +33,8 @@ from synthgen.engine.anatomy_shapes import (
     Range,
     check_ranges,
     draw_uniform,
-    ellipse,
     largest_component,
     pixel_grid,
-    to_frame,
 )
 
 CAVITY, WALL, ATRIUM = 1, 2, 3
@@ -121,9 +120,9 @@ def _fit_in_sector(p: EchoParams) -> EchoParams:
 
     A sonographer keeps the LV cavity in view; this is the same adjustment, made on a coarse render.
     """
+    h, w = FIT_SHAPE
     for _ in range(40):
-        cavity = _paint(p, FIT_SHAPE) == CAVITY
-        if not (cavity & ~sector_mask(p, FIT_SHAPE, margin_deg=1.0)).any():
+        if not _cavity_leaves_sector(p.to_vector().astype(np.float64), h, w, 1.0):
             break
         base_y = p.apex_y + STEP + p.lv_length * np.cos(np.deg2rad(p.lv_angle))
         if base_y <= BASE_MAX_Y:
@@ -131,20 +130,6 @@ def _fit_in_sector(p: EchoParams) -> EchoParams:
         else:
             p = replace(p, apex_y=p.apex_y + STEP, lv_length=p.lv_length - STEP)
     return p
-
-
-def _half_width(t: np.ndarray, p: EchoParams) -> np.ndarray:
-    """Cavity half-width (before asymmetry) at fractions ``t`` of the length from the apex."""
-    widest = 0.5 * p.lv_width_ratio * p.lv_length
-    tm = p.widest_at
-    cap = np.clip(1.0 - (1.0 - np.clip(t, 0.0, None) / tm) ** 2, 0.0, None) ** p.apex_bluntness
-    taper = 1.0 - (1.0 - p.base_width) * ((t - tm) / (1.0 - tm)) ** 2
-    return widest * np.where(t <= tm, cap, taper)
-
-
-def _smoothstep(x: np.ndarray) -> np.ndarray:
-    x = np.clip(x, 0.0, 1.0)
-    return x * x * (3 - 2 * x)
 
 
 def sector_mask(p: EchoParams, shape: tuple[int, int], margin_deg: float = 0.0) -> np.ndarray:
@@ -160,58 +145,227 @@ def render_echo(p: EchoParams, shape: tuple[int, int]) -> np.ndarray:
 
     As in the CAMUS annotations, the atrium is cut by the sector while the apical wall may reach
     past the sector's sides (experts draw the whole wall); the cavity lies inside the sector.
+
+    One Numba pass paints the closed-form shapes (cavity, atrium, the wall's thickness at each pixel);
+    the wall is the band within that thickness of the cavity and its inlet (a Euclidean distance
+    transform over the heart's bounding box only); atrium slivers apart from the main atrium become wall.
     """
-    out = _paint(p, shape)
-    atrium = out == ATRIUM
-    out[atrium & ~sector_mask(p, shape)] = 0
-    # slivers of atrium left beside the annulus corners (or cut off by the sector) become wall
-    atrium = out == ATRIUM
-    out[atrium & ~largest_component(atrium)] = WALL
-    return out
-
-
-def _paint(p: EchoParams, shape: tuple[int, int]) -> np.ndarray:
     h, w = shape
-    y, x = pixel_grid(shape)
-    yn, xn = (y + 0.5) / h, (x + 0.5) / w
-    u, v = to_frame(yn, xn, (p.apex_y, p.apex_x), p.lv_angle)
-    t = u / p.lv_length
-    centre = p.bend * p.lv_length * np.sin(np.pi * np.clip(t, 0.0, 1.0))
-    half = _half_width(t, p)
-    side = v - centre
-    cavity = (t >= 0) & (t <= 1) & (side <= half * (1 + p.asymmetry)) & (side >= -half * (1 - p.asymmetry))
-
-    # wall thickness blends from the apex to the septal (left) and lateral (right) walls
-    apical = _smoothstep(1.0 - t / 0.5)
-    lateral = _smoothstep(0.5 + side / (p.lv_width_ratio * p.lv_length))
-    sides = p.wall_septal * (1 + lateral * (p.wall_lateral_ratio - 1))
-    thickness = apical * p.wall_septal * p.wall_apex_ratio + (1 - apical) * sides
-    # below the annulus the side walls run on beside the atrium, tapering over wall_base_extension
-    below = (u > p.lv_length) & (u <= p.lv_length + p.wall_base_extension)
-    base = float(_half_width(np.float64(1.0), p))
-    inlet = below & (side <= base * (1 + p.asymmetry)) & (side >= -base * (1 - p.asymmetry))
-    thickness *= np.clip(1.0 - 0.6 * (u - p.lv_length) / p.wall_base_extension, 0.0, 1.0)
-    distance = ndimage.distance_transform_edt(~(cavity | inlet), sampling=(1.0 / h, 1.0 / w))
-    wall = (distance > 0) & (distance <= thickness) & (u <= p.lv_length + p.wall_base_extension)
-
-    # the atrium: an ellipse below the annulus, joined to it by a neck as wide as the cavity base
-    base_half = float(_half_width(np.float64(1.0), p))
-    base_centre_v = base_half * p.asymmetry
-    a = np.deg2rad(p.lv_angle)
-    hinge = (
-        p.apex_y + p.lv_length * np.cos(a) - base_centre_v * np.sin(a),
-        p.apex_x + p.lv_length * np.sin(a) + base_centre_v * np.cos(a),
-    )
-    s, q = to_frame(yn, xn, hinge, p.lv_angle + p.la_angle)
-    tuck = base_half * abs(np.tan(np.deg2rad(p.la_angle))) + 0.01
-    neck_len = 0.35 * p.la_length
-    la_half = max(0.5 * p.la_width, 1.05 * base_half)  # never narrower than the annulus
-    neck_half = 1.05 * base_half + (la_half - 1.05 * base_half) * np.clip(s / neck_len, 0.0, 1.0)
-    atrium = ellipse(s - 0.5 * p.la_length, q, 0.5 * p.la_length, la_half)
-    atrium |= (s >= -tuck) & (s <= neck_len) & (np.abs(q) <= neck_half)
-
+    code = np.zeros(shape, np.uint8)
+    thickness = np.zeros(shape, np.float64)
+    _paint_fields(p.to_vector().astype(np.float64), h, w, *_region(p, shape), code, thickness)
     out = np.zeros(shape, np.uint8)
-    out[wall] = WALL
-    out[atrium] = ATRIUM
-    out[cavity] = CAVITY
+    seed = (code & (_CAVITY | _INLET)) != 0
+    box = _bounding_box(seed, int(np.ceil(thickness.max() * max(h, w))) + 1)
+    if box is not None:
+        distance = ndimage.distance_transform_edt(~seed[box], sampling=(1.0 / h, 1.0 / w))
+        wall = (distance > 0) & (distance <= thickness[box]) & ((code[box] & _WALL_REACH) != 0)
+        out[box][wall] = WALL
+    out[(code & _ATRIUM) != 0] = ATRIUM
+    out[(code & _CAVITY) != 0] = CAVITY
+    # the atrium is cut by the sector; slivers beside the annulus corners (or cut off) become wall
+    out[(out == ATRIUM) & ((code & _SECTOR) == 0)] = 0
+    box = _bounding_box(out == ATRIUM, 0)
+    if box is not None:
+        crop = out[box]
+        kept = out[box] == ATRIUM
+        crop[kept & ~largest_component(kept)] = WALL
     return out
+
+
+def _region(p: EchoParams, shape: tuple[int, int]) -> tuple[int, int, int, int]:
+    """Rows and columns [r0, r1) x [c0, c1) that hold the heart and every pixel within a wall thickness
+    of its cavity and inlet (outside, nothing is painted and no wall can reach)."""
+    h, w = shape
+    reach = p.wall_septal * max(p.wall_apex_ratio, 1.0, p.wall_lateral_ratio)  # the thickest wall
+    widest = 0.5 * p.lv_width_ratio * p.lv_length
+    v = widest * (1 + abs(p.asymmetry)) + abs(p.bend * p.lv_length) + reach
+    cavity = _corners(
+        (p.apex_y, p.apex_x), p.lv_angle, (-reach, p.lv_length + p.wall_base_extension + reach), v
+    )
+    a = np.deg2rad(p.lv_angle)
+    hinge = (p.apex_y + p.lv_length * np.cos(a), p.apex_x + p.lv_length * np.sin(a))
+    base_half = widest * p.base_width
+    q = max(0.5 * p.la_width, 1.05 * base_half) + abs(base_half * p.asymmetry)  # hinge offset included
+    tuck = base_half * abs(np.tan(np.deg2rad(p.la_angle))) + 0.01
+    atrium = _corners(hinge, p.lv_angle + p.la_angle, (-tuck - q, p.la_length + q), q)
+    ys, xs = np.concatenate([cavity[0], atrium[0]]), np.concatenate([cavity[1], atrium[1]])
+    pad = int(np.ceil(reach * max(h, w))) + 2
+    return (
+        max(int(np.floor(ys.min() * h)) - pad, 0),
+        min(int(np.ceil(ys.max() * h)) + pad, h),
+        max(int(np.floor(xs.min() * w)) - pad, 0),
+        min(int(np.ceil(xs.max() * w)) + pad, w),
+    )
+
+
+def _corners(origin: tuple[float, float], angle_deg: float, u: tuple[float, float], v: float):
+    """(ys, xs) of the corners of the rectangle u0..u1, -v..v in a frame of :func:`to_frame`."""
+    a = np.deg2rad(angle_deg)
+    uu, vv = np.array([u[0], u[0], u[1], u[1]]), np.array([-v, v, -v, v])
+    return origin[0] + uu * np.cos(a) - vv * np.sin(a), origin[1] + uu * np.sin(a) + vv * np.cos(a)
+
+
+def _bounding_box(mask: np.ndarray, margin: int) -> tuple[slice, slice] | None:
+    """The slices of ``mask``'s bounding box grown by ``margin`` pixels (clipped); None if it is empty."""
+    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+    if not rows.size:
+        return None
+    h, w = mask.shape
+    return (
+        slice(max(rows[0] - margin, 0), min(rows[-1] + margin + 1, h)),
+        slice(max(cols[0] - margin, 0), min(cols[-1] + margin + 1, w)),
+    )
+
+
+# -- the Numba pass ---------------------------------------------------------------------------------
+# bits of the code map painted by _paint_fields
+_CAVITY, _INLET, _ATRIUM, _WALL_REACH, _SECTOR = 1, 2, 4, 8, 16
+# positions in EchoParams.to_vector() (the dataclass field order)
+(
+    _TWO_CHAMBER,
+    _SECTOR_HALF_ANGLE,
+    _SECTOR_RADIUS,
+    _APEX_Y,
+    _APEX_X,
+    _LV_LENGTH,
+    _LV_ANGLE,
+    _LV_WIDTH_RATIO,
+    _APEX_BLUNTNESS,
+    _WIDEST_AT,
+    _BASE_WIDTH,
+    _BEND,
+    _ASYMMETRY,
+    _WALL_SEPTAL,
+    _WALL_LATERAL_RATIO,
+    _WALL_APEX_RATIO,
+    _WALL_BASE_EXTENSION,
+    _LA_LENGTH,
+    _LA_WIDTH,
+    _LA_ANGLE,
+) = range(20)
+assert EchoParams.names()[_LA_ANGLE] == "la_angle" and len(EchoParams.names()) == 20
+
+
+@numba.njit(cache=True, nogil=True)
+def _half_width(t, p):
+    """Cavity half-width (before asymmetry) at fraction ``t`` of the length from the apex."""
+    widest = 0.5 * p[_LV_WIDTH_RATIO] * p[_LV_LENGTH]
+    tm = p[_WIDEST_AT]
+    if t <= tm:
+        c = 1.0 - (1.0 - max(t, 0.0) / tm) ** 2
+        return widest * max(c, 0.0) ** p[_APEX_BLUNTNESS]
+    return widest * (1.0 - (1.0 - p[_BASE_WIDTH]) * ((t - tm) / (1.0 - tm)) ** 2)
+
+
+@numba.njit(cache=True, nogil=True)
+def _smoothstep(x):
+    x = min(max(x, 0.0), 1.0)
+    return x * x * (3 - 2 * x)
+
+
+@numba.njit(cache=True, nogil=True)
+def _in_cavity(p, yn, xn, ca, sa, sin_pi):
+    """(inside the cavity, u, side) of the point (yn, xn); u runs down the long axis from the apex.
+
+    ``sin_pi`` is sin(pi) as computed here: the bow term past the annulus (the costly sine and power
+    are only evaluated where they can change the answer, with the same values as everywhere).
+    """
+    dy, dx = yn - p[_APEX_Y], xn - p[_APEX_X]
+    u, v = dy * ca + dx * sa, -dy * sa + dx * ca
+    length = p[_LV_LENGTH]
+    t = u / length
+    bow = p[_BEND] * length
+    if t <= 0.0:
+        side = v - bow * 0.0
+    elif t >= 1.0:
+        side = v - bow * sin_pi
+    else:
+        side = v - bow * np.sin(np.pi * t)
+    if not 0.0 <= t <= 1.0:
+        return False, u, side
+    asym = p[_ASYMMETRY]
+    widest = 0.5 * p[_LV_WIDTH_RATIO] * length
+    if side > widest * (1 + asym) or side < -widest * (1 - asym):  # half <= widest: outside
+        return False, u, side
+    tm = p[_WIDEST_AT]
+    if t <= tm:  # half = widest * c**b >= widest * c (0 <= c <= 1, b <= 1): inside without the power
+        c = max(1.0 - (1.0 - t / tm) ** 2, 0.0) * 0.999999
+        if side <= widest * c * (1 + asym) and side >= -widest * c * (1 - asym):
+            return True, u, side
+    half = _half_width(t, p)
+    return side <= half * (1 + asym) and side >= -half * (1 - asym), u, side
+
+
+@numba.njit(cache=True, nogil=True)
+def _in_sector(p, yn, xc, margin_deg):
+    angle = np.degrees(np.arctan2(abs(xc), yn))
+    return angle <= p[_SECTOR_HALF_ANGLE] - margin_deg and np.hypot(yn, xc) <= p[_SECTOR_RADIUS] + margin_deg
+
+
+@numba.njit(cache=True, nogil=True)
+def _cavity_leaves_sector(p, h, w, margin_deg):
+    """Whether any cavity pixel of an (h, w) render lies outside the sector narrowed by ``margin_deg``."""
+    a = np.deg2rad(p[_LV_ANGLE])
+    ca, sa = np.cos(a), np.sin(a)
+    sin_pi = np.sin(np.pi * 1.0)
+    for i in range(h):
+        yn = (i + 0.5) / h
+        for j in range(w):
+            xn = (j + 0.5) / w
+            if _in_cavity(p, yn, xn, ca, sa, sin_pi)[0] and not _in_sector(p, yn, xn - 0.5, margin_deg):
+                return True
+    return False
+
+
+@numba.njit(cache=True, nogil=True)
+def _paint_fields(p, h, w, r0, r1, c0, c1, code, thickness):
+    """Per pixel of rows r0..r1, columns c0..c1: the code bits (cavity, inlet below the annulus, atrium,
+    within the wall's reach, and for atrium pixels inside the sector) and the wall thickness there
+    (fractions of the image side)."""
+    a = np.deg2rad(p[_LV_ANGLE])
+    ca, sa = np.cos(a), np.sin(a)
+    sin_pi = np.sin(np.pi * 1.0)
+    length, asym, ws = p[_LV_LENGTH], p[_ASYMMETRY], p[_WALL_SEPTAL]
+    ext = p[_WALL_BASE_EXTENSION]
+    base_half = _half_width(1.0, p)
+    # the atrium: an ellipse below the annulus, joined to it by a neck as wide as the cavity base
+    base_centre_v = base_half * asym
+    hinge_y = p[_APEX_Y] + length * np.cos(a) - base_centre_v * np.sin(a)
+    hinge_x = p[_APEX_X] + length * np.sin(a) + base_centre_v * np.cos(a)
+    b = np.deg2rad(p[_LV_ANGLE] + p[_LA_ANGLE])
+    cb, sb = np.cos(b), np.sin(b)
+    tuck = base_half * abs(np.tan(np.deg2rad(p[_LA_ANGLE]))) + 0.01
+    la_length = p[_LA_LENGTH]
+    neck_len = 0.35 * la_length
+    la_half = max(0.5 * p[_LA_WIDTH], 1.05 * base_half)  # never narrower than the annulus
+    ru = 0.5 * la_length
+    for i in range(r0, r1):
+        yn = (i + 0.5) / h
+        for j in range(c0, c1):
+            xn = (j + 0.5) / w
+            inside, u, side = _in_cavity(p, yn, xn, ca, sa, sin_pi)
+            bits = _CAVITY if inside else 0
+            t = u / length
+            # wall thickness blends from the apex to the septal (left) and lateral (right) walls
+            apical = _smoothstep(1.0 - t / 0.5)
+            lateral = _smoothstep(0.5 + side / (p[_LV_WIDTH_RATIO] * length))
+            sides = ws * (1 + lateral * (p[_WALL_LATERAL_RATIO] - 1))
+            thick = apical * ws * p[_WALL_APEX_RATIO] + (1 - apical) * sides
+            # below the annulus the side walls run on beside the atrium, tapering over ext
+            below = u > length and u <= length + ext
+            if below and side <= base_half * (1 + asym) and side >= -base_half * (1 - asym):
+                bits |= _INLET
+            thickness[i, j] = thick * min(max(1.0 - 0.6 * (u - length) / ext, 0.0), 1.0)
+            if u <= length + ext:
+                bits |= _WALL_REACH
+            dy, dx = yn - hinge_y, xn - hinge_x
+            s, q = dy * cb + dx * sb, -dy * sb + dx * cb
+            neck_half = 1.05 * base_half + (la_half - 1.05 * base_half) * min(max(s / neck_len, 0.0), 1.0)
+            if (abs((s - ru) / ru) ** 2 + abs(q / la_half) ** 2 <= 1.0) or (
+                s >= -tuck and s <= neck_len and abs(q) <= neck_half
+            ):
+                bits |= _ATRIUM
+                if _in_sector(p, yn, xn - 0.5, 0.0):  # only the atrium is cut by the sector
+                    bits |= _SECTOR
+            code[i, j] = bits

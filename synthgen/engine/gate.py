@@ -30,15 +30,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from scipy import ndimage
 
 from synthgen.errors import LabelValueError, SchemaError
+from synthgen.kernels import class_stats, count_components
 from synthgen.schemas.labels import BACKGROUND, LabelSchema
 
 FLAG_BITS = 32
-# 8-connected in the plane, never across samples of a batch
-_COMPONENTS_2D = np.zeros((3, 3, 3), bool)
-_COMPONENTS_2D[1] = True
 
 
 @dataclass(frozen=True)
@@ -100,27 +97,6 @@ def _class_index(labels: np.ndarray, schema: LabelSchema) -> np.ndarray:
     return index
 
 
-def _contacts(index: np.ndarray, k: int) -> np.ndarray:
-    """(N, k, k) counts of 4-neighbour pixel edges between class indices, the outside as background."""
-    n = index.shape[0]
-    padded = np.pad(index, ((0, 0), (1, 1), (1, 1)))
-    codes = []
-    for a, b in ((padded[:, :, 1:], padded[:, :, :-1]), (padded[:, 1:, :], padded[:, :-1, :])):
-        sample, row, col = np.nonzero(a != b)
-        va, vb = a[sample, row, col].astype(np.int64), b[sample, row, col].astype(np.int64)
-        codes += [(sample * k + va) * k + vb, (sample * k + vb) * k + va]
-    flat = np.concatenate(codes) if codes else np.zeros(0, np.int64)
-    return np.bincount(flat, minlength=n * k * k).reshape(n, k, k)
-
-
-def _component_counts(mask: np.ndarray) -> np.ndarray:
-    """Number of 8-connected components of each (H, W) mask of an (N, H, W) stack."""
-    labelled, _ = ndimage.label(mask, structure=_COMPONENTS_2D)
-    # labels are numbered in raster order, so each sample owns a contiguous range of them
-    top = np.maximum.accumulate(labelled.reshape(labelled.shape[0], -1).max(axis=1))
-    return np.diff(top, prepend=0)
-
-
 def check_batch(labels: np.ndarray, schema: LabelSchema) -> tuple[np.ndarray, np.ndarray]:
     """Check an (N, H, W) uint8 stack: a boolean ``passed`` mask and ``uint32`` reason flags.
 
@@ -140,24 +116,17 @@ def check_batch(labels: np.ndarray, schema: LabelSchema) -> tuple[np.ndarray, np
     position = {name: i for i, name in enumerate((BACKGROUND, *schema.names))}
     min_area = dict(schema.rules.min_area)
     pixels = labels.shape[1] * labels.shape[2]
-    masks: dict[str, np.ndarray] = {}
-    areas: dict[str, np.ndarray] = {}
-    contact = border = None
+    areas, contact = class_stats(index, len(position))  # one pass: (N, K) areas, (N, K, K) edges
+    border = contact.sum(axis=2)
     for j, (kind, name, other) in enumerate(checks):
-        if name not in masks:
-            masks[name] = index == position[name]
-            areas[name] = masks[name].sum(axis=(1, 2))
+        i = position[name]
         if kind == "missing":
-            failed = areas[name] == 0
+            failed = areas[:, i] == 0
         elif kind == "split":
-            failed = _component_counts(masks[name]) > 1
+            failed = count_components(index, i, connectivity=8) > 1
         elif kind == "small":
-            failed = (areas[name] > 0) & (areas[name] < min_area[name] * pixels)
+            failed = (areas[:, i] > 0) & (areas[:, i] < min_area[name] * pixels)
         else:
-            if contact is None:
-                contact = _contacts(index, len(position))
-                border = contact.sum(axis=2)
-            i = position[name]
             failed = contact[:, i, position[other]] > schema.rules.contact_tolerance * border[:, i]
         flags[failed] |= np.uint32(1 << j)
     return flags == 0, flags

@@ -59,7 +59,7 @@ def generator_spec(config: BuildConfig):
 def prepare_workers(config: BuildConfig) -> None:
     """Build what workers share on disk once, in the coordinator, so that they never race to build it:
     the Numba kernel cache (concurrent cache builds have crashed Numba, numba #4807) and the ONNX export."""
-    label_source(config)  # warms the kernels
+    label_source(config)  # warms the kernels and the source's renderer
     if config.backend in ("auto", "onnxruntime") and generator_path(config).is_dir():
         from synthgen.engine.export import cached_onnx
 
@@ -83,7 +83,9 @@ def _cached_source(key, config: BuildConfig):
             from synthgen.kernels import warm_up
 
             _WORKER["kernels_warm"] = warm_up()
-        _WORKER[key] = source_from_config(config.source, config.image_size)
+        source = source_from_config(config.source, config.image_size)
+        source.draw(np.random.default_rng(0))  # compiles (or loads) the source's own Numba code once
+        _WORKER[key] = source
     return _WORKER[key]
 
 

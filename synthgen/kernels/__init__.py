@@ -1,4 +1,5 @@
-"""Numba kernels on NumPy arrays: displacement fields, warps, class-aware morphology, components.
+"""Numba kernels on NumPy arrays: displacement fields, warps, class-aware morphology, components,
+class statistics.
 
 Pure functions: explicit parameters in, new arrays out (or ``out=``), inputs never mutated. Every
 kernel takes one map (H, W) or a batch (N, H, W), which runs in parallel over samples on the TBB
@@ -11,6 +12,7 @@ from synthgen.kernels.components import connected_components, count_components, 
 from synthgen.kernels.deform import deform_labels
 from synthgen.kernels.fields import FIELD_STEP, deformation_field, elastic_field
 from synthgen.kernels.morphology import dilate_class, erode_class
+from synthgen.kernels.stats import class_stats
 from synthgen.kernels.warmup import warm_up
 from synthgen.kernels.warp import warp_image, warp_labels
 
@@ -19,6 +21,7 @@ __all__ = [
     "AffineParams",
     "AffineRanges",
     "affine_field",
+    "class_stats",
     "connected_components",
     "count_components",
     "deform_labels",

@@ -15,6 +15,7 @@ from synthgen.kernels.components import connected_components, count_components, 
 from synthgen.kernels.deform import deform_labels
 from synthgen.kernels.fields import deformation_field
 from synthgen.kernels.morphology import dilate_class, erode_class
+from synthgen.kernels.stats import class_stats
 from synthgen.kernels.warp import warp_image, warp_labels
 
 WARM_LABEL_DTYPES = (np.uint8,)
@@ -38,6 +39,8 @@ def warm_up() -> float:
             count_components(batch, 1)
             connected_components(batch)
             connected_components(batch == 1)  # boolean masks are a type of their own
+            count_components(batch, 1, connectivity=8)
+            class_stats(batch, 2)
         warp_labels(labels[0], field)
         warp_labels(labels, fields)
     for dtype in WARM_IMAGE_DTYPES:
