@@ -15,6 +15,7 @@ import pytest
 from conftest import disc_labels
 
 from synthgen.kernels import connected_components, deform_labels, dilate_class, threading_layer, warm_up
+from synthgen.kernels._threading import usable_cpus
 from synthgen.kernels.deform import _deform_batch
 from synthgen.kernels.morphology import _dilate_batch
 
@@ -39,9 +40,32 @@ def _child(conn, labels: np.ndarray) -> None:  # runs in a forked or spawned chi
 @pytest.mark.skipif(
     platform.machine() not in ("x86_64", "AMD64"), reason="the tbb dependency is declared for x86-64 only"
 )
+@pytest.mark.skipif(usable_cpus() < 2, reason="a process allowed one CPU uses workqueue")
 def test_layer_is_tbb():
     deform_labels(disc_labels(2, 16, 16), SEEDS[:2], 8, 1.0)
     assert threading_layer() == "tbb"
+
+
+@pytest.mark.skipif("NUMBA_THREADING_LAYER" in os.environ, reason="the environment chose the layer")
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="no CPU affinity on this platform")
+def test_a_process_held_to_one_cpu_uses_workqueue():
+    code = (
+        "import numpy as np\n"
+        "from synthgen.kernels import deform_labels, threading_layer\n"
+        "labels = np.zeros((4, 32, 32), np.uint8); labels[:, 8:24, 8:24] = 1\n"
+        "deform_labels(labels, np.arange(4, dtype=np.uint64), 8, 2.0)\n"
+        "print(threading_layer())\n"
+    )
+    cpu = min(os.sched_getaffinity(0))
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        preexec_fn=lambda: os.sched_setaffinity(0, {cpu}),
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "workqueue"
 
 
 def test_batched_kernels_from_many_threads_at_once():

@@ -146,21 +146,22 @@ def render_echo(p: EchoParams, shape: tuple[int, int]) -> np.ndarray:
     As in the CAMUS annotations, the atrium is cut by the sector while the apical wall may reach
     past the sector's sides (experts draw the whole wall); the cavity lies inside the sector.
 
-    One Numba pass paints the closed-form shapes (cavity, atrium, the wall's thickness at each pixel);
-    the wall is the band within that thickness of the cavity and its inlet (a Euclidean distance
-    transform over the heart's bounding box only); atrium slivers apart from the main atrium become wall.
+    A Numba pass paints the closed-form shapes (cavity, inlet, atrium) over the heart's region; the
+    wall is the band within the local wall thickness of the cavity and its inlet: a Euclidean distance
+    transform over their bounding box, then a second pass that works out the thickness only where the
+    distance is within the thickest wall. Atrium slivers apart from the main atrium become wall.
     """
     h, w = shape
+    vector = p.to_vector().astype(np.float64)
     code = np.zeros(shape, np.uint8)
-    thickness = np.zeros(shape, np.float64)
-    _paint_fields(p.to_vector().astype(np.float64), h, w, *_region(p, shape), code, thickness)
+    _paint_codes(vector, h, w, *_region(p, shape), code)
     out = np.zeros(shape, np.uint8)
     seed = (code & (_CAVITY | _INLET)) != 0
-    box = _bounding_box(seed, int(np.ceil(thickness.max() * max(h, w))) + 1)
+    reach = _reach(p) * (1 + 1e-9)  # never below a thickness computed in floats
+    box = _bounding_box(seed, int(np.ceil(reach * max(h, w))) + 1)
     if box is not None:
         distance = ndimage.distance_transform_edt(~seed[box], sampling=(1.0 / h, 1.0 / w))
-        wall = (distance > 0) & (distance <= thickness[box]) & ((code[box] & _WALL_REACH) != 0)
-        out[box][wall] = WALL
+        _paint_wall(vector, h, w, box[0].start, box[1].start, distance, reach, code, out)
     out[(code & _ATRIUM) != 0] = ATRIUM
     out[(code & _CAVITY) != 0] = CAVITY
     # the atrium is cut by the sector; slivers beside the annulus corners (or cut off) become wall
@@ -177,7 +178,7 @@ def _region(p: EchoParams, shape: tuple[int, int]) -> tuple[int, int, int, int]:
     """Rows and columns [r0, r1) x [c0, c1) that hold the heart and every pixel within a wall thickness
     of its cavity and inlet (outside, nothing is painted and no wall can reach)."""
     h, w = shape
-    reach = p.wall_septal * max(p.wall_apex_ratio, 1.0, p.wall_lateral_ratio)  # the thickest wall
+    reach = _reach(p)
     widest = 0.5 * p.lv_width_ratio * p.lv_length
     v = widest * (1 + abs(p.asymmetry)) + abs(p.bend * p.lv_length) + reach
     cavity = _corners(
@@ -197,6 +198,11 @@ def _region(p: EchoParams, shape: tuple[int, int]) -> tuple[int, int, int, int]:
         max(int(np.floor(xs.min() * w)) - pad, 0),
         min(int(np.ceil(xs.max() * w)) + pad, w),
     )
+
+
+def _reach(p: EchoParams) -> float:
+    """The thickest the wall can be anywhere (a fraction of the image side)."""
+    return p.wall_septal * max(p.wall_apex_ratio, 1.0, p.wall_lateral_ratio)
 
 
 def _corners(origin: tuple[float, float], angle_deg: float, u: tuple[float, float], v: float):
@@ -219,7 +225,7 @@ def _bounding_box(mask: np.ndarray, margin: int) -> tuple[slice, slice] | None:
 
 
 # -- the Numba pass ---------------------------------------------------------------------------------
-# bits of the code map painted by _paint_fields
+# bits of the code map painted by _paint_codes
 _CAVITY, _INLET, _ATRIUM, _WALL_REACH, _SECTOR = 1, 2, 4, 8, 16
 # positions in EchoParams.to_vector() (the dataclass field order)
 (
@@ -265,36 +271,48 @@ def _smoothstep(x):
 
 
 @numba.njit(cache=True, nogil=True)
-def _in_cavity(p, yn, xn, ca, sa, sin_pi):
-    """(inside the cavity, u, side) of the point (yn, xn); u runs down the long axis from the apex.
-
-    ``sin_pi`` is sin(pi) as computed here: the bow term past the annulus (the costly sine and power
-    are only evaluated where they can change the answer, with the same values as everywhere).
-    """
+def _frame(p, yn, xn, ca, sa):
+    """(u, v) of the point (yn, xn): u down the long axis from the apex, v across it."""
     dy, dx = yn - p[_APEX_Y], xn - p[_APEX_X]
-    u, v = dy * ca + dx * sa, -dy * sa + dx * ca
+    return dy * ca + dx * sa, -dy * sa + dx * ca
+
+
+@numba.njit(cache=True, nogil=True)
+def _side(p, u, v, sin_pi):
+    """The signed distance across the bowed long axis (``sin_pi``: sin(pi) as computed here)."""
+    t = u / p[_LV_LENGTH]
+    bow = p[_BEND] * p[_LV_LENGTH]
+    if t <= 0.0:
+        return v - bow * 0.0
+    if t >= 1.0:
+        return v - bow * sin_pi
+    return v - bow * np.sin(np.pi * t)
+
+
+@numba.njit(cache=True, nogil=True)
+def _in_cavity(p, u, v, sin_pi):
+    """Whether (u, v) lies in the cavity. The sine of the bow and the power of the apical cap are only
+    evaluated where they can change the answer (bounds first), with the same values as everywhere."""
     length = p[_LV_LENGTH]
     t = u / length
-    bow = p[_BEND] * length
-    if t <= 0.0:
-        side = v - bow * 0.0
-    elif t >= 1.0:
-        side = v - bow * sin_pi
-    else:
-        side = v - bow * np.sin(np.pi * t)
     if not 0.0 <= t <= 1.0:
-        return False, u, side
+        return False
     asym = p[_ASYMMETRY]
     widest = 0.5 * p[_LV_WIDTH_RATIO] * length
-    if side > widest * (1 + asym) or side < -widest * (1 - asym):  # half <= widest: outside
-        return False, u, side
+    bow = p[_BEND] * length
+    # the bow term lies between 0 and bow, so the side lies between these two; half <= widest
+    if v - max(bow, 0.0) > widest * (1 + asym) or v - min(bow, 0.0) < -widest * (1 - asym):
+        return False
+    side = _side(p, u, v, sin_pi)
+    if side > widest * (1 + asym) or side < -widest * (1 - asym):
+        return False
     tm = p[_WIDEST_AT]
     if t <= tm:  # half = widest * c**b >= widest * c (0 <= c <= 1, b <= 1): inside without the power
         c = max(1.0 - (1.0 - t / tm) ** 2, 0.0) * 0.999999
         if side <= widest * c * (1 + asym) and side >= -widest * c * (1 - asym):
-            return True, u, side
+            return True
     half = _half_width(t, p)
-    return side <= half * (1 + asym) and side >= -half * (1 - asym), u, side
+    return side <= half * (1 + asym) and side >= -half * (1 - asym)
 
 
 @numba.njit(cache=True, nogil=True)
@@ -313,20 +331,20 @@ def _cavity_leaves_sector(p, h, w, margin_deg):
         yn = (i + 0.5) / h
         for j in range(w):
             xn = (j + 0.5) / w
-            if _in_cavity(p, yn, xn, ca, sa, sin_pi)[0] and not _in_sector(p, yn, xn - 0.5, margin_deg):
+            u, v = _frame(p, yn, xn, ca, sa)
+            if _in_cavity(p, u, v, sin_pi) and not _in_sector(p, yn, xn - 0.5, margin_deg):
                 return True
     return False
 
 
 @numba.njit(cache=True, nogil=True)
-def _paint_fields(p, h, w, r0, r1, c0, c1, code, thickness):
-    """Per pixel of rows r0..r1, columns c0..c1: the code bits (cavity, inlet below the annulus, atrium,
-    within the wall's reach, and for atrium pixels inside the sector) and the wall thickness there
-    (fractions of the image side)."""
+def _paint_codes(p, h, w, r0, r1, c0, c1, code):
+    """Per pixel of rows r0..r1, columns c0..c1, the code bits: cavity, inlet below the annulus,
+    atrium, within the wall's reach, and for atrium pixels inside the sector."""
     a = np.deg2rad(p[_LV_ANGLE])
     ca, sa = np.cos(a), np.sin(a)
     sin_pi = np.sin(np.pi * 1.0)
-    length, asym, ws = p[_LV_LENGTH], p[_ASYMMETRY], p[_WALL_SEPTAL]
+    length, asym = p[_LV_LENGTH], p[_ASYMMETRY]
     ext = p[_WALL_BASE_EXTENSION]
     base_half = _half_width(1.0, p)
     # the atrium: an ellipse below the annulus, joined to it by a neck as wide as the cavity base
@@ -344,19 +362,13 @@ def _paint_fields(p, h, w, r0, r1, c0, c1, code, thickness):
         yn = (i + 0.5) / h
         for j in range(c0, c1):
             xn = (j + 0.5) / w
-            inside, u, side = _in_cavity(p, yn, xn, ca, sa, sin_pi)
-            bits = _CAVITY if inside else 0
-            t = u / length
-            # wall thickness blends from the apex to the septal (left) and lateral (right) walls
-            apical = _smoothstep(1.0 - t / 0.5)
-            lateral = _smoothstep(0.5 + side / (p[_LV_WIDTH_RATIO] * length))
-            sides = ws * (1 + lateral * (p[_WALL_LATERAL_RATIO] - 1))
-            thick = apical * ws * p[_WALL_APEX_RATIO] + (1 - apical) * sides
-            # below the annulus the side walls run on beside the atrium, tapering over ext
-            below = u > length and u <= length + ext
-            if below and side <= base_half * (1 + asym) and side >= -base_half * (1 - asym):
-                bits |= _INLET
-            thickness[i, j] = thick * min(max(1.0 - 0.6 * (u - length) / ext, 0.0), 1.0)
+            u, v = _frame(p, yn, xn, ca, sa)
+            bits = _CAVITY if _in_cavity(p, u, v, sin_pi) else 0
+            # below the annulus the side walls run on beside the atrium (the inlet)
+            if u > length and u <= length + ext:
+                side = _side(p, u, v, sin_pi)
+                if side <= base_half * (1 + asym) and side >= -base_half * (1 - asym):
+                    bits |= _INLET
             if u <= length + ext:
                 bits |= _WALL_REACH
             dy, dx = yn - hinge_y, xn - hinge_x
@@ -369,3 +381,30 @@ def _paint_fields(p, h, w, r0, r1, c0, c1, code, thickness):
                 if _in_sector(p, yn, xn - 0.5, 0.0):  # only the atrium is cut by the sector
                     bits |= _SECTOR
             code[i, j] = bits
+
+
+@numba.njit(cache=True, nogil=True)
+def _paint_wall(p, h, w, r0, c0, distance, reach, code, out):
+    """Mark as wall the pixels of the crop at (r0, c0) whose ``distance`` to the cavity or inlet is
+    within the wall thickness there: it blends from the apex to the septal (left) and lateral (right)
+    walls and tapers below the annulus over the base extension (fractions of the image side)."""
+    a = np.deg2rad(p[_LV_ANGLE])
+    ca, sa = np.cos(a), np.sin(a)
+    sin_pi = np.sin(np.pi * 1.0)
+    length, ws, ext = p[_LV_LENGTH], p[_WALL_SEPTAL], p[_WALL_BASE_EXTENSION]
+    for i in range(distance.shape[0]):
+        yn = (r0 + i + 0.5) / h
+        for j in range(distance.shape[1]):
+            d = distance[i, j]
+            if not (0.0 < d <= reach) or not (code[r0 + i, c0 + j] & _WALL_REACH):
+                continue
+            xn = (c0 + j + 0.5) / w
+            u, v = _frame(p, yn, xn, ca, sa)
+            side = _side(p, u, v, sin_pi)
+            t = u / length
+            apical = _smoothstep(1.0 - t / 0.5)
+            lateral = _smoothstep(0.5 + side / (p[_LV_WIDTH_RATIO] * length))
+            sides = ws * (1 + lateral * (p[_WALL_LATERAL_RATIO] - 1))
+            thick = apical * ws * p[_WALL_APEX_RATIO] + (1 - apical) * sides
+            if d <= thick * min(max(1.0 - 0.6 * (u - length) / ext, 0.0), 1.0):
+                out[r0 + i, c0 + j] = WALL

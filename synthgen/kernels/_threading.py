@@ -8,7 +8,10 @@ lands in ``<prefix>/lib``, which the dynamic loader does not search, so it is pr
 
 Where TBB cannot be loaded, the layer falls back to ``workqueue`` and every batched kernel call takes
 one process-wide lock, which keeps concurrent callers safe at the price of running them one at a
-time. A ``NUMBA_THREADING_LAYER`` set in the environment always wins over this choice.
+time. So it does in a process allowed a single CPU (a one-core container or a pinned worker): there a
+parallel layer has nothing to gain, and TBB has been seen to wait forever inside a garbage collection
+that unloads it (``unload_tbb``) in a spawned Dask worker held to one core. A ``NUMBA_THREADING_LAYER``
+set in the environment always wins over this choice.
 """
 
 from __future__ import annotations
@@ -55,11 +58,18 @@ def _load_tbb() -> bool:
     return True
 
 
+def usable_cpus() -> int:
+    """CPUs this process may run on (its affinity mask where the platform has one)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
 def _choose_layer() -> str:
     from_env = os.environ.get("NUMBA_THREADING_LAYER")
     if from_env:
         return from_env.lower()
-    layer = "tbb" if _load_tbb() else "workqueue"
+    layer = "tbb" if usable_cpus() > 1 and _load_tbb() else "workqueue"
     numba.config.THREADING_LAYER = layer
     return layer
 
