@@ -39,18 +39,25 @@ def label_maps(values: tuple[int, ...], n: int, size: int, seed: int = 0) -> np.
     return cells.repeat(8, axis=1).repeat(8, axis=2)[:, :size, :size]
 
 
+ROUNDS = 3
+
+
 def interleaved_times(generators, labels: np.ndarray, styles: np.ndarray | None, repeats: int) -> dict:
-    """Seconds per call of each generator; the generators take turns within each repeat, so all of them
-    see the same load from other processes on these shared cores. One untimed warm-up call each (which
-    is also where torch.compile compiles for a new batch size)."""
-    for _, gen in generators:
-        gen(labels, styles)
+    """Seconds per call of each generator, in back-to-back calls as a pipeline makes them. The
+    generators take turns in ``ROUNDS`` rounds, so all of them see the same drift of the load from
+    other processes on these shared cores; each turn starts with an untimed call, which absorbs what
+    the previous backend left behind (torch's OpenMP threads spin for a while after each call and
+    would otherwise take a core from the next backend) and, the first time, torch.compile's
+    compilation for a new batch size."""
     times: dict[str, list[float]] = {label: [] for label, _ in generators}
-    for _ in range(repeats):
+    per_round = max(1, -(-repeats // ROUNDS))
+    for _ in range(ROUNDS):
         for label, gen in generators:
-            t = time.perf_counter()
             gen(labels, styles)
-            times[label].append(time.perf_counter() - t)
+            for _ in range(per_round):
+                t = time.perf_counter()
+                gen(labels, styles)
+                times[label].append(time.perf_counter() - t)
     return times
 
 

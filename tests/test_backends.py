@@ -89,6 +89,15 @@ def test_onnxruntime_is_deterministic_run_to_run(threads, checkpoints):
     assert np.array_equal(out, second(labels, z))
 
 
+def test_onnxruntime_threads_split_the_batch_and_give_the_same_bytes(checkpoints):
+    labels, z = label_maps(7, seed=5), styles(7, 8, seed=5)
+    one = open_generator(checkpoints["spade-style"], backend="onnxruntime", threads=1, max_batch=4)
+    three = open_generator(checkpoints["spade-style"], backend="onnxruntime", threads=3, max_batch=4)
+    assert len(three._sessions) == 3 and len(one._sessions) == 1
+    assert np.array_equal(one(labels, z), three(labels, z))  # batches of 4 and 3, split 2+1+1 and 1+1+1
+    assert np.array_equal(one(labels[:1], z[:1]), three(labels[:1], z[:1]))
+
+
 def test_sample_does_not_depend_on_its_batch(checkpoints):
     gen = open_generator(checkpoints["spade-style"], backend="onnxruntime", max_batch=64)
     labels, z = label_maps(6, seed=4), styles(6, 8, seed=4)
