@@ -32,7 +32,9 @@ STYLE = 0x57_7E  # the third SeedSequence word of a sample's style stream
 AFFINE_FIELDS = ("rotation", "scale_y", "scale_x", "shear", "translate_y", "translate_x")
 
 _WORKER: dict[Any, Any] = {}  # per-process cache: label sources and compiled generators
-_WORKER_LOCK = threading.Lock()  # threads of one worker build the cache once, never concurrently
+# threads of one worker build each cache entry once, never concurrently; label sources and generators
+# have a lock each, so that a worker's first label maps are drawn while its generator opens
+_SOURCE_LOCK, _GENERATOR_LOCK = threading.Lock(), threading.Lock()
 
 
 def bundled_generator() -> Path:
@@ -71,7 +73,7 @@ def prepare_workers(config: BuildConfig) -> None:
 
 def label_source(config: BuildConfig):
     key = ("source", repr(sorted(config.source.items())), config.image_size)
-    with _WORKER_LOCK:
+    with _SOURCE_LOCK:
         return _cached_source(key, config)
 
 
@@ -93,7 +95,7 @@ def generator(config: BuildConfig):
     from synthgen.engine.backends import open_generator
 
     key = ("generator", str(generator_path(config)), config.backend, config.batch_size)
-    with _WORKER_LOCK:
+    with _GENERATOR_LOCK:
         if key not in _WORKER:
             _WORKER[key] = open_generator(
                 generator_path(config), backend=config.backend, threads=1, max_batch=config.batch_size
@@ -264,18 +266,22 @@ def _timed_draw(config: BuildConfig, indices: np.ndarray) -> tuple[dict[str, np.
     return draw_labels(config, indices), time.perf_counter() - t
 
 
-def _labels_and_images(
-    config, gen, indices, styles, intensity, times
-) -> tuple[dict[str, np.ndarray], np.ndarray]:
-    """Label maps and images of ``indices``, one generator batch at a time, the label maps of the next batch
-    drawn in a thread while the current batch is generated (ONNX Runtime and the Numba kernels release the GIL).
-    Every sample depends on its own seeds only, and batches start at the same offsets, so the bytes are the same
-    as drawing everything first."""
+def _labels_and_images(config, indices, intensity, times) -> tuple[Any, dict[str, np.ndarray], np.ndarray]:
+    """The generator, then the label maps and images of ``indices``, one generator batch at a time.
+
+    The label maps of the next batch are drawn in a thread while the current batch is generated (ONNX
+    Runtime and the Numba kernels release the GIL), and the first batch's while the generator opens (the
+    first shard of a worker pays for loading it). Every sample depends on its own seeds only, and batches
+    start at the same offsets, so the bytes are the same as drawing everything first."""
     size = config.batch_size
     chunks = [indices[b : b + size] for b in range(0, len(indices), size)]
     parts, images = [], []
     with ThreadPoolExecutor(max_workers=1) as pool:
         pending = pool.submit(_timed_draw, config, chunks[0])
+        t = time.perf_counter()
+        gen = generator(config)
+        times["generator_load"] += time.perf_counter() - t
+        styles = draw_styles(config, indices, gen.style_dim)
         for j in range(len(chunks)):
             part, seconds = pending.result()
             times["labels"] += seconds
@@ -285,7 +291,9 @@ def _labels_and_images(
             images.append(generate_images(config, gen, part["labels"], style, intensity, times))
             parts.append(part)
     drawn = {key: np.concatenate([p[key] for p in parts]) for key in parts[0]}
-    return drawn, np.concatenate(images)
+    if styles is not None:
+        drawn["style"] = styles
+    return gen, drawn, np.concatenate(images)
 
 
 def build_shard(payload: Mapping[str, Any], k: int) -> dict[str, Any]:
@@ -297,16 +305,10 @@ def build_shard(payload: Mapping[str, Any], k: int) -> dict[str, Any]:
     indices = np.arange(start, stop)
     times: Counter[str] = Counter()
 
-    t = time.perf_counter()
-    gen = generator(config)
-    times["generator_load"] += time.perf_counter() - t
-    styles = draw_styles(config, indices, gen.style_dim)
-    drawn, images = _labels_and_images(config, gen, indices, styles, writer.attrs.intensity, times)
+    gen, drawn, images = _labels_and_images(config, indices, writer.attrs.intensity, times)
 
     t = time.perf_counter()
     meta = {m.name: drawn[m.name] for m in layout.meta if m.name in drawn}
-    if styles is not None:
-        meta["style"] = styles
     writer.write_shard(k, images, drawn["labels"], meta)
     times["write"] += time.perf_counter() - t
 
