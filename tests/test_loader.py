@@ -126,8 +126,10 @@ def test_indices_keep_only_that_subset(tmp_path):
         np.testing.assert_allclose(b["image"][:, 0, 0, 0].numpy() * 255, b["index"].numpy() % 200)
     with pytest.raises(ConfigError, match="complete shards"):
         StoreStream(url, indices=np.array([40]))  # shard 2 is not complete
-    with pytest.raises(ConfigError, match="one index subset per store"):
+    with pytest.raises(ConfigError, match="one index subset"):
         StoreStream([url, url], indices=[keep])
+    with pytest.raises(ConfigError, match="one index subset"):
+        StoreStream([url, url], indices=keep)
 
 
 def test_start_batch_gives_the_tail_of_an_uninterrupted_epoch_without_reading_the_head(tmp_path, monkeypatch):

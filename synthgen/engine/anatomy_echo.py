@@ -36,6 +36,7 @@ from synthgen.engine.anatomy_shapes import (
     largest_component,
     pixel_grid,
 )
+from synthgen.errors import ConfigError
 
 CAVITY, WALL, ATRIUM = 1, 2, 3
 
@@ -250,7 +251,10 @@ _CAVITY, _INLET, _ATRIUM, _WALL_REACH, _SECTOR = 1, 2, 4, 8, 16
     _LA_WIDTH,
     _LA_ANGLE,
 ) = range(20)
-assert EchoParams.names()[_LA_ANGLE] == "la_angle" and len(EchoParams.names()) == 20
+if (
+    EchoParams.names().index("la_angle") != _LA_ANGLE or len(EchoParams.names()) != 20
+):  # import-time self check
+    raise ConfigError(f"Expected the Numba renderer's parameter positions to match {EchoParams.names()}.")
 
 
 @numba.njit(cache=True, nogil=True)

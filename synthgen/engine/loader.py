@@ -142,7 +142,13 @@ def _keep_masks(indices, readers: list[StoreReader]) -> list[np.ndarray | None]:
     """``indices`` (one array for a single store, or one array or None per store) -> boolean masks."""
     if indices is None:
         return [None] * len(readers)
-    per_store = [indices] if len(readers) == 1 and not _is_list_of_subsets(indices) else list(indices)
+    if not _is_list_of_subsets(indices):
+        if len(readers) > 1:
+            raise ConfigError(
+                f"Expected one index subset (or None) per store ({len(readers)}). Got one array."
+            )
+        indices = [indices]
+    per_store = list(indices)
     if len(per_store) != len(readers):
         raise ConfigError(f"Expected one index subset per store ({len(readers)}). Got {len(per_store)}.")
     masks: list[np.ndarray | None] = []
