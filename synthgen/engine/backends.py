@@ -212,25 +212,20 @@ class OnnxRuntimeGenerator(Generator):
         providers: list[Any] = ["CPUExecutionProvider"]
         if cuda:
             providers.insert(0, ("CUDAExecutionProvider", {"device_id": 0}))
+        # on the CPU, `threads` one-thread sessions; with CUDA, one session with its own intra-op threads
+        per_session = threads if cuda else 1
         self._session = ort.InferenceSession(
-            str(onnx_path), options or ort_session_options(1 if threads > 1 else threads), providers=providers
+            str(onnx_path), options or ort_session_options(per_session), providers=providers
         )
         device = "cuda" if "CUDAExecutionProvider" in self._session.get_providers() else "cpu"
         if cuda and device == "cpu":
             reason += "; the CUDA provider failed to load, so ONNX Runtime runs on the CPU"
         self._sessions = [self._session]
-        if options is None and device == "cpu" and threads > 1:
+        if options is None and not cuda and threads > 1:
             self._sessions += [
-                ort.InferenceSession(
-                    str(onnx_path), ort_session_options(1), providers=["CPUExecutionProvider"]
-                )
+                ort.InferenceSession(str(onnx_path), ort_session_options(1), providers=providers)
                 for _ in range(threads - 1)
             ]
-        elif options is None and threads > 1:  # CUDA: one session, its own intra-op threads
-            self._session = ort.InferenceSession(
-                str(onnx_path), ort_session_options(threads), providers=providers
-            )
-            self._sessions = [self._session]
         self._pool = ThreadPoolExecutor(len(self._sessions)) if len(self._sessions) > 1 else None
         super().__init__(artifact.spec, max_batch=max_batch, device=device, reason=reason)
         self.path = onnx_path

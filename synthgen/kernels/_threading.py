@@ -76,6 +76,7 @@ def _choose_layer() -> str:
 
 CONFIGURED_LAYER = _choose_layer()
 _SERIALISE = CONFIGURED_LAYER not in ("tbb", "safe")
+CHUNK = 4  # samples per chunk of a batched kernel's prange
 _lock = threading.Lock()
 
 
@@ -89,12 +90,16 @@ os.register_at_fork(after_in_child=_reset_lock_in_child)
 
 @contextlib.contextmanager
 def parallel_section() -> Iterator[None]:
-    """Wrap every call of a ``parallel=True`` kernel: a no-op on TBB, one call at a time otherwise."""
-    if not _SERIALISE:
-        yield
-        return
-    with _lock:
-        yield
+    """Wrap every call of a ``parallel=True`` kernel: maps are dealt out to threads in chunks of
+    ``CHUNK`` as threads free up (maps differ in cost, and Numba's even static split left a thread idle
+    near the end of each call: 1.49x on two cores for deform_labels, 1.72x with chunks); on TBB calls
+    run concurrently, on other layers one at a time."""
+    with numba.parallel_chunksize(CHUNK):
+        if not _SERIALISE:
+            yield
+            return
+        with _lock:
+            yield
 
 
 def threading_layer() -> str:

@@ -165,9 +165,6 @@ def _deform_one(labels, seed, max_disp, ky0, wy, kx0, wx, ncy, ncx, affine, out)
                 out[y0 : y0 + ny, x0 : x0 + nx] = value[first_r[j], first_c[j]]
 
 
-CHUNK = 4
-
-
 @numba.njit(cache=True, nogil=True, parallel=True)
 def _deform_batch(labels, seeds, max_disp, ky0, wy, kx0, wx, ncy, ncx, affines, out):
     for n in numba.prange(labels.shape[0]):
@@ -197,9 +194,7 @@ def deform_labels(
     result = _validate.out_array(out, batch, single=False)
     if len(batch):
         g = grid(shape, spacing)
-        # chunks of 4 maps are dealt out as threads free up: maps differ in cost, and an even static split
-        # left one thread idle near the end of each call
-        with parallel_section(), numba.parallel_chunksize(CHUNK):
+        with parallel_section():
             _deform_batch(
                 batch, seed_values, max_displacement, g.ky0, g.wy, g.kx0, g.wx, *g.n_control, matrices, result
             )

@@ -185,13 +185,20 @@ def load_weights(module: nn.Module, tensors: Mapping[str, torch.Tensor], where: 
         ) from e
 
 
-def save_generator(directory: str | Path, generator: nn.Module, spec: GeneratorSpec) -> Path:
-    """Write ``generator.json`` and ``generator.safetensors`` (``generator`` without spectral norm)."""
+def write_checkpoint(
+    directory: str | Path, module: nn.Module, weights_name: str, spec: Mapping[str, Any], spec_name: str
+) -> Path:
+    """Write ``module``'s weights (safetensors) and its JSON spec into ``directory`` (created if needed)."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    write_tensors(directory / GENERATOR_WEIGHTS, generator.state_dict())
-    (directory / GENERATOR_JSON).write_text(json.dumps(spec.to_dict(), indent=2) + "\n")
+    write_tensors(directory / weights_name, module.state_dict())
+    (directory / spec_name).write_text(json.dumps(spec, indent=2) + "\n")
     return directory
+
+
+def save_generator(directory: str | Path, generator: nn.Module, spec: GeneratorSpec) -> Path:
+    """Write ``generator.json`` and ``generator.safetensors`` (``generator`` without spectral norm)."""
+    return write_checkpoint(directory, generator, GENERATOR_WEIGHTS, spec.to_dict(), GENERATOR_JSON)
 
 
 def read_spec(path: Path) -> GeneratorSpec:

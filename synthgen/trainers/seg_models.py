@@ -16,7 +16,6 @@ that ``synthgen evaluate realism`` uses for FID and KID (no ImageNet network can
 from __future__ import annotations
 
 import itertools
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,7 +27,7 @@ from torch import nn
 from synthgen import __version__
 from synthgen.errors import CheckpointError, ConfigError, SchemaError
 from synthgen.schemas.labels import LabelSchema
-from synthgen.trainers.checkpoint import check_format, load_weights, read_json, read_tensors, write_tensors
+from synthgen.trainers.checkpoint import check_format, load_weights, read_json, read_tensors, write_checkpoint
 
 ARCHES = ("unet", "lite")
 FORMAT = "synthgen-segmenter"
@@ -223,11 +222,7 @@ class SegmenterSpec:
 
 def save_segmenter(directory: str | Path, model: nn.Module, spec: SegmenterSpec) -> Path:
     """Write ``segmenter.json`` and ``segmenter.safetensors`` into ``directory`` (created if needed)."""
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    write_tensors(directory / WEIGHTS, model.state_dict())
-    (directory / SPEC_JSON).write_text(json.dumps(spec.to_dict(), indent=2) + "\n")
-    return directory
+    return write_checkpoint(directory, model, WEIGHTS, spec.to_dict(), SPEC_JSON)
 
 
 def load_segmenter(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, SegmenterSpec]:

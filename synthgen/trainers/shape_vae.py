@@ -19,7 +19,6 @@ training-store hash, step, last gate report) and ``shape_vae.safetensors``; no p
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,7 +33,7 @@ from synthgen import __version__
 from synthgen.engine.gate import GateReport, check_batch
 from synthgen.errors import CheckpointError, ConfigError, SchemaError
 from synthgen.schemas.labels import LabelSchema
-from synthgen.trainers.checkpoint import check_format, load_weights, read_json, read_tensors, write_tensors
+from synthgen.trainers.checkpoint import check_format, load_weights, read_json, read_tensors, write_checkpoint
 from synthgen.trainers.config import check_range, fields_from_dict
 
 FORMAT = "synthgen-shape-vae"
@@ -206,11 +205,7 @@ class ShapeVaeSpec:
 
 
 def save_vae(directory: str | Path, model: ShapeVae, spec: ShapeVaeSpec) -> Path:
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    write_tensors(directory / WEIGHTS, model.state_dict())
-    (directory / SPEC_JSON).write_text(json.dumps(spec.to_dict(), indent=2) + "\n")
-    return directory
+    return write_checkpoint(directory, model, WEIGHTS, spec.to_dict(), SPEC_JSON)
 
 
 def read_vae_spec(path: str | Path) -> ShapeVaeSpec:
