@@ -25,6 +25,9 @@ def test_kernel_benchmark_quick(tmp_path):
     report = json.loads(out.read_text())
     synthgen = report["deform"]["synthgen"]
     assert synthgen["one_core"] > 0 and synthgen["all_cores"] > 0
+    # --quick: 2 repeats, each a paired one-core / all-cores timing of the deformation and of the copy ceiling
+    assert len(synthgen["scaling_per_repeat"]) == len(synthgen["copy_scaling_per_repeat"]) == 2
+    assert synthgen["copy_scaling"] > 0 and synthgen["copy_maps_per_s"]["one_core"] > 0
     scipy = report["deform"]["baselines"]["scipy"]
     assert scipy["status"] == "ok" and scipy["ratio_one_core"] > 1
     assert {"monai", "torchio", "opencv"} <= set(report["deform"]["baselines"])
