@@ -29,7 +29,7 @@ from synthgen.engine.backends import OnnxRuntimeGenerator, open_generator
 from synthgen.engine.backends_trt import tensorrt_status
 from synthgen.engine.random_generator import random_checkpoint
 from synthgen.schemas import CAMUS
-from synthgen.trainers.generate import default_generator_path
+from synthgen.trainers.spec import default_generator_path
 
 
 def label_maps(values: tuple[int, ...], n: int, size: int, seed: int = 0) -> np.ndarray:

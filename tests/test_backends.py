@@ -12,8 +12,9 @@ from synthgen.engine.backends import BACKENDS, open_generator, ort_cuda_availabl
 from synthgen.engine.backends_trt import tensorrt_status
 from synthgen.engine.export import onehot
 from synthgen.errors import BackendUnavailableError, CheckpointError, ConfigError, LabelValueError
-from synthgen.trainers.checkpoint import load_generator, read_spec
-from synthgen.trainers.data import label_lut
+from synthgen.schemas.labels import label_lut
+from synthgen.trainers.checkpoint import load_generator
+from synthgen.trainers.spec import read_spec
 
 TRT_OK, TRT_WHY = tensorrt_status()
 needs_trt = pytest.mark.skipif(not TRT_OK, reason=f"TensorRT backend not testable here: {TRT_WHY}")

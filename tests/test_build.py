@@ -15,6 +15,7 @@ from click.testing import CliRunner
 
 from synthgen.cli import cli
 from synthgen.engine.build import RunOptions, build_dataset, plan_build
+from synthgen.engine.export import cached_onnx
 from synthgen.engine.random_generator import random_checkpoint
 from synthgen.engine.store import StoreReader
 from synthgen.schemas import ACDC, CAMUS
@@ -117,6 +118,28 @@ def test_resume_finishes_only_missing_shards(tmp_path, checkpoint):
 
 def _cli(*args):
     return [sys.executable, "-m", "synthgen.cli", *args]
+
+
+def test_a_build_on_onnx_runtime_never_imports_torch(tmp_path, checkpoint):
+    """torch takes seconds to import in each process, and a build on ONNX Runtime needs none of it: not the
+    coordinator, not a shard task (the sync scheduler runs the tasks in the coordinating process)."""
+    cached_onnx(checkpoint)  # exporting needs torch; the build finds the export cached
+    argv = [
+        "synthgen", "build-dataset", "--out", str(tmp_path / "a.zarr"), "--n", "16", "--image-size", str(SIZE),
+        str(SIZE), "--shard-size", "8", "--generator", str(checkpoint), "--backend", "onnxruntime",
+        "--scheduler", "sync", "--quiet",
+    ]  # fmt: skip
+    code = (
+        "import sys\n"
+        "from synthgen.cli import main\n"
+        f"sys.argv = {argv!r}\n"
+        "try:\n    main()\nexcept SystemExit as e:\n    assert not e.code, e.code\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] == 'torch'))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert StoreReader(str(tmp_path / "a.zarr")).complete_shards == (0, 1)
+    assert done.stdout.strip().splitlines()[-1] == "[]"
 
 
 @pytest.mark.slow

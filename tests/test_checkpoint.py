@@ -15,10 +15,10 @@ from test_trainers import make_store, tiny_config
 from synthgen.errors import CheckpointError
 from synthgen.schemas import ACDC, CAMUS
 from synthgen.trainers.architectures import build_gan, default_model_config
-from synthgen.trainers.base import DataShape
-from synthgen.trainers.checkpoint import GeneratorSpec, load_generator, save_generator, store_hash
-from synthgen.trainers.generate import default_generator_path, generate
+from synthgen.trainers.checkpoint import load_generator, save_generator
+from synthgen.trainers.generate import generate
 from synthgen.trainers.layers import init_weights, onehot
+from synthgen.trainers.spec import DataShape, GeneratorSpec, default_generator_path, store_hash
 from synthgen.trainers.train_gan import seeded, train_gan
 from synthgen.trainers.train_state import flatten_optimizer, unflatten_optimizer
 

@@ -169,7 +169,7 @@ def test_bad_configs_are_clear_errors(model, match):
 
 
 def test_size_must_divide(store):
-    from synthgen.trainers.base import DataShape
+    from synthgen.trainers.spec import DataShape
 
     with pytest.raises(ConfigError, match="divisible by 2\\*\\*downsamples = 4"):
         build_gan(default_model_config("cyclegan"), DataShape(4, 1, 18))

@@ -14,12 +14,12 @@ from synthgen.errors import CheckpointError, ConfigError, LabelValueError, Store
 from synthgen.schemas import CAMUS
 from synthgen.schemas.store_layout import Intensity, MetaField, StoreAttrs, StoreLayout
 from synthgen.trainers.architectures import build_gan, default_model_config
-from synthgen.trainers.base import DataShape
 from synthgen.trainers.checkpoint import load_generator
 from synthgen.trainers.config import TrainConfig, lr_at, merge_config
 from synthgen.trainers.data import TrainingStream, from_unit, load_training_pairs, random_affine, to_unit
 from synthgen.trainers.generate import generate, style_vectors
 from synthgen.trainers.layers import init_weights
+from synthgen.trainers.spec import DataShape
 from synthgen.trainers.splits import camus_test_patients, is_test_patient, patient_number, split_indices
 from synthgen.trainers.train_gan import seeded, train_gan
 from synthgen.trainers.train_state import STATE_WEIGHTS

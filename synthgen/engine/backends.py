@@ -43,8 +43,8 @@ from synthgen.errors import (
     ExportError,
     LabelValueError,
 )
-from synthgen.trainers.checkpoint import GENERATOR_JSON, GeneratorSpec
-from synthgen.trainers.data import label_lut
+from synthgen.schemas.labels import label_lut
+from synthgen.trainers.spec import GENERATOR_JSON, GeneratorSpec
 
 log = logging.getLogger(__name__)
 

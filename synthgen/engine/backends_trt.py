@@ -36,7 +36,7 @@ from synthgen.engine.export import (
 )
 from synthgen.errors import BackendUnavailableError, CheckpointError, ConfigError, ExportError
 from synthgen.schemas._parse import parse_float, parse_int, parse_mapping
-from synthgen.trainers.checkpoint import GeneratorSpec
+from synthgen.trainers.spec import GeneratorSpec
 
 ENGINE_FORMAT = "synthgen-tensorrt-engine"
 ENGINE_FORMAT_VERSION = 1

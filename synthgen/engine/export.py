@@ -32,7 +32,7 @@ import numpy as np
 from synthgen import __version__
 from synthgen.errors import CheckpointError, ConfigError, ExportError
 from synthgen.schemas._parse import parse_float, parse_int, parse_mapping
-from synthgen.trainers.checkpoint import GENERATOR_JSON, GENERATOR_WEIGHTS, GeneratorSpec
+from synthgen.trainers.spec import GENERATOR_JSON, GENERATOR_WEIGHTS, GeneratorSpec
 
 ONNX_FORMAT = "synthgen-onnx-generator"
 ONNX_FORMAT_VERSION = 1

@@ -39,7 +39,7 @@ _SOURCE_LOCK, _GENERATOR_LOCK = threading.Lock(), threading.Lock()
 
 def bundled_generator() -> Path:
     """The generator shipped with synthgen (pix2pix trained on CAMUS, 128 x 128)."""
-    from synthgen.trainers.generate import default_generator_path
+    from synthgen.trainers.spec import default_generator_path
 
     path = default_generator_path()
     if not (path / "generator.json").is_file():
@@ -53,7 +53,7 @@ def generator_path(config: BuildConfig) -> Path:
 
 def generator_spec(config: BuildConfig):
     """The checkpoint's spec (schema, size, channels, intensity), read without loading weights."""
-    from synthgen.trainers.checkpoint import read_spec
+    from synthgen.trainers.spec import read_spec
 
     return read_spec(generator_path(config))
 

@@ -17,8 +17,8 @@ from torch import nn
 from synthgen.schemas.labels import LabelSchema
 from synthgen.schemas.store_layout import Intensity
 from synthgen.trainers.architectures import build_generator, default_model_config
-from synthgen.trainers.base import DataShape
-from synthgen.trainers.checkpoint import GeneratorSpec, save_generator
+from synthgen.trainers.checkpoint import save_generator
+from synthgen.trainers.spec import DataShape, GeneratorSpec
 
 
 def randomize(module: nn.Module, seed: int) -> nn.Module:

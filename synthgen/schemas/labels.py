@@ -280,6 +280,15 @@ class LabelSchema:
         return cls.from_dict(data)
 
 
+def label_lut(schema: LabelSchema) -> np.ndarray:
+    """(256,) uint8 table: label value -> class index (0 background, then schema order); 255 elsewhere."""
+    lut = np.full(256, 255, np.uint8)
+    lut[0] = 0
+    for i, value in enumerate(schema.values, start=1):
+        lut[value] = i
+    return lut
+
+
 def remap_table(
     src: LabelSchema,
     dst: LabelSchema,

@@ -14,10 +14,11 @@ from torch import nn
 
 from synthgen.errors import ConfigError
 from synthgen.schemas._parse import parse_mapping
-from synthgen.trainers.base import DataShape, GanModel
+from synthgen.trainers.base import GanModel
 from synthgen.trainers.models_cycle import CycleGan, CycleGanConfig, CycleGenerator
 from synthgen.trainers.models_pix2pix import Pix2PixConfig, Pix2PixGan, UNetGenerator
 from synthgen.trainers.models_spade import SpadeConfig, SpadeGan, SpadeGenerator
+from synthgen.trainers.spec import DataShape
 
 
 class Architecture(NamedTuple):

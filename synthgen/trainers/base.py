@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from synthgen.trainers.layers import plain_state_dict
+from synthgen.trainers.spec import DataShape
 
 
 class ModelConfig(Protocol):
@@ -24,15 +25,6 @@ class ModelConfig(Protocol):
     arch: ClassVar[str]
 
     def to_dict(self) -> dict[str, Any]: ...
-
-
-@dataclass(frozen=True)
-class DataShape:
-    """What the training store dictates: never a user flag."""
-
-    num_classes: int  # including background
-    channels: int
-    image_size: int
 
 
 @dataclass

@@ -22,20 +22,12 @@ import torch.nn.functional as F
 from synthgen.engine.loader import LoaderConfig, StoreStream
 from synthgen.engine.store import StoreReader
 from synthgen.errors import StoreError
-from synthgen.schemas.labels import LabelSchema
+from synthgen.schemas.labels import LabelSchema, label_lut
 from synthgen.schemas.store_layout import Intensity
-from synthgen.trainers.base import Batch, DataShape
+from synthgen.trainers.base import Batch
 from synthgen.trainers.layers import onehot
+from synthgen.trainers.spec import DataShape
 from synthgen.trainers.splits import split_indices
-
-
-def label_lut(schema: LabelSchema) -> np.ndarray:
-    """(256,) uint8 table: label value -> class index (0 background, then schema order); 255 elsewhere."""
-    lut = np.full(256, 255, np.uint8)
-    lut[0] = 0
-    for i, value in enumerate(schema.values, start=1):
-        lut[value] = i
-    return lut
 
 
 def labels_to_indices(labels: np.ndarray, schema: LabelSchema, where: str) -> np.ndarray:

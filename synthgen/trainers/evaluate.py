@@ -31,7 +31,7 @@ import torch.nn.functional as F
 
 from synthgen.engine.store import StoreReader
 from synthgen.errors import ConfigError, SchemaError, StoreError
-from synthgen.trainers.data import label_lut
+from synthgen.schemas.labels import label_lut
 from synthgen.trainers.metrics import METRICS, class_metrics, summarize
 from synthgen.trainers.seg_models import SegmenterSpec, load_segmenter
 from synthgen.trainers.splits import split_indices

@@ -8,25 +8,17 @@ explicit per-sample seeds (sample i's style depends on its seed only, not on the
 from __future__ import annotations
 
 from collections.abc import Sequence
-from importlib.resources import files
-from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
 from synthgen.errors import CheckpointError, ConfigError
-from synthgen.trainers.checkpoint import GeneratorSpec
 from synthgen.trainers.data import from_unit, labels_to_indices
 from synthgen.trainers.layers import onehot
+from synthgen.trainers.spec import GeneratorSpec
 
 Style = torch.Generator | Sequence[int] | np.ndarray | torch.Tensor | None
-DEFAULT_GENERATOR = "camus_pix2pix_128"
-
-
-def default_generator_path() -> Path:
-    """The generator bundled with synthgen: pix2pix trained on CAMUS at 128 x 128 (see its README)."""
-    return Path(str(files("synthgen") / "assets" / "generators" / DEFAULT_GENERATOR))
 
 
 def style_vectors(seeds: Sequence[int] | np.ndarray, style_dim: int) -> torch.Tensor:

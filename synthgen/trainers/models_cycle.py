@@ -31,12 +31,13 @@ from torch import nn
 
 from synthgen.errors import ConfigError
 from synthgen.trainers import losses
-from synthgen.trainers.base import Batch, DataShape, GanModel, GeneratorOutput
+from synthgen.trainers.base import Batch, GanModel, GeneratorOutput
 from synthgen.trainers.config import check_range, fields_from_dict
 from synthgen.trainers.discriminators import PatchDiscriminator
 from synthgen.trainers.layers import norm_layer, parse_norm
 from synthgen.trainers.metrics import batch_dice
 from synthgen.trainers.render import PseudoRenderer, RenderConfig, parse_ranges
+from synthgen.trainers.spec import DataShape
 
 _RENDER_FIELDS = tuple(f for f in RenderConfig.__dataclass_fields__)
 

@@ -17,10 +17,11 @@ from torch import nn
 
 from synthgen.errors import ConfigError
 from synthgen.trainers import losses
-from synthgen.trainers.base import Batch, DataShape, GanModel, GeneratorOutput
+from synthgen.trainers.base import Batch, GanModel, GeneratorOutput
 from synthgen.trainers.config import check_range, fields_from_dict
 from synthgen.trainers.discriminators import PatchDiscriminator
 from synthgen.trainers.layers import norm_layer, parse_norm
+from synthgen.trainers.spec import DataShape
 
 
 @dataclass(frozen=True)

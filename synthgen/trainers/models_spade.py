@@ -21,10 +21,11 @@ from torch import nn
 
 from synthgen.errors import ConfigError
 from synthgen.trainers import losses
-from synthgen.trainers.base import Batch, DataShape, GanModel, GeneratorOutput
+from synthgen.trainers.base import Batch, GanModel, GeneratorOutput
 from synthgen.trainers.config import check_range, fields_from_dict
 from synthgen.trainers.discriminators import MultiScaleDiscriminator
 from synthgen.trainers.layers import conv, norm_layer, parse_norm
+from synthgen.trainers.spec import DataShape
 
 
 @dataclass(frozen=True)

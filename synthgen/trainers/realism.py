@@ -17,9 +17,9 @@ import scipy.ndimage as ndi
 import torch
 
 from synthgen.engine.store import StoreReader
-from synthgen.trainers.checkpoint import GeneratorSpec
 from synthgen.trainers.data import from_unit, load_training_pairs
 from synthgen.trainers.generate import generate
+from synthgen.trainers.spec import GeneratorSpec
 from synthgen.trainers.trainlog import sample_grid, save_png
 
 

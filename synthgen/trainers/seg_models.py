@@ -27,7 +27,8 @@ from torch import nn
 from synthgen import __version__
 from synthgen.errors import CheckpointError, ConfigError, SchemaError
 from synthgen.schemas.labels import LabelSchema
-from synthgen.trainers.checkpoint import check_format, load_weights, read_json, read_tensors, write_checkpoint
+from synthgen.trainers.checkpoint import load_weights, read_tensors, write_checkpoint
+from synthgen.trainers.spec import check_format, read_json
 
 ARCHES = ("unet", "lite")
 FORMAT = "synthgen-segmenter"

@@ -33,8 +33,9 @@ from synthgen import __version__
 from synthgen.engine.gate import GateReport, check_batch
 from synthgen.errors import CheckpointError, ConfigError, SchemaError
 from synthgen.schemas.labels import LabelSchema
-from synthgen.trainers.checkpoint import check_format, load_weights, read_json, read_tensors, write_checkpoint
+from synthgen.trainers.checkpoint import load_weights, read_tensors, write_checkpoint
 from synthgen.trainers.config import check_range, fields_from_dict
+from synthgen.trainers.spec import check_format, read_json
 
 FORMAT = "synthgen-shape-vae"
 FORMAT_VERSION = 1

@@ -26,18 +26,11 @@ from synthgen.engine.store import StoreReader
 from synthgen.errors import CheckpointError, ConfigError
 from synthgen.trainers.architectures import build_gan
 from synthgen.trainers.base import Batch, GanModel
-from synthgen.trainers.checkpoint import (
-    GeneratorSpec,
-    check_run_folder,
-    latest_checkpoint,
-    read_spec,
-    replace_folder,
-    save_generator,
-    store_hash,
-)
+from synthgen.trainers.checkpoint import check_run_folder, latest_checkpoint, replace_folder, save_generator
 from synthgen.trainers.config import TrainConfig, lr_at
 from synthgen.trainers.data import TrainingStream, random_affine
 from synthgen.trainers.layers import init_weights, set_requires_grad
+from synthgen.trainers.spec import GeneratorSpec, read_spec, store_hash
 from synthgen.trainers.train_state import load_train_state, read_train_config, save_train_state
 from synthgen.trainers.trainlog import LossLog, sample_grid, save_png
 

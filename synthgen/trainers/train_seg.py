@@ -29,9 +29,8 @@ from tqdm import tqdm
 
 from synthgen.engine.loader import LoaderConfig, StoreStream, make_loader
 from synthgen.errors import ConfigError, LabelValueError, SchemaError, StoreNotFoundError
-from synthgen.schemas.labels import LabelSchema
+from synthgen.schemas.labels import LabelSchema, label_lut
 from synthgen.trainers.checkpoint import replace_folder
-from synthgen.trainers.data import label_lut
 from synthgen.trainers.metrics import batch_dice
 from synthgen.trainers.seg_models import (
     SPEC_JSON,

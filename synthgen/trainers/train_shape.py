@@ -33,7 +33,7 @@ from synthgen.engine.store import StoreReader
 from synthgen.errors import CheckpointError, ConfigError
 from synthgen.schemas._parse import parse_int, parse_mapping, parse_str
 from synthgen.schemas.labels import LabelSchema
-from synthgen.trainers.checkpoint import check_run_folder, replace_folder, store_hash
+from synthgen.trainers.checkpoint import check_run_folder, replace_folder
 from synthgen.trainers.config import DEVICES, SPLITS, check_range, fields_from_dict
 from synthgen.trainers.data import TrainingStream
 from synthgen.trainers.shape_vae import (
@@ -49,6 +49,7 @@ from synthgen.trainers.shape_vae import (
     save_vae,
     vae_loss,
 )
+from synthgen.trainers.spec import store_hash
 from synthgen.trainers.train_gan import check_resumable, resolve_device, seeded
 from synthgen.trainers.train_state import load_train_state, save_train_state
 from synthgen.trainers.trainlog import LossLog, colour_labels, save_png
