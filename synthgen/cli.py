@@ -175,6 +175,38 @@ def build_dataset_cmd(out, config_path, scheduler, workers, overwrite, dry_run, 
         click.echo(line)
 
 
+def _options(*options):
+    """One decorator applying click ``options`` in the order given (the order ``--help`` lists them)."""
+
+    def apply(f):
+        for option in reversed(options):
+            f = option(f)
+        return f
+
+    return apply
+
+
+_SEED = click.option("--seed", type=int, help="Root seed (default 0).")
+_DEVICE = click.option(
+    "--device", type=click.Choice(["auto", "cpu", "cuda"]), help="Default: cuda if present."
+)
+_THREADS = click.option("--threads", type=int, help="CPU threads for torch (default: torch's choice).")
+_PROGRESS = click.option("--progress/--no-progress", default=True, help="Show progress bars.")
+# the run options of the generative trainers (train-gan, train-shape)
+_RUN_OPTIONS = _options(
+    click.option("--resume", is_flag=True, help="Continue the run in OUT_DIR from its last checkpoint."),
+    click.option(
+        "--split", type=click.Choice(["all", "train", "test"]), help="'train' holds out test patients."
+    ),
+    _SEED,
+    click.option("--sample-every", type=int, help="Write a sample grid every N steps (default 200)."),
+    click.option("--checkpoint-every", type=int, help="Write a checkpoint every N steps (default 200)."),
+    _DEVICE,
+    _THREADS,
+    _PROGRESS,
+)
+
+
 @cli.command("train-gan")
 @click.argument("store")
 @click.argument("out_dir")
@@ -182,16 +214,13 @@ def build_dataset_cmd(out, config_path, scheduler, workers, overwrite, dry_run, 
     "--arch", type=click.Choice(["spade", "pix2pix", "cyclegan"]), help="Architecture. Default: spade."
 )
 @click.option("--config", "config_file", type=click.Path(dir_okay=False), help="JSON training config.")
-@click.option("--resume", is_flag=True, help="Continue the run in OUT_DIR from its last checkpoint.")
 @click.option("--steps", type=int, help="Total training steps (default 1000).")
 @click.option("--image-size", type=int, help="Train at S x S (default 128); the store is resized.")
 @click.option("--batch-size", type=int, help="Default 8.")
 @click.option("--lr-g", type=float, help="Generator learning rate (default 2e-4).")
 @click.option("--lr-d", type=float, help="Discriminator learning rate (default 2e-4).")
 @click.option("--lr-decay-steps", type=int, help="Decay the rates linearly to 0 over the last N steps.")
-@click.option("--split", type=click.Choice(["all", "train", "test"]), help="'train' holds out test patients.")
 @click.option("--augment/--no-augment", default=None, help="Small random affine warps of image and labels.")
-@click.option("--seed", type=int, help="Root seed (default 0).")
 @click.option("--width", type=int, help="Generator channels at full resolution (U-Net: first level).")
 @click.option("--max-width", type=int, help="Generator channel cap.")
 @click.option("--depth", type=int, help="Number of resolution levels of the generator.")
@@ -199,11 +228,7 @@ def build_dataset_cmd(out, config_path, scheduler, workers, overwrite, dry_run, 
 @click.option("--style-encoder/--no-style-encoder", default=None, help="SPADE: VAE style encoder.")
 @click.option("--spectral-norm/--no-spectral-norm", default=None, help="Spectral norm in training.")
 @click.option("--lambda-l1", type=float, help="Weight of the L1 loss to the real image.")
-@click.option("--sample-every", type=int, help="Write a sample grid every N steps (default 200).")
-@click.option("--checkpoint-every", type=int, help="Write a checkpoint every N steps (default 200).")
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), help="Default: cuda if present.")
-@click.option("--threads", type=int, help="CPU threads for torch (default: torch's choice).")
-@click.option("--progress/--no-progress", default=True, help="Show a progress bar.")
+@_RUN_OPTIONS
 def train_gan_command(store, out_dir, arch, config_file, resume, threads, progress, **options) -> None:
     """Train a mask-conditioned GAN on the pairs of STORE; checkpoints, samples and losses go to OUT_DIR.
 
@@ -290,14 +315,12 @@ def _seg_train_options(f):
         click.option("--steps", type=int, help="Training steps (default 1000)."),
         click.option("--val-every", type=int, help="Validate every N steps (default 100)."),
         click.option("--lr", type=float, help="Peak learning rate, AdamW, polynomial decay (default 2e-3)."),
-        click.option("--seed", type=int, help="Root seed (default 0)."),
+        _SEED,
         click.option("--workers", "num_workers", type=int, help="DataLoader worker processes (default 0)."),
-        click.option(
-            "--device", type=click.Choice(["auto", "cpu", "cuda"]), help="Default: cuda if present."
-        ),
+        _DEVICE,
         click.option("--augment/--no-augment", default=True, help="Light affine + intensity augmentation."),
-        click.option("--threads", type=int, help="CPU threads for torch (default: torch's choice)."),
-        click.option("--progress/--no-progress", default=True, help="Show progress bars."),
+        _THREADS,
+        _PROGRESS,
     ]
     for option in reversed(options):
         f = option(f)
@@ -363,7 +386,7 @@ def evaluate_group() -> None:
 )
 @click.option("--spacing", type=(float, float), help="Pixel size (row, col) in mm [default: the store's].")
 @click.option("--limit", type=int, help="First N samples only.")
-@click.option("--threads", type=int, help="CPU threads for torch.")
+@_THREADS
 def evaluate_seg_command(checkpoint, store, out_dir, split, spacing, limit, threads) -> None:
     """Score the segmenter CHECKPOINT on STORE: Dice, IoU, Hausdorff, HD95, ASSD per class."""
     import torch
@@ -390,7 +413,7 @@ def evaluate_seg_command(checkpoint, store, out_dir, split, spacing, limit, thre
 @click.option("--memo-size", default=64, show_default=True, help="Compare images at this size.")
 @click.option("--kid-subset-size", default=1000, show_default=True, help="Samples per KID subset.")
 @click.option("--limit", type=int, help="First N synthetic samples only.")
-@click.option("--threads", type=int, help="CPU threads for torch.")
+@_THREADS
 def evaluate_realism_command(synth, real, segmenter, out_dir, reference_split, threads, **options) -> None:
     """FID/KID, label adherence and memorisation of the synthetic store SYNTH against the real store REAL."""
     import torch
@@ -433,7 +456,6 @@ def evaluate_utility_command(real, out_dir, synth, arms, synth_share, progress, 
 @cli.command("train-shape")
 @click.argument("store")
 @click.argument("out_dir")
-@click.option("--resume", is_flag=True, help="Continue the run in OUT_DIR from its last checkpoint.")
 @click.option("--steps", type=int, help="Total training steps (default 2000).")
 @click.option("--image-size", type=int, help="Train at S x S (default 64); labels resized nearest.")
 @click.option("--batch-size", type=int, help="Default 32.")
@@ -443,19 +465,13 @@ def evaluate_utility_command(real, out_dir, synth, arms, synth_share, progress, 
 @click.option("--depth", type=int, help="Stride-2 levels (default 4).")
 @click.option("--kl-weight", type=float, help="Final KL weight (default 1.0).")
 @click.option("--kl-anneal-steps", type=int, help="Steps over which the KL weight ramps up (default 500).")
-@click.option("--split", type=click.Choice(["all", "train", "test"]), help="'train' holds out test patients.")
 @click.option("--gate-samples", type=int, help="Maps sampled and gated at each checkpoint (default 200).")
 @click.option(
     "--fit-prior/--no-fit-prior",
     default=None,
     help="Sample from a Gaussian fitted to the codes [default: on].",
 )
-@click.option("--checkpoint-every", type=int, help="Default 200.")
-@click.option("--sample-every", type=int, help="Write a grid of sampled maps every N steps (default 200).")
-@click.option("--seed", type=int, help="Root seed (default 0).")
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), help="Default: cuda if present.")
-@click.option("--threads", type=int, help="CPU threads for torch (default: torch's choice).")
-@click.option("--progress/--no-progress", default=True, help="Show a progress bar.")
+@_RUN_OPTIONS
 def train_shape_command(store, out_dir, resume, threads, progress, **options) -> None:
     """Train a shape VAE on the label maps of STORE; checkpoint, sampled maps and losses go to OUT_DIR.
 

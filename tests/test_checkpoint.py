@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 from conftest import disc_labels
+from gan_fixtures import make_store, tiny_config
 from safetensors.torch import load_file, save_file
-from test_trainers import make_store, tiny_config
 
 from synthgen.errors import CheckpointError
 from synthgen.schemas import ACDC, CAMUS

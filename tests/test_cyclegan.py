@@ -5,19 +5,20 @@ from __future__ import annotations
 
 import json
 
+import gan_fixtures
 import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
 from conftest import disc_labels
+from gan_fixtures import TINY, make_store
 
 from synthgen.cli import cli
 from synthgen.engine.backends import open_generator
 from synthgen.engine.postprocess import sector_mask
-from synthgen.engine.store import StoreReader, StoreWriter
+from synthgen.engine.store import StoreReader
 from synthgen.errors import ConfigError
 from synthgen.schemas import CAMUS
-from synthgen.schemas.store_layout import Intensity, MetaField, StoreAttrs, StoreLayout
 from synthgen.trainers.architectures import build_gan, default_model_config
 from synthgen.trainers.checkpoint import load_generator
 from synthgen.trainers.config import TrainConfig
@@ -38,50 +39,18 @@ from synthgen.trainers.seg_models import SegmenterSpec, SegModelConfig, build_se
 from synthgen.trainers.train_gan import seeded, train_gan
 from synthgen.trainers.train_state import STATE_WEIGHTS
 
-TINY = {
-    "width": 4,
-    "blocks": 1,
-    "downsamples": 1,
-    "disc_width": 4,
-    "disc_layers": 2,
-    "noise_fields": 2,
-    "intensity_slots": 4,
-}
-
-
-def make_store(path, n: int = 12, size: int = 16) -> str:
-    """Disc label maps (CAMUS schema) with per-class grey levels plus noise, patients 1..n."""
-    labels = disc_labels(n, size, size, seed=1)
-    level = np.array([0.3, 0.05, 0.8, 0.1])[labels] + np.random.default_rng(0).normal(0, 0.05, labels.shape)
-    images = (np.clip(level, 0, 1) * 255).astype(np.uint8)
-    layout = StoreLayout(n, (size, size), "uint8", 8, meta=(MetaField("patient", "int32"),))
-    writer = StoreWriter.create(str(path), StoreAttrs(layout, CAMUS, Intensity.for_dtype("uint8")))
-    for k in range(layout.num_shards):
-        a, b = layout.shard_bounds(k)
-        writer.write_shard(k, images[a:b], labels[a:b], {"patient": np.arange(a + 1, b + 1, dtype=np.int32)})
-    writer.mark_complete(range(layout.num_shards))
-    return str(path)
-
+CYCLE_LEVELS = (0.3, 0.05, 0.8, 0.1)  # blood pools dark, the wall bright, as in echo
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 @pytest.fixture
 def store(tmp_path) -> str:
-    return make_store(tmp_path / "tiny.zarr")
+    return make_store(tmp_path / "tiny.zarr", levels=CYCLE_LEVELS)
 
 
 def tiny_config(store: str, out, **changes) -> TrainConfig:
-    model = default_model_config("cyclegan", **TINY | changes.pop("model", {}))
-    base = {
-        "image_size": 16,
-        "batch_size": 4,
-        "steps": 3,
-        "log_every": 1,
-        "sample_every": 2,
-        "checkpoint_every": 2,
-    }
-    return TrainConfig(store=store, out_dir=str(out), model=model, **base | changes)
+    return gan_fixtures.tiny_config(store, out, "cyclegan", **changes)
 
 
 # -- renderer -----------------------------------------------------------------------------------
@@ -178,7 +147,7 @@ def test_size_must_divide(store):
 # -- training -----------------------------------------------------------------------------------
 def test_cycle_loss_goes_down_and_pairing_is_ignored(store):
     data = TrainingStream(StoreReader(store), 16, "all", 6, seed=0)
-    model = build_gan(default_model_config("cyclegan", **TINY), data.shape)
+    model = build_gan(default_model_config("cyclegan", **TINY["cyclegan"]), data.shape)
     init_weights(model, seeded(0, 0))
     batch = next(data.batches())
     # unpaired: which real image comes with which label map does not change any loss

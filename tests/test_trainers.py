@@ -8,11 +8,12 @@ import numpy as np
 import pytest
 import torch
 from conftest import disc_labels
+from gan_fixtures import TINY, make_store, tiny_config
 
 from synthgen.engine.store import StoreWriter
 from synthgen.errors import CheckpointError, ConfigError, LabelValueError, StoreError, StoreFormatError
 from synthgen.schemas import CAMUS
-from synthgen.schemas.store_layout import Intensity, MetaField, StoreAttrs, StoreLayout
+from synthgen.schemas.store_layout import Intensity, StoreAttrs, StoreLayout
 from synthgen.trainers.architectures import build_gan, default_model_config
 from synthgen.trainers.checkpoint import load_generator
 from synthgen.trainers.config import TrainConfig, lr_at, merge_config
@@ -23,49 +24,6 @@ from synthgen.trainers.spec import DataShape
 from synthgen.trainers.splits import camus_test_patients, is_test_patient, patient_number, split_indices
 from synthgen.trainers.train_gan import seeded, train_gan
 from synthgen.trainers.train_state import STATE_WEIGHTS
-
-TINY = {
-    "spade": {
-        "width": 4,
-        "max_width": 8,
-        "depth": 2,
-        "hidden": 4,
-        "style_dim": 4,
-        "disc_width": 4,
-        "disc_layers": 2,
-    },
-    "pix2pix": {"width": 4, "max_width": 8, "depth": 3, "disc_width": 4, "disc_layers": 2},
-}
-
-
-def make_store(path, *, n: int = 12, size: int = 16, dtype: str = "uint8", shard: int = 8) -> str:
-    """A store of disc label maps whose images are per-class grey levels plus noise, patients 1..n."""
-    labels = disc_labels(n, size, size, seed=1)
-    rng = np.random.default_rng(0)
-    intensity = Intensity.for_dtype(dtype)
-    level = np.array([0.1, 0.3, 0.8, 0.5])[labels] + rng.normal(0, 0.05, labels.shape)
-    images = (np.clip(level, 0, 1) * intensity.high).astype(dtype)
-    layout = StoreLayout(n, (size, size), dtype, shard, meta=(MetaField("patient", "int32"),))
-    writer = StoreWriter.create(str(path), StoreAttrs(layout, CAMUS, intensity))
-    for k in range(layout.num_shards):
-        a, b = layout.shard_bounds(k)
-        writer.write_shard(k, images[a:b], labels[a:b], {"patient": np.arange(a + 1, b + 1, dtype=np.int32)})
-    writer.mark_complete(range(layout.num_shards))
-    return str(path)
-
-
-def tiny_config(store: str, out, arch: str = "spade", **changes) -> TrainConfig:
-    model = default_model_config(arch, **TINY[arch] | changes.pop("model", {}))
-    base = {
-        "image_size": 16,
-        "batch_size": 4,
-        "steps": 3,
-        "log_every": 1,
-        "sample_every": 2,
-        "checkpoint_every": 2,
-    }
-    return TrainConfig(store=store, out_dir=str(out), model=model, **base | changes)
-
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
 

@@ -6,7 +6,7 @@ import json
 
 import pytest
 from click.testing import CliRunner
-from test_trainers import make_store
+from gan_fixtures import make_store
 
 from synthgen.cli import cli
 
