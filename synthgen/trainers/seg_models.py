@@ -25,10 +25,10 @@ import torch
 from torch import nn
 
 from synthgen import __version__
-from synthgen.errors import CheckpointError, ConfigError, SchemaError
+from synthgen.errors import CheckpointError, ConfigError
 from synthgen.schemas.labels import LabelSchema
 from synthgen.trainers.checkpoint import load_weights, read_tensors, write_checkpoint
-from synthgen.trainers.spec import check_format, read_json
+from synthgen.trainers.spec import check_format, read_json, spec_errors
 
 ARCHES = ("unet", "lite")
 FORMAT = "synthgen-segmenter"
@@ -199,7 +199,7 @@ class SegmenterSpec:
     @classmethod
     def from_dict(cls, data: Any, where: str = "the checkpoint") -> SegmenterSpec:
         check_format(data, FORMAT, FORMAT_VERSION, "segmenter", where)
-        try:
+        with spec_errors("segmenter", where):
             size = tuple(int(s) for s in data["image_size"])
             if len(size) != 2:
                 raise CheckpointError(f"Expected image_size [H, W] in {where}. Got {size} instead.")
@@ -213,12 +213,6 @@ class SegmenterSpec:
                 train_config=dict(data.get("train_config", {})),
                 synthgen_version=str(data.get("synthgen_version", "unknown")),
             )
-        except KeyError as e:
-            raise CheckpointError(f"Expected key {e.args[0]!r} in {where}. It is missing.") from e
-        except (ConfigError, SchemaError, TypeError, ValueError) as e:
-            if isinstance(e, CheckpointError):
-                raise
-            raise CheckpointError(f"Malformed segmenter spec in {where}: {e}") from e
 
 
 def save_segmenter(directory: str | Path, model: nn.Module, spec: SegmenterSpec) -> Path:

@@ -31,11 +31,11 @@ from torch import nn
 
 from synthgen import __version__
 from synthgen.engine.gate import GateReport, check_batch
-from synthgen.errors import CheckpointError, ConfigError, SchemaError
+from synthgen.errors import CheckpointError, ConfigError
 from synthgen.schemas.labels import LabelSchema
 from synthgen.trainers.checkpoint import load_weights, read_tensors, write_checkpoint
 from synthgen.trainers.config import check_range, fields_from_dict
-from synthgen.trainers.spec import check_format, read_json
+from synthgen.trainers.spec import check_format, read_json, spec_errors
 
 FORMAT = "synthgen-shape-vae"
 FORMAT_VERSION = 1
@@ -189,7 +189,7 @@ class ShapeVaeSpec:
     @classmethod
     def from_dict(cls, data: Any, where: str = "the checkpoint") -> ShapeVaeSpec:
         check_format(data, FORMAT, FORMAT_VERSION, "shape VAE", where)
-        try:
+        with spec_errors("shape VAE", where):
             return cls(
                 model=ShapeVaeConfig.from_dict(data["model"]),
                 schema=LabelSchema.from_dict(data["label_schema"]),
@@ -199,10 +199,6 @@ class ShapeVaeSpec:
                 train_config=dict(data.get("train_config", {})),
                 synthgen_version=str(data.get("synthgen_version", "unknown")),
             )
-        except KeyError as e:
-            raise CheckpointError(f"Expected key {e.args[0]!r} in {where}. It is missing.") from e
-        except (ConfigError, SchemaError, TypeError, ValueError) as e:
-            raise CheckpointError(f"Malformed shape VAE spec in {where}: {e}") from e
 
 
 def save_vae(directory: str | Path, model: ShapeVae, spec: ShapeVaeSpec) -> Path:

@@ -9,9 +9,10 @@ needed there, so this module imports neither torch nor the architectures: rebuil
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from importlib.resources import files
 from pathlib import Path
@@ -66,6 +67,20 @@ def check_format(data: Any, fmt: str, version: int, what: str, where: str) -> Ma
     return data
 
 
+@contextlib.contextmanager
+def spec_errors(what: str, where: str) -> Iterator[None]:
+    """Turn a missing key or a malformed value met while reading a ``what`` spec into one
+    :class:`CheckpointError` that names the file."""
+    try:
+        yield
+    except CheckpointError:
+        raise
+    except KeyError as e:
+        raise CheckpointError(f"Expected key {e.args[0]!r} in {where}. It is missing.") from e
+    except (ConfigError, SchemaError, TypeError, ValueError) as e:
+        raise CheckpointError(f"Malformed {what} spec in {where}: {e}") from e
+
+
 @dataclass(frozen=True)
 class GeneratorSpec:
     """Everything needed to rebuild a generator and to check what it may be used with."""
@@ -91,10 +106,8 @@ class GeneratorSpec:
         """The architecture config (imports the architectures, hence torch); checked here, not on read."""
         from synthgen.trainers.architectures import model_config_from_dict
 
-        try:
+        with spec_errors("generator", where):
             return model_config_from_dict(self.model)
-        except (ConfigError, SchemaError, TypeError, ValueError) as e:
-            raise CheckpointError(f"Malformed generator spec in {where}: {e}") from e
 
     def check_compatible(
         self,
@@ -140,7 +153,7 @@ class GeneratorSpec:
     @classmethod
     def from_dict(cls, data: Any, where: str = "the checkpoint") -> GeneratorSpec:
         check_format(data, FORMAT, FORMAT_VERSION, "generator", where)
-        try:
+        with spec_errors("generator", where):
             spec = cls(
                 arch=str(data["arch"]),
                 model=dict(data["model"]),
@@ -157,12 +170,6 @@ class GeneratorSpec:
             )
             if spec.arch != spec.model.get("arch"):
                 raise CheckpointError(f"Expected arch {spec.arch!r} in the model config of {where}.")
-        except KeyError as e:
-            raise CheckpointError(f"Expected key {e.args[0]!r} in {where}. It is missing.") from e
-        except (ConfigError, SchemaError, TypeError, ValueError) as e:
-            if isinstance(e, CheckpointError):
-                raise
-            raise CheckpointError(f"Malformed generator spec in {where}: {e}") from e
         return spec
 
 
