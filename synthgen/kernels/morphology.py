@@ -119,48 +119,38 @@ def disk_half_widths(radius: int) -> np.ndarray:
     return np.array([math.isqrt(radius * radius - d * d) for d in range(radius + 1)], dtype=np.int64)
 
 
-def _prepare(labels, value, radius, priority):
+def _apply(one, batched, labels, value, radius, priority, out, *, with_order: bool = False):
+    """Check the arguments, then run the one-map kernel ``one`` on a map or ``batched`` on a batch."""
     batch, single = _validate.label_batch(labels)
     radius = _validate.parse_radius(radius)
     table, offset = _validate.rank_table(priority, batch, value)
     info = np.iinfo(batch.dtype) if batch.dtype.kind in "iu" else None
     if info is not None and not info.min <= int(value) <= info.max:
         raise LabelValueError(f"Expected a class value that fits {batch.dtype}. Got {value} instead.")
-    return batch, single, radius, table, offset, batch.dtype.type(value)
+    args = (batch.dtype.type(value), radius, disk_half_widths(radius), table, offset)
+    if with_order:  # erosion hands freed pixels to the strongest class in reach
+        args += (np.array([int(v) for v in priority], dtype=np.int64),)
+    result = _validate.out_array(out, batch, single)
+    unlisted = np.zeros(len(batch), dtype=np.bool_)
+    if single:
+        unlisted[0] = one(batch[0], *args, result[0])
+    elif len(batch):
+        with parallel_section():
+            batched(batch, *args, result, unlisted)
+    if unlisted.any():
+        raise _validate.unlisted_error(priority, batch)
+    return result[0] if single else result
 
 
 def dilate_class(
     labels: np.ndarray, value: int, radius: int, priority: Sequence[int], *, out: np.ndarray | None = None
 ) -> np.ndarray:
     """Grow class ``value`` by ``radius`` pixels into classes ranked after it in ``priority``."""
-    batch, single, radius, table, offset, value = _prepare(labels, value, radius, priority)
-    result = _validate.out_array(out, batch, single)
-    unlisted = np.zeros(len(batch), dtype=np.bool_)
-    half = disk_half_widths(radius)
-    if single:
-        unlisted[0] = _dilate_one(batch[0], value, radius, half, table, offset, result[0])
-    elif len(batch):
-        with parallel_section():
-            _dilate_batch(batch, value, radius, half, table, offset, result, unlisted)
-    if unlisted.any():
-        raise _validate.unlisted_error(priority, batch)
-    return result[0] if single else result
+    return _apply(_dilate_one, _dilate_batch, labels, value, radius, priority, out)
 
 
 def erode_class(
     labels: np.ndarray, value: int, radius: int, priority: Sequence[int], *, out: np.ndarray | None = None
 ) -> np.ndarray:
     """Shrink class ``value`` by ``radius`` pixels; each freed pixel takes the strongest class in reach."""
-    batch, single, radius, table, offset, value = _prepare(labels, value, radius, priority)
-    result = _validate.out_array(out, batch, single)
-    unlisted = np.zeros(len(batch), dtype=np.bool_)
-    half = disk_half_widths(radius)
-    order = np.array([int(v) for v in priority], dtype=np.int64)
-    if single:
-        unlisted[0] = _erode_one(batch[0], value, radius, half, table, offset, order, result[0])
-    elif len(batch):
-        with parallel_section():
-            _erode_batch(batch, value, radius, half, table, offset, order, result, unlisted)
-    if unlisted.any():
-        raise _validate.unlisted_error(priority, batch)
-    return result[0] if single else result
+    return _apply(_erode_one, _erode_batch, labels, value, radius, priority, out, with_order=True)
