@@ -15,7 +15,7 @@ from synthgen.errors import CheckpointError, ConfigError, LabelValueError, Store
 from synthgen.schemas import CAMUS
 from synthgen.schemas.store_layout import Intensity, StoreAttrs, StoreLayout
 from synthgen.trainers.architectures import build_gan, default_model_config
-from synthgen.trainers.checkpoint import load_generator
+from synthgen.trainers.checkpoint import load_generator, load_weights, read_tensors
 from synthgen.trainers.config import TrainConfig, lr_at, merge_config
 from synthgen.trainers.data import TrainingStream, from_unit, load_training_pairs, random_affine, to_unit
 from synthgen.trainers.generate import generate, style_vectors
@@ -264,9 +264,10 @@ def test_mixed_precision_on_gpu(arch, store, tmp_path):
 
 
 @pytest.mark.slow
-def test_style_encoder_gives_the_data_style_variety(tmp_path):
-    """Images whose only style is a random global gain: with the style encoder, sampled styles vary the
-    brightness of one label map about as the data does; without it the generator ignores its noise."""
+def test_style_encoder_carries_the_image_style(tmp_path):
+    """Images whose only style is a random global gain. The encoder's style of each image makes the
+    generator give that image's brightness, and styles drawn from the prior vary the brightness of one
+    label map by a good part of the data's spread (an encoder blind to brightness gave 4%)."""
     n, size = 64, 16
     labels = disc_labels(n, size, size, seed=3)
     gain = np.random.default_rng(1).uniform(0.2, 1.0, n)
@@ -276,25 +277,34 @@ def test_style_encoder_gives_the_data_style_variety(tmp_path):
     )
     writer.write_shard(0, images, labels)
     writer.mark_complete([0])
-    spread = {}
-    for encoder in (True, False):
-        model = {
-            "width": 8,
-            "max_width": 16,
-            "hidden": 8,
-            "disc_width": 8,
-            "lambda_l1": 10.0,
-            "style_encoder": encoder,
-        }
-        cfg = tiny_config(str(tmp_path / "s.zarr"), tmp_path / f"run{encoder}", "spade", model=model)
-        cfg = cfg.replace(
-            steps=200, batch_size=8, lr_g=1e-3, lr_d=1e-3, sample_every=1000, checkpoint_every=1000
-        )
-        generator, spec = load_generator(train_gan(cfg, progress=False).checkpoint)
-        out = generate(generator, spec, np.repeat(labels[:1], 16, axis=0), np.arange(16))
-        spread[encoder] = out.mean(axis=(1, 2)).std()
-    real = images.mean(axis=(1, 2)).std()
-    assert spread[True] > 0.35 * real and spread[True] > 3 * spread[False], (spread, real)
+    model = {
+        "width": 8,
+        "max_width": 16,
+        "hidden": 8,
+        "disc_width": 8,
+        "lambda_l1": 10.0,
+        "style_encoder": True,
+    }
+    cfg = tiny_config(str(tmp_path / "s.zarr"), tmp_path / "run", "spade", model=model)
+    # 400 steps: at 200 the brightness was learnt for some seeds only (r 0.52 to 0.97)
+    cfg = cfg.replace(steps=400, batch_size=8, lr_g=1e-3, lr_d=1e-3, sample_every=1000, checkpoint_every=1000)
+    ckpt = train_gan(cfg, progress=False).checkpoint
+    generator, spec = load_generator(ckpt)
+    gan = build_gan(cfg.model, DataShape(CAMUS.num_classes, 1, size))
+    nets = {
+        k.removeprefix("nets."): v
+        for k, v in read_tensors(ckpt / STATE_WEIGHTS).items()
+        if k.startswith("nets.")
+    }
+    load_weights(gan, nets, "the training state")
+    x = torch.from_numpy(to_unit(images, Intensity.for_dtype("uint8"))[:, None])
+    with torch.no_grad():
+        encoded, _ = gan.encoder(x)
+    brightness = images.mean(axis=(1, 2))
+    rebuilt = generate(generator, spec, labels, encoded.numpy()).mean(axis=(1, 2))
+    assert np.corrcoef(rebuilt, brightness)[0, 1] > 0.9
+    sampled = generate(generator, spec, np.repeat(labels[:1], 16, axis=0), np.arange(16)).mean(axis=(1, 2))
+    assert sampled.std() > 0.15 * brightness.std(), (sampled.std(), brightness.std())
 
 
 def test_realism_measures(store, tmp_path):
