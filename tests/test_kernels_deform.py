@@ -72,6 +72,20 @@ def test_deform_does_not_depend_on_thread_count():
     np.testing.assert_array_equal(default, single_thread)
 
 
+def test_positions_far_outside_the_map_clamp_to_its_edge():
+    """A map shrunk a million-fold and shifted samples far beyond the int32 range: the edge label,
+    as the reference gives (the SIMD rounding clamps in float before converting)."""
+    labels = disc_labels(3, 40, 48)
+    labels[:, :, -1] = 3
+    far = [
+        AffineParams(scale_y=1e-6, scale_x=1e-6),
+        AffineParams(translate_x=-3e9),
+        AffineParams(scale_x=1e-7, translate_y=1e9),
+    ]
+    out = _check(labels, 16, 5.0, far)
+    assert (out[1] == labels[1][:, -1:]).all()
+
+
 def test_identity_deformation_changes_nothing():
     labels = disc_labels(2, 30, 30)
     np.testing.assert_array_equal(deform_labels(labels, [3, 4], 16, 0.0), labels)

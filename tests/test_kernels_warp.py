@@ -54,6 +54,41 @@ def test_warp_labels_rounds_halves_up_and_clamps():
     assert (warp_labels(labels, far) == labels[0, 0]).all()
 
 
+def test_int32_rounding_is_exact_for_any_finite_position():
+    """Both roundings (deform_labels rounds in int32 SIMD lanes) give the exact half-up index, clamped,
+    for any finite float32: halves, their neighbours, positions far beyond the int32 and int64 ranges."""
+    import numba
+
+    from synthgen.kernels.warp import nearest_index, nearest_index32
+
+    @numba.njit
+    def both(p, n):
+        out = np.empty((2, p.size), np.int64)
+        for k in range(p.size):
+            out[0, k] = nearest_index(p[k], n)
+            out[1, k] = nearest_index32(p[k], n)
+        return out
+
+    rng = np.random.default_rng(5)
+    halves = np.arange(-4, 260, dtype=np.float32) + np.float32(0.5)
+    p = np.concatenate(
+        [
+            halves,
+            np.nextafter(halves, np.float32(-np.inf)),
+            np.nextafter(halves, np.float32(np.inf)),
+            rng.uniform(-3, 259, 5000).astype(np.float32),
+            np.array([-1.0, -0.5, -1e-30, 0.0, 255.0, 256.0, 3e9, -3e9, 1e38, -1e38], np.float32),
+        ]
+    )
+    whole = np.floor(p.astype(np.float64))
+    exact = whole + (p - whole >= 0.5)  # half up, exact in float64 for float32 positions
+    for n in (1, 7, 256):
+        got = both(p, n)
+        expected = np.clip(exact, 0, n - 1).astype(np.int64)
+        np.testing.assert_array_equal(got[0], expected)
+        np.testing.assert_array_equal(got[1], expected)
+
+
 @pytest.mark.parametrize(
     ("dtype", "atol"), [(np.float32, 1e-4), (np.float64, 1e-9), (np.uint8, 1), (np.int16, 1)]
 )

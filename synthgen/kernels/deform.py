@@ -22,7 +22,7 @@ from synthgen.kernels import _validate
 from synthgen.kernels._threading import parallel_section
 from synthgen.kernels.affine import AffineParams, affine_matrices
 from synthgen.kernels.fields import FIELD_STEP, grid, midres_field, parse_field_args
-from synthgen.kernels.warp import nearest_index
+from synthgen.kernels.warp import nearest_index32
 
 BLOCK = 8  # side of the source blocks whose uniformity is summarised; 8 bytes read as one uint64
 _BLOCK_SHIFT = 3
@@ -65,6 +65,23 @@ def _uniform_extent(labels, extent):
 
 
 @numba.njit(cache=True, nogil=True)
+def _blocks_uniform(extent, value, first_r, first_c, last_r, last_c):
+    """Whether the blocks [first_r, last_r] x [first_c, last_c] all hold one and the same label: the
+    uniform square from the first block when it covers them (the common case), else block by block
+    (a box two blocks high and three wide needs no 3 x 3 square)."""
+    if extent[first_r, first_c] >= max(last_r - first_r, last_c - first_c):
+        return True
+    if extent[first_r, first_c] < 0:
+        return False
+    v = value[first_r, first_c]
+    for r in range(first_r, last_r + 1):
+        for c in range(first_c, last_c + 1):
+            if extent[r, c] < 0 or value[r, c] != v:
+                return False
+    return True
+
+
+@numba.njit(cache=True, nogil=True)
 def _repeated_word(v, itemsize):
     """The uint64 holding 8 // itemsize copies of label ``v`` (two's complement bytes)."""
     word = np.uint64(v)
@@ -78,29 +95,46 @@ def _repeated_word(v, itemsize):
 
 
 @numba.njit(cache=True, nogil=True)
-def _cell_pixels(flat, w, h, mid, i, j, ny, nx, index, out):
+def _lane_constants():
+    """Per-pixel constants of an 8 x 8 cell, pixel k = a * 8 + b: rows fy, fx (the bilinear weights of
+    ``upsample_field``), a, b, all float32. Read from an array, they let the pixel loop of
+    :func:`_cell_pixels` run in SIMD lanes: converting the loop counter to float (an int64) does not
+    vectorise on CPUs without AVX-512, and cost four times the time there."""
+    lanes = np.empty((4, FIELD_STEP * FIELD_STEP), dtype=np.float32)
+    step = np.float32(1.0 / FIELD_STEP)
+    for k in range(FIELD_STEP * FIELD_STEP):
+        lanes[0, k] = np.float32(k // FIELD_STEP) * step
+        lanes[1, k] = np.float32(k % FIELD_STEP) * step
+        lanes[2, k] = k // FIELD_STEP
+        lanes[3, k] = k % FIELD_STEP
+    return lanes
+
+
+@numba.njit(cache=True, nogil=True)
+def _cell_pixels(flat, w, h, mid, i, j, ny, nx, lanes, index, out):
     """Per-pixel nearest-neighbour sampling of the ``ny`` x ``nx`` pixels of cell (i, j).
 
     The field is formed exactly as in ``upsample_field``. All 64 source indices are computed first (a
-    loop that vectorises), then the valid ones are gathered.
+    loop that vectorises: float32 lanes, int32 indices), then the valid ones are gathered.
     """
-    step = np.float32(1.0 / FIELD_STEP)
     y0 = i * FIELD_STEP
     x0 = j * FIELD_STEP
     r00, r01, r10, r11 = mid[0, i, j], mid[0, i, j + 1], mid[0, i + 1, j], mid[0, i + 1, j + 1]
     c00, c01, c10, c11 = mid[1, i, j], mid[1, i, j + 1], mid[1, i + 1, j], mid[1, i + 1, j + 1]
+    row0 = np.float32(y0)
+    col0 = np.float32(x0)
+    w32 = np.int32(w)
+    lane_fy, lane_fx, lane_a, lane_b = lanes[0], lanes[1], lanes[2], lanes[3]
     for k in range(FIELD_STEP * FIELD_STEP):
-        a = k // FIELD_STEP
-        b = k % FIELD_STEP
-        fy = np.float32(a) * step
+        fy = lane_fy[k]
         gy = np.float32(1.0) - fy
-        fx = np.float32(b) * step
+        fx = lane_fx[k]
         gx = np.float32(1.0) - fx
         d_row = gx * (gy * r00 + fy * r10) + fx * (gy * r01 + fy * r11)
         d_col = gx * (gy * c00 + fy * c10) + fx * (gy * c01 + fy * c11)
-        r = nearest_index(d_row + np.float32(y0 + a), h)
-        c = nearest_index(d_col + np.float32(x0 + b), w)
-        index[k] = r * w + c
+        r = nearest_index32(d_row + (row0 + lane_a[k]), h)
+        c = nearest_index32(d_col + (col0 + lane_b[k]), w)
+        index[k] = r * w32 + c
     if ny == FIELD_STEP and nx == FIELD_STEP:  # the common case, with constant trip counts
         for a in range(FIELD_STEP):
             for b in range(FIELD_STEP):
@@ -128,10 +162,13 @@ def _deform_one(labels, seed, max_disp, ky0, wy, kx0, wx, ncy, ncx, affine, out)
             src[1, i, j] = np.float32(j * FIELD_STEP) + mid[1, i, j]
             largest = max(largest, max(abs(src[0, i, j]), abs(src[1, i, j])))
     margin = np.float32(1e-3) + np.float32(1e-6) * largest  # covers float32 rounding, generously
-    first_r = np.empty(gw - 1, dtype=np.int64)
-    first_c = np.empty(gw - 1, dtype=np.int64)
-    size = np.empty(gw - 1, dtype=np.int64)
-    index = np.empty(FIELD_STEP * FIELD_STEP, dtype=np.int64)
+    first_r = np.empty(gw - 1, dtype=np.int32)  # int32 and nearest_index32: the box loop vectorises
+    first_c = np.empty(gw - 1, dtype=np.int32)
+    last_r = np.empty(gw - 1, dtype=np.int32)
+    last_c = np.empty(gw - 1, dtype=np.int32)
+    shift = np.int32(_BLOCK_SHIFT)
+    index = np.empty(FIELD_STEP * FIELD_STEP, dtype=np.int32)
+    lanes = _lane_constants()
     flat = labels.ravel()
     itemsize = labels.itemsize
     whole_words = (w * itemsize) % 8 == 0  # then each full cell row is `itemsize` aligned uint64 words
@@ -143,18 +180,17 @@ def _deform_one(labels, seed, max_disp, ky0, wy, kx0, wx, ncy, ncx, affine, out)
             r_hi = max(max(src[0, i, j], src[0, i, j + 1]), max(src[0, i + 1, j], src[0, i + 1, j + 1]))
             c_lo = min(min(src[1, i, j], src[1, i, j + 1]), min(src[1, i + 1, j], src[1, i + 1, j + 1]))
             c_hi = max(max(src[1, i, j], src[1, i, j + 1]), max(src[1, i + 1, j], src[1, i + 1, j + 1]))
-            first_r[j] = nearest_index(r_lo - margin, h) >> _BLOCK_SHIFT
-            first_c[j] = nearest_index(c_lo - margin, w) >> _BLOCK_SHIFT
-            last_r = nearest_index(r_hi + margin, h) >> _BLOCK_SHIFT
-            last_c = nearest_index(c_hi + margin, w) >> _BLOCK_SHIFT
-            size[j] = max(last_r - first_r[j], last_c - first_c[j])
+            first_r[j] = nearest_index32(r_lo - margin, h) >> shift
+            first_c[j] = nearest_index32(c_lo - margin, w) >> shift
+            last_r[j] = nearest_index32(r_hi + margin, h) >> shift
+            last_c[j] = nearest_index32(c_hi + margin, w) >> shift
         y0 = i * FIELD_STEP
         ny = min(FIELD_STEP, h - y0)
         for j in range(gw - 1):
             x0 = j * FIELD_STEP
             nx = min(FIELD_STEP, w - x0)
-            if extent[first_r[j], first_c[j]] < size[j]:
-                _cell_pixels(flat, w, h, mid, i, j, ny, nx, index, out)
+            if not _blocks_uniform(extent, value, first_r[j], first_c[j], last_r[j], last_c[j]):
+                _cell_pixels(flat, w, h, mid, i, j, ny, nx, lanes, index, out)
             elif whole_words and nx == FIELD_STEP:
                 word = _repeated_word(value[first_r[j], first_c[j]], itemsize)
                 for y in range(y0, y0 + ny):

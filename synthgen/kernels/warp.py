@@ -22,11 +22,23 @@ def nearest_index(p, n):
     """Index of position ``p`` rounded half up (``floor(p + 0.5)``), clamped to [0, n - 1].
 
     Exact in the type of ``p``: for p > 0, ``p - floor(p)`` is exact (Sterbenz), whereas ``p + 0.5``
-    may round. Below zero the result is clamped to 0 either way. Branch-free, so loops vectorise.
+    may round. Below zero the result is clamped to 0 either way. ``p`` is first clamped to [-1, n],
+    which changes no result and keeps the integer conversion in range for any finite ``p``.
     """
-    whole = np.floor(p)
-    k = int(whole) + (p - whole >= 0.5)
+    q = min(max(p, -1.0), n)
+    whole = np.floor(q)
+    k = int(whole) + (q - whole >= 0.5)
     return min(max(k, 0), n - 1)
+
+
+@numba.njit(cache=True, nogil=True)
+def nearest_index32(p, n):
+    """:func:`nearest_index` of a float32 position, computed in float32 and int32 so that loops run in
+    SIMD lanes: float -> int64 conversions do not vectorise on CPUs without AVX-512."""
+    q = min(max(p, np.float32(-1.0)), np.float32(n))
+    whole = np.floor(q)
+    k = np.int32(whole) + np.int32(q - whole >= np.float32(0.5))
+    return min(max(k, np.int32(0)), np.int32(n - 1))
 
 
 @numba.njit(cache=True, nogil=True)
