@@ -86,6 +86,17 @@ def test_positions_far_outside_the_map_clamp_to_its_edge():
     assert (out[1] == labels[1][:, -1:]).all()
 
 
+def test_a_map_too_large_for_float32_indices_takes_the_full_field_route(monkeypatch):
+    """Above FLOAT_INDEX_LIMIT pixels flat indices leave float32's exact range: such maps are warped
+    through their full fields, with the same result (the limit is lowered here to keep the test small)."""
+    from synthgen.kernels import deform
+
+    labels = disc_labels(3, 40, 48)
+    expected = deform_labels(labels, SEEDS[:3], 16, 6.0, affine=AFFINES[:3])
+    monkeypatch.setattr(deform, "FLOAT_INDEX_LIMIT", 40 * 48 - 1)
+    np.testing.assert_array_equal(deform_labels(labels, SEEDS[:3], 16, 6.0, affine=AFFINES[:3]), expected)
+
+
 def test_identity_deformation_changes_nothing():
     labels = disc_labels(2, 30, 30)
     np.testing.assert_array_equal(deform_labels(labels, [3, 4], 16, 0.0), labels)

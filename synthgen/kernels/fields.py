@@ -150,7 +150,7 @@ def upsample_field(mid, out):
                 out[c, y, x] = gx * left + fx * right
 
 
-def _mid(
+def midres_of(
     seed: int, shape: tuple[int, int], spacing: float, max_disp: float, matrix: np.ndarray
 ) -> np.ndarray:
     g = grid(shape, spacing)
@@ -179,7 +179,7 @@ def deformation_field(
         raise ConfigError(f"Expected affine to be AffineParams or None. Got {type(affine).__name__} instead.")
     matrix = (affine or AffineParams()).matrix(shape)
     out = np.empty((2, *shape), dtype=np.float32)
-    upsample_field(_mid(int(seed), shape, spacing, max_displacement, matrix), out)
+    upsample_field(midres_of(int(seed), shape, spacing, max_displacement, matrix), out)
     return out
 
 
