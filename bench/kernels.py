@@ -293,7 +293,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--quick", action="store_true", help="few maps and repeats, no baselines but scipy")
     parser.add_argument("--source", choices=["auto", "phantom", "camus"], default="auto")
     parser.add_argument("--maps", type=int, default=1024, help="maps per synthgen timing")
-    parser.add_argument("--repeats", type=int, default=15)
+    parser.add_argument("--repeats", type=int, default=31)
     args = parser.parse_args(argv)
     maps, repeats, baseline_maps = (64, 2, 4) if args.quick else (args.maps, args.repeats, 16)
     source = args.source if args.source != "auto" else ("camus" if CAMUS.is_dir() else "phantom")
@@ -302,7 +302,7 @@ def main(argv: list[str] | None = None) -> dict:
     load_before = os.getloadavg()[0]
 
     synthgen = bench_synthgen(labels, repeats)
-    baselines = bench_baselines(labels, baseline_maps, max(repeats // 2, 1) if not args.quick else 1)
+    baselines = bench_baselines(labels, baseline_maps, min(max(repeats // 2, 1), 7) if not args.quick else 1)
     if args.quick:
         for name in ("monai", "torchio", "opencv"):
             baselines[name] = {"status": "skipped", "reason": "--quick"}
