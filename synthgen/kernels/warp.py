@@ -36,8 +36,8 @@ def nearest_position32(p, n):
     """:func:`nearest_index` of a float32 position as a float32 (a whole number), for ``n <= 2**24``.
 
     All in float32, so that loops run in SIMD lanes: float -> int64 conversions and int64 compares do
-    not vectorise on CPUs without AVX-512 (4x slower there). Convert once, or form a flat index in
-    float32 while it stays below 2**24.
+    not vectorise on CPUs without AVX-512. Convert once, or form a flat index in float32 while it stays
+    below 2**24.
     """
     q = min(max(p, np.float32(-1.0)), np.float32(n))
     whole = np.floor(q)
