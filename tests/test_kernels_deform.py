@@ -41,12 +41,63 @@ def test_deform_matches_reference(size):
     _check(labels[:2], 40, 12.0)
 
 
-@pytest.mark.parametrize("dtype", [np.int16, np.int64])
-def test_deform_keeps_any_integer_dtype(dtype):
-    labels = disc_labels(3, 24, 21).astype(dtype)
+@pytest.mark.parametrize("dtype", [np.bool_, np.int8, np.int16, np.uint16, np.int32, np.int64, np.uint64])
+@pytest.mark.parametrize("size", [(24, 21), (21, 24)])  # widths of whole blocks read rows as uint64 words
+def test_deform_keeps_any_integer_dtype(dtype, size):
+    labels = disc_labels(3, *size)
     if np.dtype(dtype).kind == "i":
-        labels[labels == 2] = -3
+        labels = labels.astype(dtype)
+        labels[labels == 2] = -3  # all bytes set: a label whose words look like another's if misread
+    labels = labels.astype(dtype)
     _check(labels, 8, 4.0, AFFINES)
+
+
+@pytest.mark.parametrize("scale", [0.25, 0.5])
+def test_cells_whose_source_box_spans_many_blocks(scale):
+    """Zoomed out (scale 0.25: 32 source pixels per cell), a cell's source box spans up to 5 blocks a side, beyond the summarised squares
+    (MAX_EXTENT): those boxes are tested block by block, with the same result."""
+    labels = disc_labels(3, 96, 96)
+    labels[:, 40:] = np.where(labels[:, 40:] == 0, 4, labels[:, 40:])  # a wide uniform region
+    out = _check(
+        labels, 16, 3.0, [AffineParams(scale_y=scale, scale_x=scale, rotation=5.0 * i) for i in range(6)]
+    )
+    assert len(np.unique(out)) > 2
+
+
+def _largest_uniform_square(labels: np.ndarray, cap: int) -> np.ndarray:
+    """Brute force: per 8 x 8 block, the largest k <= cap such that the (k + 1)^2 blocks from it hold one
+    label (-1 where the block itself is mixed)."""
+    h, w = labels.shape
+    nby, nbx = -(-h // 8), -(-w // 8)
+    out = np.full((nby, nbx), -1, np.int32)
+    for bi in range(nby):
+        for bj in range(nbx):
+            for k in range(cap + 1):
+                if bi + k >= nby or bj + k >= nbx:
+                    break
+                square = labels[bi * 8 : (bi + k + 1) * 8, bj * 8 : (bj + k + 1) * 8]
+                if (square != square.flat[0]).any():
+                    break
+                out[bi, bj] = k
+    return out
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.int16, np.int64])
+@pytest.mark.parametrize("size", [(64, 72), (61, 70)])  # whole blocks (words) and partial ones (bytes)
+def test_uniform_extent_equals_brute_force(dtype, size):
+    from synthgen.kernels.deform import MAX_EXTENT, _uniform_extent
+
+    rng = np.random.default_rng(3)
+    coarse = rng.integers(0, 3, (size[0] // 16 + 1, size[1] // 16 + 1))
+    labels = np.kron(coarse, np.ones((16, 16), np.int64))[: size[0], : size[1]].astype(dtype)
+    labels[rng.integers(0, size[0], 6), rng.integers(0, size[1], 6)] = -1 if labels.dtype.kind == "i" else 7
+    blocks = (-(-size[0] // 8), -(-size[1] // 8))
+    extent = np.empty(blocks, np.int32)
+    value = np.empty(blocks, labels.dtype)
+    _uniform_extent(labels, extent, value, np.empty(blocks, np.uint64))
+    np.testing.assert_array_equal(extent, _largest_uniform_square(labels, MAX_EXTENT))
+    np.testing.assert_array_equal(value, labels[::8, ::8])
+    assert (extent >= 1).any() and (extent == MAX_EXTENT).any() and (extent < 0).any()
 
 
 def test_deform_equals_warp_of_the_public_field():
