@@ -245,8 +245,9 @@ def _deform_one(labels, seed, max_disp, ky0, wy, kx0, wx, ncy, ncx, affine, out)
     flat = labels.ravel()
     itemsize = labels.itemsize
     # a width of whole cells: every cell row of the output is `itemsize` uint64 words, and one row of
-    # words (each uniform cell's label repeated) is written to all the rows of a band of cells at once
-    whole_words = w % FIELD_STEP == 0
+    # words (each uniform cell's label repeated) is written to all the rows of a band of cells at once;
+    # a width of whole blocks too: then _uniform_extent has filled `word`
+    whole_words = w % FIELD_STEP == 0 and w % BLOCK == 0
     per_row = w * itemsize // 8
     words = out.ravel().view(np.uint64) if whole_words else np.empty(0, dtype=np.uint64)
     template = np.empty(per_row if whole_words else 0, dtype=np.uint64)
