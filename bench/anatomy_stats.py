@@ -8,7 +8,7 @@ Run from the repository root:
 the whole file when it has none).
 
 Reads CAMUS (apical 2/4-chamber echo, 224 x 224) and ACDC (short-axis MR) from ../shared/data with
-nibabel, renders the same number of procedural maps per view with ``synthgen.engine.anatomy``, runs
+nibabel, renders the same number of procedural maps per view with ``synthgen.sources.anatomy``, runs
 the plausibility gate on both, and writes the comparison table as Markdown (and JSON if asked).
 Statistics are measured identically on real and procedural maps by the functions below.
 """
@@ -22,9 +22,9 @@ from pathlib import Path
 
 import numpy as np
 
-from synthgen.engine.anatomy import render, sample_params
-from synthgen.engine.gate import GateReport, check_batch
 from synthgen.schemas import ACDC, CAMUS
+from synthgen.sources.anatomy import render, sample_params
+from synthgen.sources.gate import GateReport, check_batch
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 ECHO_SHAPE = (224, 224)

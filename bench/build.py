@@ -49,7 +49,7 @@ def _stage_times(args, n: int) -> dict[str, float]:
     import torch
 
     from synthgen.engine import pipeline
-    from synthgen.engine.store import StoreWriter
+    from synthgen.storage.store import StoreWriter
 
     torch.set_num_threads(1)
     config = _config(args, n)

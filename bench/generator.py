@@ -17,6 +17,7 @@ import json
 import os
 import platform
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -25,11 +26,15 @@ import numpy as np
 import onnxruntime as ort
 import torch
 
-from synthgen.engine.backends import OnnxRuntimeGenerator, open_generator
-from synthgen.engine.backends_trt import tensorrt_status
-from synthgen.engine.random_generator import random_checkpoint
+from synthgen.inference.backends import OnnxRuntimeGenerator, open_generator
+from synthgen.inference.tensorrt import tensorrt_status
 from synthgen.schemas import CAMUS
-from synthgen.trainers.spec import default_generator_path
+from synthgen.schemas.generator_spec import default_generator_path
+
+sys.path.insert(
+    0, str(Path(__file__).resolve().parents[1] / "tests")
+)  # the random-checkpoint helper of the tests
+from helpers.checkpoints import random_checkpoint
 
 
 def label_maps(values: tuple[int, ...], n: int, size: int, seed: int = 0) -> np.ndarray:

@@ -22,9 +22,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from synthgen.engine.gate import check
-from synthgen.engine.sources import source_from_config
 from synthgen.schemas import ACDC, CAMUS, LabelSchema
+from synthgen.sources.gate import check
+from synthgen.sources.label_sources import source_from_config
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 SIZE = 224

@@ -23,10 +23,10 @@ from torch.utils.data import DataLoader, Dataset
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from store import make_pairs
 
-from synthgen.engine.loader import LoaderConfig, StoreStream, make_loader
-from synthgen.engine.store import StoreWriter
 from synthgen.schemas import CAMUS
 from synthgen.schemas.store_layout import StoreAttrs, StoreLayout
+from synthgen.storage.loader import LoaderConfig, StoreStream, make_loader
+from synthgen.storage.store import StoreWriter
 
 
 class InMemoryBatches(Dataset):

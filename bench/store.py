@@ -61,9 +61,9 @@ def bench_memmap(images, labels, shard: int, workdir: Path) -> dict[str, float]:
 
 
 def bench_store(images, labels, shard: int, workdir: Path, n_random: int) -> dict[str, float]:
-    from synthgen.engine.store import CODEC_PIPELINE, StoreReader, StoreWriter
     from synthgen.schemas import CAMUS
     from synthgen.schemas.store_layout import StoreAttrs, StoreLayout
+    from synthgen.storage.store import CODEC_PIPELINE, StoreReader, StoreWriter
 
     n, size = len(images), images.shape[-1]
     url = str(workdir / "bench.zarr")

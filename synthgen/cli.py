@@ -61,7 +61,7 @@ def ingest_command(
     source, out, layout, schema, size, shard_size, overwrite, patterns, include, limit
 ) -> None:
     """Ingest a labelled dataset (CAMUS, ACDC, or image/label pairs) in SOURCE into a store at OUT."""
-    from synthgen.engine.ingest import DEFAULT_PATTERNS, IngestConfig, ingest
+    from synthgen.storage.ingest import DEFAULT_PATTERNS, IngestConfig, ingest
 
     config = IngestConfig(
         source=source,
@@ -101,9 +101,9 @@ def ingest_command(
 )
 def inspect_command(store, preview, n, max_shards) -> None:
     """Summarise a synthgen store: samples, shards, shapes, schema, class frequencies, provenance."""
-    from synthgen.engine.preview import write_preview
-    from synthgen.engine.store import StoreReader
-    from synthgen.engine.summary import format_summary, summarize_store
+    from synthgen.storage.preview import write_preview
+    from synthgen.storage.store import StoreReader
+    from synthgen.storage.summary import format_summary, summarize_store
 
     reader = StoreReader(store)
     click.echo(format_summary(summarize_store(reader, max_shards=max_shards)))
@@ -283,7 +283,7 @@ def export_command(checkpoint, fmt, out, fp16, fp16_all_layers, max_batch, opset
     For TensorRT, CHECKPOINT may also be an .onnx written by this command.
     """
     if fmt == "onnx":
-        from synthgen.engine.export import OnnxExportConfig, export_onnx
+        from synthgen.inference.onnx_export import OnnxExportConfig, export_onnx
 
         art = export_onnx(OnnxExportConfig(checkpoint, out=out, opset=opset, tolerance=tolerance))
         click.echo(
@@ -291,7 +291,7 @@ def export_command(checkpoint, fmt, out, fp16, fp16_all_layers, max_batch, opset
             f"{art.max_abs_diff:.2e}; {art.onnx_hash}"
         )
         return
-    from synthgen.engine.backends_trt import TensorRTExportConfig, export_tensorrt
+    from synthgen.inference.tensorrt import TensorRTExportConfig, export_tensorrt
 
     config = TensorRTExportConfig(
         checkpoint, out=out, fp16=fp16, fp32_sensitive=not fp16_all_layers, max_batch=max_batch
@@ -329,7 +329,7 @@ def _seg_train_options(f):
 
 def _seg_train_config(options: dict, **fixed):
     """A SegTrainConfig from the shared options (None = default); sets torch's thread count."""
-    from synthgen.trainers.seg_models import SegModelConfig
+    from synthgen.models.segmenters import SegModelConfig
     from synthgen.trainers.train_seg import SegAugment, SegTrainConfig
 
     model = {k: options.pop(k) for k in ("arch", "width", "depth")}
@@ -391,7 +391,7 @@ def evaluate_seg_command(checkpoint, store, out_dir, split, spacing, limit, thre
     """Score the segmenter CHECKPOINT on STORE: Dice, IoU, Hausdorff, HD95, ASSD per class."""
     import torch
 
-    from synthgen.trainers.evaluate import evaluate_segmentation, seg_table
+    from synthgen.evaluation.segmentation import evaluate_segmentation, seg_table
 
     if threads:
         torch.set_num_threads(threads)
@@ -418,7 +418,7 @@ def evaluate_realism_command(synth, real, segmenter, out_dir, reference_split, t
     """FID/KID, label adherence and memorisation of the synthetic store SYNTH against the real store REAL."""
     import torch
 
-    from synthgen.trainers.evaluate import RealismConfig, evaluate_realism, realism_lines
+    from synthgen.evaluation.realism import RealismConfig, evaluate_realism, realism_lines
 
     if threads:
         torch.set_num_threads(threads)
@@ -444,7 +444,7 @@ def evaluate_realism_command(synth, real, segmenter, out_dir, reference_split, t
 def evaluate_utility_command(real, out_dir, synth, arms, synth_share, progress, **options) -> None:
     """The usefulness table: segmenters trained on real / synthetic / mixed / reduced real data, each
     evaluated on the held-out real test patients of REAL. Re-running continues an interrupted run."""
-    from synthgen.trainers.utility import UtilityConfig, run_utility
+    from synthgen.evaluation.utility import UtilityConfig, run_utility
 
     train = _seg_train_config(options, train="", val="", out_dir="", device=options.get("device") or "cpu")
     chosen = tuple(a.strip() for a in arms.split(",")) if arms else ()
@@ -482,7 +482,7 @@ def train_shape_command(store, out_dir, resume, threads, progress, **options) ->
 
     import torch
 
-    from synthgen.trainers.shape_vae import read_vae_spec
+    from synthgen.models.shape_vae import read_vae_spec
     from synthgen.trainers.train_shape import ShapeTrainConfig, latest_vae_checkpoint, train_shape
 
     model_keys = ("image_size", "latent_dim", "width", "depth")

@@ -8,10 +8,10 @@ import json
 import numpy as np
 import pytest
 
-from synthgen.engine import anatomy
-from synthgen.engine.anatomy_echo import APEX_MIN_Y, sector_mask
-from synthgen.engine.gate import GateReport, check_batch
 from synthgen.errors import ConfigError
+from synthgen.sources import anatomy
+from synthgen.sources.anatomy_echo import APEX_MIN_Y, sector_mask
+from synthgen.sources.gate import GateReport, check_batch
 
 SHAPES = {"echo_a4c": (112, 112), "echo_a2c": (112, 112), "sa_mr": (108, 128), "ct_axial": (96, 96)}
 
@@ -115,10 +115,10 @@ def test_bad_arguments():
 
 @pytest.mark.parametrize("view", ["echo_a4c", "echo_a2c"])
 def test_echo_renderer_equals_the_numpy_reference_pixel_for_pixel(view):
-    import echo_reference as ref
+    import helpers.echo_reference as ref
 
-    from synthgen.engine.anatomy_echo import ECHO_RANGES, EchoParams, _fit_in_sector
-    from synthgen.engine.anatomy_shapes import draw_uniform
+    from synthgen.sources.anatomy_echo import ECHO_RANGES, EchoParams, _fit_in_sector
+    from synthgen.sources.anatomy_shapes import draw_uniform
 
     ranges = ECHO_RANGES[view]
     rng = np.random.default_rng(11)

@@ -5,16 +5,16 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from generator_fixtures import SCHEMA, SIZE, VARIANTS, label_maps, shared_checkpoints, styles
+from helpers.generators import SCHEMA, SIZE, VARIANTS, label_maps, shared_checkpoints, styles
 
-from synthgen.engine import backends
-from synthgen.engine.backends import BACKENDS, open_generator, ort_cuda_available
-from synthgen.engine.backends_trt import tensorrt_status
-from synthgen.engine.export import onehot
 from synthgen.errors import BackendUnavailableError, CheckpointError, ConfigError, LabelValueError
+from synthgen.inference import backends
+from synthgen.inference.backends import BACKENDS, open_generator, ort_cuda_available
+from synthgen.inference.onnx_export import onehot
+from synthgen.inference.tensorrt import tensorrt_status
+from synthgen.models.weights import load_generator
+from synthgen.schemas.generator_spec import read_spec
 from synthgen.schemas.labels import label_lut
-from synthgen.trainers.checkpoint import load_generator
-from synthgen.trainers.spec import read_spec
 
 TRT_OK, TRT_WHY = tensorrt_status()
 needs_trt = pytest.mark.skipif(not TRT_OK, reason=f"TensorRT backend not testable here: {TRT_WHY}")
@@ -59,7 +59,7 @@ def test_style_dim_follows_the_checkpoint(checkpoints):
 
 @pytest.mark.skipif(TRT_OK, reason="TensorRT and a GPU are present, so auto picks TensorRT")
 def test_auto_picks_onnxruntime_on_cpu_and_says_why(checkpoints, caplog):
-    with caplog.at_level("INFO", logger="synthgen.engine.backends"):
+    with caplog.at_level("INFO", logger="synthgen.inference.backends"):
         gen = open_generator(checkpoints["pix2pix"])
     assert (gen.backend, gen.device) == ("onnxruntime", "cpu")
     assert "no TensorRT" in gen.reason and "CPU" in gen.reason

@@ -12,14 +12,14 @@ import numpy as np
 import pytest
 import zarr
 from click.testing import CliRunner
+from helpers.checkpoints import random_checkpoint
 
 from synthgen.cli import cli
 from synthgen.engine.build import RunOptions, build_dataset, plan_build
-from synthgen.engine.export import cached_onnx
-from synthgen.engine.random_generator import random_checkpoint
-from synthgen.engine.store import StoreReader
+from synthgen.inference.onnx_export import cached_onnx
 from synthgen.schemas import ACDC, CAMUS
 from synthgen.schemas.build_config import load_build_config
+from synthgen.storage.store import StoreReader
 
 SIZE = 32
 
@@ -69,7 +69,7 @@ def test_build_writes_a_complete_store(tmp_path, checkpoint):
     assert (reader.read_meta("plausibility") == 0).all()  # every kept map passed the gate
     assert len(np.unique(reader.read_meta("seed"))) == 40
     # outside the ultrasound sector the images are blank
-    from synthgen.engine.postprocess import sector_mask
+    from synthgen.kernels import sector_mask
 
     assert (images[:, ~sector_mask((SIZE, SIZE))] == 0).all()
 

@@ -8,18 +8,20 @@ import shutil
 import numpy as np
 import pytest
 import torch
-from conftest import disc_labels
-from gan_fixtures import make_store, tiny_config
+from helpers.data import disc_labels
+from helpers.gan import make_store, tiny_config
 from safetensors.torch import load_file, save_file
 
 from synthgen.errors import CheckpointError
+from synthgen.inference.backends import open_generator
+from synthgen.models.layers import init_weights, onehot
+from synthgen.models.registry import build_gan, default_model_config
+from synthgen.models.weights import load_generator, save_generator
 from synthgen.schemas import ACDC, CAMUS
-from synthgen.trainers.architectures import build_gan, default_model_config
-from synthgen.trainers.checkpoint import load_generator, save_generator
-from synthgen.trainers.generate import generate
-from synthgen.trainers.layers import init_weights, onehot
-from synthgen.trainers.spec import DataShape, GeneratorSpec, default_generator_path, store_hash
-from synthgen.trainers.train_gan import seeded, train_gan
+from synthgen.schemas.generator_spec import DataShape, GeneratorSpec, default_generator_path, store_hash
+from synthgen.seeding import style_vectors
+from synthgen.trainers.runs import seeded
+from synthgen.trainers.train_gan import train_gan
 from synthgen.trainers.train_state import flatten_optimizer, unflatten_optimizer
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
@@ -163,7 +165,7 @@ def test_optimizer_flatten_round_trip():
 
 
 def test_store_hash_tracks_the_store(tmp_path):
-    from synthgen.engine.store import StoreReader
+    from synthgen.storage.store import StoreReader
 
     a = StoreReader(make_store(tmp_path / "a.zarr", n=8)).attrs
     b = StoreReader(make_store(tmp_path / "b.zarr", n=9)).attrs
@@ -178,14 +180,15 @@ def test_bundled_generator():
     size = sum(f.stat().st_size for f in path.iterdir())
     assert size <= 20 * 2**20
     assert "synthgen train-gan" in (path / "README.md").read_text()
-    model, spec = load_generator(path)
+    _, spec = load_generator(path)
     assert (spec.schema.name, spec.image_size, spec.channels, spec.image_dtype) == ("camus", 128, 1, "uint8")
     assert spec.split == "train"
     labels = np.stack([_camus_like_labels(128, 0.0), _camus_like_labels(128, 0.06)])
-    styles = [0, 1] if spec.style_dim else None
-    images = generate(model, spec, labels, styles)
+    gen = open_generator(path, backend="torch", threads=None)
+    styles = style_vectors(0, [0, 1], spec.style_dim) if spec.style_dim else None
+    images = gen.images(labels, styles)
     assert images.shape == (2, 128, 128) and images.dtype == np.uint8
-    np.testing.assert_array_equal(images[:1], generate(model, spec, labels[:1], styles and styles[:1]))
+    np.testing.assert_array_equal(images[:1], gen.images(labels[:1], None if styles is None else styles[:1]))
     # the image follows the label map: the cavity (1) is darker than its wall (2), the sector is lit
     cavity, wall = images[0][labels[0] == 1].mean(), images[0][labels[0] == 2].mean()
     assert cavity + 15 < wall, (cavity, wall)

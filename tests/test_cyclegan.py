@@ -5,27 +5,21 @@ from __future__ import annotations
 
 import json
 
-import gan_fixtures
+import helpers.gan as gan_fixtures
 import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
-from conftest import disc_labels
-from gan_fixtures import TINY, make_store
+from helpers.data import disc_labels
+from helpers.gan import TINY, make_store
 
 from synthgen.cli import cli
-from synthgen.engine.backends import open_generator
-from synthgen.engine.postprocess import sector_mask
-from synthgen.engine.store import StoreReader
 from synthgen.errors import ConfigError
-from synthgen.schemas import CAMUS
-from synthgen.trainers.architectures import build_gan, default_model_config
-from synthgen.trainers.checkpoint import load_generator
-from synthgen.trainers.config import TrainConfig
-from synthgen.trainers.data import TrainingStream
-from synthgen.trainers.layers import init_weights, onehot
-from synthgen.trainers.models_cycle import anatomy_dice
-from synthgen.trainers.render import (
+from synthgen.inference.backends import open_generator
+from synthgen.kernels import sector_mask
+from synthgen.models.cyclegan import anatomy_dice
+from synthgen.models.layers import init_weights, onehot
+from synthgen.models.pseudo_render import (
     PseudoRenderer,
     RenderConfig,
     RenderParams,
@@ -35,8 +29,15 @@ from synthgen.trainers.render import (
     render,
     sample_render_params,
 )
-from synthgen.trainers.seg_models import SegmenterSpec, SegModelConfig, build_segmenter, save_segmenter
-from synthgen.trainers.train_gan import seeded, train_gan
+from synthgen.models.registry import build_gan, default_model_config
+from synthgen.models.segmenters import SegmenterSpec, SegModelConfig, build_segmenter, save_segmenter
+from synthgen.models.weights import load_generator
+from synthgen.schemas import CAMUS
+from synthgen.storage.store import StoreReader
+from synthgen.trainers.config import TrainConfig
+from synthgen.trainers.data import TrainingStream
+from synthgen.trainers.runs import seeded
+from synthgen.trainers.train_gan import train_gan
 from synthgen.trainers.train_state import STATE_WEIGHTS
 
 CYCLE_LEVELS = (0.3, 0.05, 0.8, 0.1)  # blood pools dark, the wall bright, as in echo
@@ -138,7 +139,7 @@ def test_bad_configs_are_clear_errors(model, match):
 
 
 def test_size_must_divide(store):
-    from synthgen.trainers.spec import DataShape
+    from synthgen.schemas.generator_spec import DataShape
 
     with pytest.raises(ConfigError, match="divisible by 2\\*\\*downsamples = 4"):
         build_gan(default_model_config("cyclegan"), DataShape(4, 1, 18))

@@ -7,17 +7,18 @@ import numpy as np
 import pytest
 import scipy.linalg
 from click.testing import CliRunner
-from seg_fixtures import GREY, TINY_MODEL, make_seg_store, tiny_train_config
+from helpers.seg import GREY, TINY_MODEL, make_seg_store, tiny_train_config
 
 from synthgen.cli import cli
-from synthgen.engine.store import StoreReader
 from synthgen.errors import SchemaError
+from synthgen.evaluation import realism as rl
+from synthgen.evaluation import segmentation as ev
+from synthgen.evaluation.utility import UtilityConfig, patient_splits, prepare_stores, run_utility
+from synthgen.models.segmenters import SegmenterSpec, build_segmenter, init_segmenter, save_segmenter
 from synthgen.schemas import ACDC, CAMUS
-from synthgen.trainers import evaluate as ev
-from synthgen.trainers.seg_models import SegmenterSpec, build_segmenter, init_segmenter, save_segmenter
-from synthgen.trainers.splits import is_test_patient, store_patients
-from synthgen.trainers.train_gan import seeded
-from synthgen.trainers.utility import UtilityConfig, patient_splits, prepare_stores, run_utility
+from synthgen.storage.splits import is_test_patient, store_patients
+from synthgen.storage.store import StoreReader
+from synthgen.trainers.runs import seeded
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
@@ -41,8 +42,8 @@ def test_frechet_distance_matches_scipy_sqrtm_and_is_zero_on_itself():
     mu = a.mean(0) - b.mean(0)
     sa, sb = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
     want = mu @ mu + np.trace(sa + sb - 2 * scipy.linalg.sqrtm(sa @ sb).real)
-    assert ev.frechet_distance(a, b) == pytest.approx(want, rel=1e-8)
-    assert ev.frechet_distance(a, a) == pytest.approx(0.0, abs=1e-8)
+    assert rl.frechet_distance(a, b) == pytest.approx(want, rel=1e-8)
+    assert rl.frechet_distance(a, a) == pytest.approx(0.0, abs=1e-8)
 
 
 def test_kid_mmd_matches_brute_force_and_separates_distributions():
@@ -55,16 +56,16 @@ def test_kid_mmd_matches_brute_force_and_separates_distributions():
     xx = sum(k(x[i], x[j]) for i in range(6) for j in range(6) if i != j) / 30
     yy = sum(k(y[i], y[j]) for i in range(5) for j in range(5) if i != j) / 20
     xy = sum(k(x[i], y[j]) for i in range(6) for j in range(5)) / 30
-    assert ev.mmd2_polynomial(x, y) == pytest.approx(xx + yy - 2 * xy, rel=1e-10)
-    same = ev.kernel_distance(rng.normal(size=(300, 4)), rng.normal(size=(300, 4)), rng, 20, 100)
-    apart = ev.kernel_distance(rng.normal(size=(300, 4)), rng.normal(size=(300, 4)) + 1, rng, 20, 100)
+    assert rl.mmd2_polynomial(x, y) == pytest.approx(xx + yy - 2 * xy, rel=1e-10)
+    same = rl.kernel_distance(rng.normal(size=(300, 4)), rng.normal(size=(300, 4)), rng, 20, 100)
+    apart = rl.kernel_distance(rng.normal(size=(300, 4)), rng.normal(size=(300, 4)) + 1, rng, 20, 100)
     assert abs(same[0]) < 3 * same[1] + 0.01 and apart[0] > 10 * abs(same[0])
 
 
 def test_nearest_neighbours_match_brute_force():
     rng = np.random.default_rng(2)
     q, r = rng.random((7, 10)), rng.random((9, 10))
-    idx, dist = ev.nearest_neighbours(q, r, chunk=3)
+    idx, dist = rl.nearest_neighbours(q, r, chunk=3)
     d = np.sqrt(((q[:, None] - r[None]) ** 2).mean(-1))
     np.testing.assert_array_equal(idx, d.argmin(1))
     np.testing.assert_allclose(dist, d.min(1), rtol=1e-9)
@@ -117,11 +118,11 @@ def test_realism_flags_copies_of_training_images(checkpoint, tmp_path):
     real = make_seg_store(str(tmp_path / "real.zarr"), n=40, patients=PATIENTS)
     reader = StoreReader(real)
     train = np.flatnonzero(~np.isin(store_patients(reader), [10, 20]))
-    from synthgen.trainers.utility import write_subset
+    from synthgen.evaluation.utility import write_subset
 
     copies = write_subset(reader, str(tmp_path / "copies.zarr"), train[:8], {})
-    cfg = ev.RealismConfig(copies, real, checkpoint, str(tmp_path / "out"), kid_subsets=5, kid_subset_size=4)
-    report = ev.evaluate_realism(cfg)
+    cfg = rl.RealismConfig(copies, real, checkpoint, str(tmp_path / "out"), kid_subsets=5, kid_subset_size=4)
+    report = rl.evaluate_realism(cfg)
     memo = report["memorisation"]
     assert memo["synthetic_to_nearest_real"]["p100"] == pytest.approx(0.0, abs=1e-6)
     assert memo["synthetic_closer_than_closest_reference"] == 1.0
@@ -130,7 +131,7 @@ def test_realism_flags_copies_of_training_images(checkpoint, tmp_path):
     assert set(report["label_adherence"]) == set(CAMUS.names)
     for name in ("realism.json", "memorisation.csv", "label_adherence.csv", "closest_pairs.png"):
         assert (tmp_path / "out" / name).is_file()
-    assert any("FID" in line for line in ev.realism_lines(report))
+    assert any("FID" in line for line in rl.realism_lines(report))
 
 
 def test_utility_splits_are_disjoint_nested_and_use_the_shared_test_split(tmp_path):
@@ -168,9 +169,9 @@ def test_utility_table_real_arms_and_resume(tmp_path):
 
 @pytest.mark.slow
 def test_utility_splits_of_real_camus(tmp_path):
-    from conftest import real_data
+    from helpers.data import real_data
 
-    from synthgen.engine.ingest import IngestConfig, ingest
+    from synthgen.storage.ingest import IngestConfig, ingest
 
     url = str(tmp_path / "camus.zarr")
     ingest(IngestConfig(source=str(real_data("camus")), out=url, limit=240))

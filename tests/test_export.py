@@ -10,12 +10,13 @@ import onnxruntime as ort
 import pytest
 import torch
 from click.testing import CliRunner
-from generator_fixtures import VARIANTS, shared_checkpoints
+from helpers.generators import VARIANTS, shared_checkpoints
 
 from synthgen.cli import cli
-from synthgen.engine import export as export_mod
-from synthgen.engine.backends_trt import engine_key, tensorrt_status
-from synthgen.engine.export import (
+from synthgen.errors import CheckpointError, ConfigError, ExportError
+from synthgen.inference import onnx_export as export_mod
+from synthgen.inference.fp16 import node_precisions, sensitive_nodes, to_mixed_precision
+from synthgen.inference.onnx_export import (
     OnnxExportConfig,
     cached_onnx,
     checkpoint_hash,
@@ -25,10 +26,9 @@ from synthgen.engine.export import (
     sample_inputs,
     sidecar_path,
 )
-from synthgen.engine.onnx_fp16 import node_precisions, sensitive_nodes, to_mixed_precision
-from synthgen.errors import CheckpointError, ConfigError, ExportError
-from synthgen.trainers.architectures import ARCHITECTURES
-from synthgen.trainers.checkpoint import load_generator
+from synthgen.inference.tensorrt import engine_key, tensorrt_status
+from synthgen.models.registry import ARCHITECTURES
+from synthgen.models.weights import load_generator
 
 
 @pytest.fixture(scope="module")

@@ -7,12 +7,14 @@ import json
 
 import numpy as np
 import pytest
-from conftest import SHARED_DATA, disc_labels, real_data
+from helpers.data import SHARED_DATA, disc_labels, real_data
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import ndimage
 
-from synthgen.engine.gate import (
+from synthgen.errors import LabelValueError, SchemaError
+from synthgen.schemas import ACDC, CAMUS, MMWHS, LabelClass, LabelSchema, PlausibilityRules
+from synthgen.sources.gate import (
     GateReport,
     GateResult,
     check,
@@ -20,8 +22,6 @@ from synthgen.engine.gate import (
     decode_flags,
     flag_codes,
 )
-from synthgen.errors import LabelValueError, SchemaError
-from synthgen.schemas import ACDC, CAMUS, MMWHS, LabelClass, LabelSchema, PlausibilityRules
 
 CAVITY, WALL, ATRIUM = 1, 2, 3
 

@@ -9,17 +9,16 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 from click.testing import CliRunner
-from conftest import disc_labels, real_data
-from hypothesis import given, settings
-from hypothesis import strategies as st
+from helpers.data import disc_labels, real_data
 from PIL import Image
 
 from synthgen.cli import cli
-from synthgen.engine.ingest import IngestConfig, ingest, resize_image, resize_labels, store_image_dtype
-from synthgen.engine.layouts import detect_layout, discover
-from synthgen.engine.readers import read_volume
-from synthgen.engine.store import StoreReader, store_exists
 from synthgen.errors import ConfigError, InputDataError
+from synthgen.kernels import resize_labels
+from synthgen.storage.ingest import IngestConfig, ingest, store_image_dtype
+from synthgen.storage.layouts import detect_layout, discover
+from synthgen.storage.readers import read_volume
+from synthgen.storage.store import StoreReader, store_exists
 
 H, W = 12, 16  # rows, cols: not square, so a missing or extra transpose shows
 
@@ -294,42 +293,6 @@ def test_config_round_trip_and_validation():
         IngestConfig("a", "b", size=(0, 4))
 
 
-@settings(max_examples=40, deadline=None)
-@given(
-    st.integers(1, 20),
-    st.integers(1, 20),
-    st.integers(1, 40),
-    st.integers(1, 40),
-    st.integers(0, 2**32 - 1),
-)
-def test_resize_labels_only_takes_existing_values(h, w, oh, ow, seed):
-    labels = np.random.default_rng(seed).choice(np.array([0, 2, 5], np.uint8), (h, w))
-    out = resize_labels(labels, (oh, ow))
-    assert out.shape == (oh, ow) and out.dtype == np.uint8
-    assert set(np.unique(out)) <= set(np.unique(labels))
-
-
-def test_resize_identity_and_alignment():
-    image, labels = _pair(3)
-    np.testing.assert_array_equal(resize_labels(labels, labels.shape), labels)
-    np.testing.assert_array_equal(resize_image(image, image.shape), image)
-    block = np.zeros((10, 10), np.uint8)
-    block[2:6, 4:8] = 1
-    up_l = resize_labels(block, (30, 30))
-    ys, xs = np.nonzero(up_l)
-    assert (ys.min(), ys.max(), xs.min(), xs.max()) == (6, 17, 12, 23)
-    stripe = np.zeros((10, 10), np.uint8)
-    stripe[2:6] = 1
-    up_i = resize_image(stripe * np.uint8(200), (30, 30))  # image and label edges fall on the same rows
-    assert up_i.dtype == np.uint8
-    inside = resize_labels(stripe, (30, 30)) == 1
-    assert (up_i[inside] >= 100).all() and (up_i[~inside] <= 100).all()
-    ramp = np.tile(np.linspace(0, 1, 64, dtype=np.float32), (4, 1))
-    down = resize_image(ramp, (4, 16))
-    assert down.dtype == np.float32 and np.all(np.diff(down[0]) > 0)
-    assert resize_image(np.zeros((3, 8, 8), np.uint16), (4, 4)).shape == (3, 4, 4)
-
-
 def test_store_image_dtypes():
     assert [store_image_dtype(d) for d in ("uint8", "uint16", "float16", "int16", "float64", "bool")] == [
         "uint8",
@@ -402,7 +365,7 @@ def _write_format(path: Path, volume: np.ndarray, fmt: str) -> Path:
 
 @pytest.mark.parametrize("fmt", ["nii", "nii.gz", "nifti2", "scaled", "mhd", "tiff", "npy"])
 def test_readers_agree_on_array_order(tmp_path, fmt):
-    from synthgen.engine.readers import probe
+    from synthgen.storage.readers import probe
 
     volume = np.random.default_rng(1).integers(0, 200, (3, 5, 7)).astype(np.uint8)
     target = _write_format(tmp_path / "v", volume, fmt)

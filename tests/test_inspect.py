@@ -4,16 +4,16 @@ import numpy as np
 import pytest
 import zarr
 from click.testing import CliRunner
-from conftest import disc_labels
+from helpers.data import disc_labels
 from PIL import Image
 
 from synthgen.cli import cli
-from synthgen.engine.preview import boundaries, overlay, preview_indices, render_sheet, to_display
-from synthgen.engine.store import StoreReader, StoreWriter
-from synthgen.engine.summary import format_summary, summarize_store
 from synthgen.errors import InputDataError
 from synthgen.schemas import CAMUS
 from synthgen.schemas.store_layout import Intensity, MetaField, StoreAttrs, StoreLayout
+from synthgen.storage.preview import boundaries, overlay, preview_indices, render_sheet, to_display
+from synthgen.storage.store import StoreReader, StoreWriter
+from synthgen.storage.summary import format_summary, summarize_store
 
 
 def make_store(url, n=10, shard=4, complete=None, dtype="uint8", labels=None):

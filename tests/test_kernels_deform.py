@@ -5,11 +5,11 @@ from __future__ import annotations
 import numba
 import numpy as np
 import pytest
-from conftest import disc_labels
+from helpers.data import disc_labels
+from helpers.kernel_harness import check_kernel
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
-from kernel_harness import check_kernel
 
 from synthgen.errors import ConfigError, KernelInputError
 from synthgen.kernels import AffineParams, deform_labels, deformation_field, warp_labels

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import disc_labels
+from helpers.data import disc_labels
+from helpers.kernel_harness import check_kernel
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
-from kernel_harness import check_kernel
 
 from synthgen.errors import ConfigError, LabelValueError
 from synthgen.kernels import dilate_class, erode_class

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import disc_labels
+from helpers.data import disc_labels
 from hypothesis import given, settings
 from hypothesis.extra import numpy as hnp
 

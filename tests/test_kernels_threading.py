@@ -12,7 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
-from conftest import disc_labels
+from helpers.data import disc_labels
 
 from synthgen.kernels import connected_components, deform_labels, dilate_class, threading_layer, warm_up
 from synthgen.kernels._threading import usable_cpus

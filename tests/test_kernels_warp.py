@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import disc_labels
-from kernel_harness import check_kernel
+from helpers.data import disc_labels
+from helpers.kernel_harness import check_kernel
 
 from synthgen.errors import KernelInputError
 from synthgen.kernels import AffineParams, deformation_field, warp_image, warp_labels

@@ -2,11 +2,11 @@ import numpy as np
 import pytest
 import torch
 
-from synthgen.engine.loader import LoaderConfig, StoreMix, StoreStream, make_loader, parse_mix
-from synthgen.engine.store import StoreWriter
 from synthgen.errors import ConfigError, SchemaError
 from synthgen.schemas import ACDC, CAMUS, LabelClass, LabelSchema
 from synthgen.schemas.store_layout import Intensity, MetaField, StoreAttrs, StoreLayout
+from synthgen.storage.loader import LoaderConfig, StoreMix, StoreStream, make_loader, parse_mix
+from synthgen.storage.store import StoreWriter
 
 
 def make_store(url, n=50, shard=16, schema=CAMUS, value=None, dtype="uint8", complete=None):

@@ -6,15 +6,15 @@ import numpy as np
 import pytest
 
 from synthgen.errors import KernelInputError
-from synthgen.trainers.metrics import (
+from synthgen.evaluation.metrics import (
     METRICS,
-    batch_dice,
     class_metrics,
     dice_iou,
     mask_metrics,
     summarize,
     surface,
 )
+from synthgen.kernels import batch_dice
 
 
 def brute_surface(mask: np.ndarray) -> np.ndarray:

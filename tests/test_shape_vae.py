@@ -10,29 +10,34 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
-from conftest import disc_labels
+from helpers.data import disc_labels
 
 from synthgen.cli import cli
-from synthgen.engine.gate import decode_flags
-from synthgen.engine.sources import VaeSource, VaeSourceConfig, source_config_from_dict, source_from_config
-from synthgen.engine.store import StoreReader, StoreWriter
 from synthgen.errors import CheckpointError, ConfigError
-from synthgen.schemas import CAMUS
-from synthgen.schemas.store_layout import Intensity, MetaField, StoreAttrs, StoreLayout
-from synthgen.trainers.data import TrainingStream
-from synthgen.trainers.layers import onehot
-from synthgen.trainers.shape_vae import (
+from synthgen.models.layers import onehot
+from synthgen.models.shape_vae import (
     SPEC_JSON,
     ShapeVae,
     ShapeVaeConfig,
     fit_prior,
-    gate_samples,
     init_vae,
     load_vae,
     sample_labels,
     vae_loss,
 )
-from synthgen.trainers.train_gan import seeded
+from synthgen.schemas import CAMUS
+from synthgen.schemas.store_layout import Intensity, MetaField, StoreAttrs, StoreLayout
+from synthgen.sources.gate import decode_flags
+from synthgen.sources.label_sources import (
+    VaeSource,
+    VaeSourceConfig,
+    gate_samples,
+    source_config_from_dict,
+    source_from_config,
+)
+from synthgen.storage.store import StoreReader, StoreWriter
+from synthgen.trainers.data import TrainingStream
+from synthgen.trainers.runs import seeded
 from synthgen.trainers.train_shape import ShapeTrainConfig, kl_at, train_shape
 from synthgen.trainers.train_state import STATE_WEIGHTS
 
@@ -205,7 +210,7 @@ def test_samples_go_through_the_gate_with_counted_reasons(trained):
     assert report.checked == 64 and report.passed == int(passed.sum())
     assert np.isin(labels, CAMUS.values).mean() > 0.1  # maps with anatomy, not background only
     np.testing.assert_array_equal(labels, sample_labels(model, spec.schema, 64, seeded(1, 0)))
-    from synthgen.engine.gate import check_batch
+    from synthgen.sources.gate import check_batch
 
     _, flags = check_batch(labels, CAMUS)
     counted = {}

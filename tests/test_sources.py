@@ -7,22 +7,22 @@ import pickle
 
 import numpy as np
 import pytest
-from conftest import disc_labels, real_data
+from helpers.data import disc_labels, real_data
 
-from synthgen.engine.gate import GateReport, check_batch
-from synthgen.engine.sources import (
+from synthgen.errors import ConfigError, LabelValueError
+from synthgen.kernels import resize_labels
+from synthgen.schemas import ACDC, CAMUS
+from synthgen.schemas.store_layout import Intensity, StoreAttrs, StoreLayout
+from synthgen.sources.gate import GateReport, check_batch
+from synthgen.sources.label_sources import (
     ProceduralSourceConfig,
     StoreSourceConfig,
     VolumeSource,
     VolumeSourceConfig,
-    resize_nearest,
     source_config_from_dict,
     source_from_config,
 )
-from synthgen.engine.store import StoreWriter
-from synthgen.errors import ConfigError, LabelValueError
-from synthgen.schemas import ACDC, CAMUS
-from synthgen.schemas.store_layout import Intensity, StoreAttrs, StoreLayout
+from synthgen.storage.store import StoreWriter
 
 
 @pytest.mark.parametrize(
@@ -102,16 +102,10 @@ def test_store_source_resizes_and_pickles_without_its_cache(label_store, tmp_pat
     source = source_from_config({"kind": "store", "url": label_store}, (64, 48))
     labels, index, params = source.draw(np.random.default_rng(0))
     assert labels.shape == (64, 48) and params.shape == (0,)
-    np.testing.assert_array_equal(labels, resize_nearest(stored[index], (64, 48)))
+    np.testing.assert_array_equal(labels, resize_labels(stored[index], (64, 48)))
     clone = pickle.loads(pickle.dumps(source))
     assert getattr(clone, "_cache", None) is None
     np.testing.assert_array_equal(clone.draw(np.random.default_rng(0))[0], labels)
-
-
-def test_resize_nearest_repeats_pixels():
-    x = np.arange(6, dtype=np.uint8).reshape(2, 3)
-    np.testing.assert_array_equal(resize_nearest(x, (4, 6)), np.kron(x, np.ones((2, 2), np.uint8)))
-    assert resize_nearest(x, (2, 3)) is x
 
 
 def _acdc_volume() -> np.ndarray:

@@ -7,7 +7,6 @@ import zarr
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from synthgen.engine.store import StoreReader, StoreWriter, store_exists
 from synthgen.errors import (
     ConfigError,
     IncompleteShardError,
@@ -18,6 +17,7 @@ from synthgen.errors import (
 )
 from synthgen.schemas import CAMUS
 from synthgen.schemas.store_layout import ATTR_KEY, Intensity, MetaField, StoreAttrs, StoreLayout
+from synthgen.storage.store import StoreReader, StoreWriter, store_exists
 
 META = (MetaField("seed", "uint64"), MetaField("params", "float32", (3,)))
 

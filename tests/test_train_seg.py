@@ -6,17 +6,17 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
-from seg_fixtures import TINY_MODEL, make_seg_store, tiny_train_config
+from helpers.seg import TINY_MODEL, make_seg_store, tiny_train_config
 
 from synthgen.cli import cli
 from synthgen.errors import CheckpointError, ConfigError, SchemaError
-from synthgen.schemas import ACDC, CAMUS
-from synthgen.trainers.seg_models import (
+from synthgen.models.segmenters import (
     SegmenterSpec,
     SegModelConfig,
     build_segmenter,
     load_segmenter,
 )
+from synthgen.schemas import ACDC, CAMUS
 from synthgen.trainers.train_seg import (
     SegAugment,
     SegTrainConfig,

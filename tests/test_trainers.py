@@ -7,22 +7,25 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import disc_labels
-from gan_fixtures import TINY, make_store, tiny_config
+from helpers.data import disc_labels
+from helpers.gan import TINY, make_store, tiny_config
 
-from synthgen.engine.store import StoreWriter
 from synthgen.errors import CheckpointError, ConfigError, LabelValueError, StoreError, StoreFormatError
+from synthgen.inference.backends import open_generator
+from synthgen.kernels import from_unit, to_unit
+from synthgen.models.layers import init_weights
+from synthgen.models.registry import build_gan, default_model_config
+from synthgen.models.weights import load_weights, read_tensors
 from synthgen.schemas import CAMUS
+from synthgen.schemas.generator_spec import DataShape
 from synthgen.schemas.store_layout import Intensity, StoreAttrs, StoreLayout
-from synthgen.trainers.architectures import build_gan, default_model_config
-from synthgen.trainers.checkpoint import load_generator, load_weights, read_tensors
+from synthgen.seeding import style_vectors
+from synthgen.storage.splits import camus_test_patients, is_test_patient, patient_number, split_indices
+from synthgen.storage.store import StoreWriter
 from synthgen.trainers.config import TrainConfig, lr_at, merge_config
-from synthgen.trainers.data import TrainingStream, from_unit, load_training_pairs, random_affine, to_unit
-from synthgen.trainers.generate import generate, style_vectors
-from synthgen.trainers.layers import init_weights
-from synthgen.trainers.spec import DataShape
-from synthgen.trainers.splits import camus_test_patients, is_test_patient, patient_number, split_indices
-from synthgen.trainers.train_gan import seeded, train_gan
+from synthgen.trainers.data import TrainingStream, load_training_pairs, random_affine
+from synthgen.trainers.runs import seeded
+from synthgen.trainers.train_gan import train_gan
 from synthgen.trainers.train_state import STATE_WEIGHTS
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
@@ -95,7 +98,7 @@ def test_intensity_round_trip(dtype):
 
 def test_load_training_pairs_resizes_and_splits(tmp_path):
     store = make_store(tmp_path / "s.zarr", n=24, size=32, dtype="uint16")
-    from synthgen.engine.store import StoreReader
+    from synthgen.storage.store import StoreReader
 
     reader = StoreReader(store)
     data = load_training_pairs(reader, 16, "train")
@@ -107,7 +110,7 @@ def test_load_training_pairs_resizes_and_splits(tmp_path):
 
 
 def test_training_stream_epochs_split_and_resume_at_any_step(tmp_path):
-    from synthgen.engine.store import StoreReader
+    from synthgen.storage.store import StoreReader
 
     reader = StoreReader(make_store(tmp_path / "s.zarr", n=24, size=32, dtype="uint16"))
     data = TrainingStream(reader, 16, "train", batch_size=5, seed=3)
@@ -131,7 +134,7 @@ def test_training_stream_epochs_split_and_resume_at_any_step(tmp_path):
 
 
 def test_split_needs_patients(tmp_path):
-    from synthgen.engine.store import StoreReader
+    from synthgen.storage.store import StoreReader
 
     layout = StoreLayout(4, (8, 8))
     writer = StoreWriter.create(str(tmp_path / "s.zarr"), StoreAttrs(layout, CAMUS))
@@ -150,7 +153,7 @@ def test_patient_split_rule():
 
 
 def test_augment_keeps_labels_one_hot(store):
-    from synthgen.engine.store import StoreReader
+    from synthgen.storage.store import StoreReader
 
     data = TrainingStream(StoreReader(store), 16, "all", 6, seed=0)
     batch = random_affine(next(data.batches()), seeded(0, 2), strength=3.0)
@@ -161,7 +164,7 @@ def test_augment_keeps_labels_one_hot(store):
 # -- training -----------------------------------------------------------------------------------
 @pytest.mark.parametrize(("arch", "key"), [("pix2pix", "g_l1"), ("spade", "g_l1")])
 def test_losses_go_down_on_a_fixed_batch(arch, key, store):
-    from synthgen.engine.store import StoreReader
+    from synthgen.storage.store import StoreReader
 
     data = TrainingStream(StoreReader(store), 16, "all", 8, seed=0)
     model = build_gan(default_model_config(arch, **TINY[arch] | {"lambda_l1": 10.0}), data.shape)
@@ -230,24 +233,25 @@ def test_resume_guards(store, tmp_path):
 def test_generate_styles_and_dtype(tmp_path):
     store = make_store(tmp_path / "s.zarr", dtype="uint16")
     result = train_gan(tiny_config(store, tmp_path / "run", "spade", steps=2), progress=False)
-    model, spec = load_generator(result.checkpoint)
+    gen = open_generator(result.checkpoint, backend="torch", threads=None)
+    dim = gen.style_dim
     labels = disc_labels(3, 16, 16)
-    a = generate(model, spec, labels, [1, 2, 3])
+    a = gen.images(labels, style_vectors(0, [1, 2, 3], dim))
     assert a.shape == (3, 16, 16) and a.dtype == np.uint16
-    np.testing.assert_array_equal(a, generate(model, spec, labels, [1, 2, 3]))
-    np.testing.assert_array_equal(a[1:], generate(model, spec, labels[1:], [2, 3]))  # per-sample seeds
-    b = generate(model, spec, labels, [4, 5, 6])
+    np.testing.assert_array_equal(a, gen.images(labels, style_vectors(0, [1, 2, 3], dim)))
+    np.testing.assert_array_equal(a[1:], gen.images(labels[1:], style_vectors(0, [2, 3], dim)))  # per sample
+    b = gen.images(labels, style_vectors(0, [4, 5, 6], dim))
     assert np.abs(a.astype(float) - b).mean() > 10  # different styles, different images
-    z = style_vectors([1, 2, 3], spec.style_dim).numpy()
-    np.testing.assert_array_equal(a, generate(model, spec, labels, z))
+    z = style_vectors(0, [1, 2, 3], dim)
+    np.testing.assert_array_equal(a, gen.images(labels, z))
     with pytest.raises(ConfigError, match="Expected styles"):
-        generate(model, spec, labels)
+        gen.images(labels)
     with pytest.raises(CheckpointError, match="Expected label maps of 16 x 16"):
-        generate(model, spec, disc_labels(1, 32, 32), [1])
+        gen.images(disc_labels(1, 32, 32), style_vectors(0, [1], dim))
     bad = labels.copy()
     bad[0, 0, 0] = 7
     with pytest.raises(LabelValueError, match="Label value 7"):
-        generate(model, spec, bad, [1, 2, 3])
+        gen.images(bad, style_vectors(0, [1, 2, 3], dim))
 
 
 @pytest.mark.gpu
@@ -258,8 +262,10 @@ def test_mixed_precision_on_gpu(arch, store, tmp_path):
     assert all(np.isfinite(v) for v in result.losses.values())
     scaler = json.loads((result.checkpoint / "train_state.json").read_text())["scaler"]
     assert scaler["scale"] > 0  # the grad scaler was in use
-    model, spec = load_generator(result.checkpoint, device="cuda")
-    images = generate(model, spec, disc_labels(2, 16, 16), [1, 2] if spec.style_dim else None)
+    gen = open_generator(result.checkpoint, backend="torch", threads=None)  # on the GPU where there is one
+    images = gen.images(
+        disc_labels(2, 16, 16), style_vectors(0, [1, 2], gen.style_dim) if gen.style_dim else None
+    )
     assert images.shape == (2, 16, 16)
 
 
@@ -289,7 +295,6 @@ def test_style_encoder_carries_the_image_style(tmp_path):
     # 400 steps: at 200 the brightness was learnt for some seeds only (r 0.52 to 0.97)
     cfg = cfg.replace(steps=400, batch_size=8, lr_g=1e-3, lr_d=1e-3, sample_every=1000, checkpoint_every=1000)
     ckpt = train_gan(cfg, progress=False).checkpoint
-    generator, spec = load_generator(ckpt)
     gan = build_gan(cfg.model, DataShape(CAMUS.num_classes, 1, size))
     nets = {
         k.removeprefix("nets."): v
@@ -301,14 +306,16 @@ def test_style_encoder_carries_the_image_style(tmp_path):
     with torch.no_grad():
         encoded, _ = gan.encoder(x)
     brightness = images.mean(axis=(1, 2))
-    rebuilt = generate(generator, spec, labels, encoded.numpy()).mean(axis=(1, 2))
+    gen = open_generator(ckpt, backend="torch", threads=None)
+    rebuilt = gen.images(labels, encoded.numpy()).mean(axis=(1, 2))
     assert np.corrcoef(rebuilt, brightness)[0, 1] > 0.9
-    sampled = generate(generator, spec, np.repeat(labels[:1], 16, axis=0), np.arange(16)).mean(axis=(1, 2))
+    sampled = gen.images(np.repeat(labels[:1], 16, axis=0), style_vectors(0, np.arange(16), gen.style_dim))
+    sampled = sampled.mean(axis=(1, 2))
     assert sampled.std() > 0.15 * brightness.std(), (sampled.std(), brightness.std())
 
 
 def test_realism_measures(store, tmp_path):
-    from synthgen.trainers.realism import compare_with_real, psnr, ssim, wasserstein_1d
+    from synthgen.evaluation.realism import compare_with_real, psnr, ssim, wasserstein_1d
 
     rng = np.random.default_rng(0)
     a = rng.integers(0, 256, (32, 32)).astype(np.uint8)
@@ -320,8 +327,7 @@ def test_realism_measures(store, tmp_path):
     assert psnr(a, a.astype(float) + 5, 255) == pytest.approx(20 * np.log10(255 / 5))
     assert wasserstein_1d(a, a.astype(float) + 5) == pytest.approx(5.0)
     result = train_gan(tiny_config(store, tmp_path / "run", "pix2pix", steps=2), progress=False)
-    model, spec = load_generator(result.checkpoint)
-    report = compare_with_real(model, spec, store, split="all", grid=tmp_path / "grid.png", grid_rows=3)
+    report = compare_with_real(result.checkpoint, store, split="all", grid=tmp_path / "grid.png", grid_rows=3)
     assert report.n == 12 and -1 <= report.ssim_mean <= 1 and report.psnr_mean > 0
     from PIL import Image
 

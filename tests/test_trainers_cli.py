@@ -6,7 +6,7 @@ import json
 
 import pytest
 from click.testing import CliRunner
-from gan_fixtures import make_store
+from helpers.gan import make_store
 
 from synthgen.cli import cli
 

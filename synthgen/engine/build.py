@@ -21,9 +21,9 @@ import numpy as np
 
 from synthgen.engine import pipeline
 from synthgen.engine.schedule import parse_scheduler, run_shards
-from synthgen.engine.store import StoreReader, StoreWriter, is_local, store_exists
 from synthgen.errors import ConfigError, StoreError, StoreFormatError
 from synthgen.schemas.build_config import BuildConfig
+from synthgen.storage.store import StoreReader, StoreWriter, is_local, store_exists
 
 
 @dataclass(frozen=True)

@@ -21,14 +21,14 @@ from typing import Any
 
 import numpy as np
 
-from synthgen.engine.gate import GateReport, check_batch
 from synthgen.engine.postprocess import postprocess
-from synthgen.engine.store import StoreWriter
 from synthgen.errors import CheckpointError, ConfigError, ExportError
 from synthgen.schemas.build_config import BUNDLED, BuildConfig
 from synthgen.schemas.store_layout import Intensity, MetaField, StoreAttrs, StoreLayout
+from synthgen.seeding import sample_rng, style_vectors
+from synthgen.sources.gate import GateReport, check_batch
+from synthgen.storage.store import StoreWriter
 
-STYLE = 0x57_7E  # the third SeedSequence word of a sample's style stream
 AFFINE_FIELDS = ("rotation", "scale_y", "scale_x", "shear", "translate_y", "translate_x")
 
 _WORKER: dict[Any, Any] = {}  # per-process cache: label sources and compiled generators
@@ -39,7 +39,7 @@ _SOURCE_LOCK, _GENERATOR_LOCK = threading.Lock(), threading.Lock()
 
 def bundled_generator() -> Path:
     """The generator shipped with synthgen (pix2pix trained on CAMUS, 128 x 128)."""
-    from synthgen.trainers.spec import default_generator_path
+    from synthgen.schemas.generator_spec import default_generator_path
 
     path = default_generator_path()
     if not (path / "generator.json").is_file():
@@ -53,7 +53,7 @@ def generator_path(config: BuildConfig) -> Path:
 
 def generator_spec(config: BuildConfig):
     """The checkpoint's spec (schema, size, channels, intensity), read without loading weights."""
-    from synthgen.trainers.spec import read_spec
+    from synthgen.schemas.generator_spec import read_spec
 
     return read_spec(generator_path(config))
 
@@ -63,7 +63,7 @@ def prepare_workers(config: BuildConfig) -> None:
     the Numba kernel cache (concurrent cache builds have crashed Numba, numba #4807) and the ONNX export."""
     label_source(config)  # warms the kernels and the source's renderer
     if config.backend in ("auto", "onnxruntime") and generator_path(config).is_dir():
-        from synthgen.engine.export import cached_onnx
+        from synthgen.inference.onnx_export import cached_onnx
 
         with contextlib.suppress(
             ExportError
@@ -78,7 +78,7 @@ def label_source(config: BuildConfig):
 
 
 def _cached_source(key, config: BuildConfig):
-    from synthgen.engine.sources import source_from_config
+    from synthgen.sources.label_sources import source_from_config
 
     if key not in _WORKER:
         if "kernels_warm" not in _WORKER:  # compile or load every Numba kernel once per process
@@ -92,7 +92,7 @@ def _cached_source(key, config: BuildConfig):
 
 
 def generator(config: BuildConfig):
-    from synthgen.engine.backends import open_generator
+    from synthgen.inference.backends import open_generator
 
     key = ("generator", str(generator_path(config)), config.backend, config.batch_size)
     with _GENERATOR_LOCK:
@@ -126,7 +126,7 @@ def store_layout(config: BuildConfig, params_size: int | None = None, style_dim:
 
 def store_attrs(config: BuildConfig) -> StoreAttrs:
     """The attributes of a new build store; checks the generator against the label source first."""
-    from synthgen.engine.export import checkpoint_hash
+    from synthgen.inference.onnx_export import checkpoint_hash
 
     spec = generator_spec(config)
     source = label_source(config)
@@ -187,7 +187,7 @@ def draw_labels(config: BuildConfig, indices: np.ndarray) -> dict[str, np.ndarra
         drawn = np.zeros((len(pending), h, w), np.uint8)
         affines: list[AffineParams] = []
         for row, j in enumerate(pending):
-            rng = np.random.default_rng(np.random.SeedSequence([config.seed, int(indices[j]), attempt]))
+            rng = sample_rng(config.seed, int(indices[j]), attempt)
             drawn[row], out["source_index"][j], out["source_params"][j] = source.draw(rng)
             out["seed"][j] = rng.integers(0, 2**63, dtype=np.uint64)
             affines.append(sample_affine_params(rng, ranges) if config.deform.enabled else AffineParams())
@@ -218,14 +218,7 @@ def draw_styles(config: BuildConfig, indices: np.ndarray, style_dim: int) -> np.
     """(N, style_dim) float32 standard normal style vectors, one stream per sample; None without styles."""
     if not style_dim:
         return None
-    return np.stack(
-        [
-            np.random.default_rng(np.random.SeedSequence([config.seed, int(i), STYLE]))
-            .standard_normal(style_dim)
-            .astype(np.float32)
-            for i in indices
-        ]
-    )
+    return style_vectors(config.seed, indices, style_dim)
 
 
 def generate_images(

@@ -1,5 +1,6 @@
 """Numba kernels on NumPy arrays: displacement fields, warps, class-aware morphology, components,
-class statistics.
+class statistics; and the small NumPy functions every layer shares on arrays: the one label resize
+and the one image resize, intensity conversion, the echo sector.
 
 Pure functions: explicit parameters in, new arrays out (or ``out=``), inputs never mutated. Every
 kernel takes one map (H, W) or a batch (N, H, W), which runs in parallel over samples on the TBB
@@ -11,8 +12,11 @@ from synthgen.kernels.affine import AffineParams, AffineRanges, affine_field, sa
 from synthgen.kernels.components import connected_components, count_components, fill_holes, largest_component
 from synthgen.kernels.deform import deform_labels
 from synthgen.kernels.fields import FIELD_STEP, deformation_field, elastic_field
+from synthgen.kernels.intensity import from_unit, to_unit
 from synthgen.kernels.morphology import dilate_class, erode_class
-from synthgen.kernels.stats import class_stats
+from synthgen.kernels.resize import resize_images, resize_labels
+from synthgen.kernels.sector import sector_mask
+from synthgen.kernels.stats import batch_dice, class_stats
 from synthgen.kernels.warmup import warm_up
 from synthgen.kernels.warp import warp_image, warp_labels
 
@@ -21,6 +25,7 @@ __all__ = [
     "AffineParams",
     "AffineRanges",
     "affine_field",
+    "batch_dice",
     "class_stats",
     "connected_components",
     "count_components",
@@ -30,9 +35,14 @@ __all__ = [
     "elastic_field",
     "erode_class",
     "fill_holes",
+    "from_unit",
     "largest_component",
+    "resize_images",
+    "resize_labels",
     "sample_affine_params",
+    "sector_mask",
     "threading_layer",
+    "to_unit",
     "warm_up",
     "warp_image",
     "warp_labels",

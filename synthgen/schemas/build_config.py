@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from synthgen.errors import ConfigError
-from synthgen.schemas._parse import (
+from synthgen.schemas.parse import (
     parse_float,
     parse_int,
     parse_mapping,

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from synthgen.errors import ConfigError, LabelValueError, SchemaError
-from synthgen.schemas._parse import (
+from synthgen.schemas.parse import (
     parse_float,
     parse_int,
     parse_mapping,

@@ -1,7 +1,7 @@
 """The layout of a synthgen Zarr store: what arrays it holds, their shapes, and its root attributes.
 
 This module is the contract that readers outside synthgen rely on (see the README). It holds no I/O:
-:mod:`synthgen.engine.store` reads and writes stores that follow it.
+:mod:`synthgen.storage.store` reads and writes stores that follow it.
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ from typing import Any
 import numpy as np
 
 from synthgen.errors import ConfigError, StoreFormatError
-from synthgen.schemas._parse import parse_int, parse_mapping, parse_str, reject_unknown_keys
 from synthgen.schemas.labels import LabelSchema
+from synthgen.schemas.parse import parse_int, parse_mapping, parse_str, reject_unknown_keys
 
 FORMAT_VERSION = 1
 ATTR_KEY = "synthgen"

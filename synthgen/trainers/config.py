@@ -1,8 +1,8 @@
-"""The training configuration (one frozen dataclass, JSON round trip) and the field parser that the
-architecture configs share.
+"""The GAN training configuration: one frozen dataclass, JSON round trip, and the merge of a base
+config with command-line values.
 
 Architecture arguments live in the architecture's own config (``SpadeConfig``, ``Pix2PixConfig``),
-nested under ``model`` with its ``arch`` name; :func:`synthgen.trainers.architectures.model_config_from_dict`
+nested under ``model`` with its ``arch`` name; :func:`synthgen.models.registry.model_config_from_dict`
 resolves it. What the data dictates (label count, channels, dtype, intensity) is not configurable:
 it is read from the training store.
 """
@@ -12,44 +12,13 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any
 
 from synthgen.errors import ConfigError
-from synthgen.schemas._parse import parse_float, parse_int, parse_mapping, parse_str, reject_unknown_keys
+from synthgen.schemas.parse import check_range, fields_from_dict, parse_int, parse_mapping, parse_str
 
-T = TypeVar("T")
 SPLITS = ("all", "train", "test")
 DEVICES = ("auto", "cpu", "cuda")
-
-
-def parse_bool(value: Any, what: str) -> bool:
-    if not isinstance(value, bool):
-        raise ConfigError(f"Expected {what} to be true or false. Got {value!r} instead.")
-    return value
-
-
-_PARSERS = {"int": parse_int, "float": parse_float, "str": parse_str, "bool": parse_bool}
-
-
-def fields_from_dict(cls: type[T], data: Any, what: str, skip: tuple[str, ...] = ()) -> dict[str, Any]:
-    """Parse the scalar fields of dataclass ``cls`` from ``data``: unknown keys and wrong types are errors.
-
-    Missing keys keep the dataclass default. Range checks belong in ``cls.__post_init__``.
-    """
-    data = parse_mapping(data, what)
-    names = {f.name: f for f in dataclasses.fields(cls) if f.name not in skip}  # type: ignore[arg-type]
-    reject_unknown_keys(data, set(names) | set(skip), what)
-    out = {}
-    for name, f in names.items():
-        if name in data:
-            out[name] = _PARSERS[str(f.type)](data[name], f"'{name}' in {what}")
-    return out
-
-
-def check_range(value: float, what: str, lo: float | None = None, hi: float | None = None) -> None:
-    if (lo is not None and value < lo) or (hi is not None and value > hi):
-        bounds = f"in [{lo}, {hi}]" if hi is not None else f">= {lo}"
-        raise ConfigError(f"Expected {what} {bounds}. Got {value} instead.")
 
 
 @dataclass(frozen=True)
@@ -68,7 +37,7 @@ class TrainConfig:
     beta2: float = 0.999
     lr_decay_steps: int = 0  # linear decay to 0 over the last lr_decay_steps steps
     seed: int = 0
-    split: str = "all"  # "train": leave out the held-out patients (see synthgen.trainers.splits)
+    split: str = "all"  # "train": leave out the held-out patients (see synthgen.storage.splits)
     augment: bool = False  # small random affine warps, same for image and labels
     log_every: int = 10
     sample_every: int = 200
@@ -105,7 +74,7 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> TrainConfig:
-        from synthgen.trainers.architectures import model_config_from_dict
+        from synthgen.models.registry import model_config_from_dict
 
         data = parse_mapping(data, "a training config")
         if "model" not in data:

@@ -1,6 +1,6 @@
 """Training pairs for the GAN trainers: read from a store, normalised, resized, batched, augmented.
 
-:class:`TrainingStream` streams the pairs of a split through :class:`~synthgen.engine.loader.StoreStream`
+:class:`TrainingStream` streams the pairs of a split through :class:`~synthgen.storage.loader.StoreStream`
 (shuffled epochs, nothing held in memory) and resumes at any step without reading what came before.
 :func:`load_training_pairs` holds a whole split in memory, for evaluation (every pair, in order).
 
@@ -19,15 +19,15 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from synthgen.engine.loader import LoaderConfig, StoreStream
-from synthgen.engine.store import StoreReader
 from synthgen.errors import StoreError
+from synthgen.kernels import resize_images, resize_labels, to_unit
+from synthgen.models.gan import Batch
+from synthgen.models.layers import onehot
+from synthgen.schemas.generator_spec import DataShape
 from synthgen.schemas.labels import LabelSchema, label_lut
-from synthgen.schemas.store_layout import Intensity
-from synthgen.trainers.base import Batch
-from synthgen.trainers.layers import onehot
-from synthgen.trainers.spec import DataShape
-from synthgen.trainers.splits import split_indices
+from synthgen.storage.loader import LoaderConfig, StoreStream
+from synthgen.storage.splits import split_indices
+from synthgen.storage.store import StoreReader
 
 
 def labels_to_indices(labels: np.ndarray, schema: LabelSchema, where: str) -> np.ndarray:
@@ -36,28 +36,15 @@ def labels_to_indices(labels: np.ndarray, schema: LabelSchema, where: str) -> np
     return label_lut(schema)[labels]
 
 
-def to_unit(images: np.ndarray, intensity: Intensity) -> np.ndarray:
-    """Store intensities -> float32 in [-1, 1] (values outside [low, high] are clipped)."""
-    x = (images.astype(np.float32) - intensity.low) / (intensity.high - intensity.low)
-    return np.clip(x * 2 - 1, -1, 1)
-
-
-def from_unit(x: np.ndarray, intensity: Intensity, dtype: str) -> np.ndarray:
-    """[-1, 1] floats -> store intensities in ``dtype`` (rounded for integer dtypes)."""
-    v = (np.clip(x.astype(np.float32), -1, 1) + 1) / 2 * (intensity.high - intensity.low) + intensity.low
-    if np.dtype(dtype).kind in "ui":
-        info = np.iinfo(dtype)
-        v = np.clip(np.rint(v), info.min, info.max)
-    return v.astype(dtype)
-
-
-def resize_pairs(images: torch.Tensor, labels: torch.Tensor, size: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Images (N, C, H, W) by antialiased bilinear, labels (N, H, W) by nearest neighbour, to size x size."""
-    if images.shape[-2:] == (size, size):
-        return images, labels
-    images = F.interpolate(images, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
-    labels = F.interpolate(labels[:, None].float(), size=(size, size), mode="nearest-exact")[:, 0]
-    return images.clamp(-1, 1), labels.to(torch.uint8)
+def unit_pairs(
+    images: np.ndarray, labels: np.ndarray, reader: StoreReader, channels: int, size: int, where: str
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Store images and label maps -> images (N, C, S, S) in [-1, 1] and class indices (N, S, S) uint8,
+    resized to ``size`` x ``size`` (images antialiased linear, labels nearest neighbour)."""
+    indices = labels_to_indices(labels, reader.schema, where)
+    x = to_unit(images, reader.attrs.intensity).reshape(len(images), channels, *labels.shape[-2:])
+    x, y = resize_images(x, (size, size)), resize_labels(indices, (size, size))
+    return torch.from_numpy(np.ascontiguousarray(x)), torch.from_numpy(np.ascontiguousarray(y))
 
 
 @dataclass
@@ -93,12 +80,7 @@ def load_training_pairs(
         if not keep.any():
             continue
         im, lab = reader.read_shard(k)
-        im, lab = im[keep], lab[keep]
-        idx = labels_to_indices(lab, schema, f"shard {k} of {reader.url}")
-        x = torch.from_numpy(to_unit(im, reader.attrs.intensity)).reshape(
-            len(im), channels, *layout.label_shape
-        )
-        x, y = resize_pairs(x, torch.from_numpy(idx), image_size)
+        x, y = unit_pairs(im[keep], lab[keep], reader, channels, image_size, f"shard {k} of {reader.url}")
         images.append(x)
         labels.append(y)
     shape = DataShape(num_classes=schema.num_classes, channels=channels, image_size=image_size)
@@ -181,10 +163,14 @@ class TrainingStream:
         """``count`` pairs evenly spaced through the split, in store order (for sample grids)."""
         which = self.indices[np.linspace(0, len(self) - 1, min(count, len(self))).astype(int)]
         images, labels = zip(*(self.reader.read_sample(int(i)) for i in which), strict=True)
-        x = torch.from_numpy(to_unit(np.stack(images), self.reader.attrs.intensity))
-        x = x.reshape(len(which), self.shape.channels, *self.reader.layout.label_shape)
-        y = torch.from_numpy(labels_to_indices(np.stack(labels), self.reader.schema, self.reader.url))
-        x, y = resize_pairs(x, y, self.shape.image_size)
+        x, y = unit_pairs(
+            np.stack(images),
+            np.stack(labels),
+            self.reader,
+            self.shape.channels,
+            self.shape.image_size,
+            self.reader.url,
+        )
         return Batch(onehot(y, self.shape.num_classes), x)
 
 

@@ -18,36 +18,32 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 from tqdm import tqdm
 
-from synthgen.engine.store import StoreReader
-from synthgen.errors import CheckpointError, ConfigError
-from synthgen.trainers.architectures import build_gan
-from synthgen.trainers.base import Batch, GanModel
-from synthgen.trainers.checkpoint import check_run_folder, latest_checkpoint, replace_folder, save_generator
+from synthgen.errors import CheckpointError
+from synthgen.models.gan import Batch, GanModel
+from synthgen.models.layers import init_weights, set_requires_grad
+from synthgen.models.registry import build_gan
+from synthgen.models.weights import save_generator
+from synthgen.schemas.generator_spec import GeneratorSpec, read_spec, store_hash
+from synthgen.storage.store import StoreReader
 from synthgen.trainers.config import TrainConfig, lr_at
 from synthgen.trainers.data import TrainingStream, random_affine
-from synthgen.trainers.layers import init_weights, set_requires_grad
-from synthgen.trainers.spec import GeneratorSpec, read_spec, store_hash
+from synthgen.trainers.runs import (
+    check_resumable,
+    check_run_folder,
+    latest_checkpoint,
+    replace_folder,
+    resolve_device,
+    seeded,
+)
 from synthgen.trainers.train_state import load_train_state, read_train_config, save_train_state
 from synthgen.trainers.trainlog import LossLog, sample_grid, save_png
 
 # may change between a run and its resumption (the schedule, the intervals, where things are); everything
 # else must match. A resumed run equals an uninterrupted one when the learning-rate schedules agree up to
 # the resumption step (constant rate, or a decay that starts later).
-RESUMABLE_CHANGES = {
-    "steps",
-    "lr_decay_steps",
-    "log_every",
-    "sample_every",
-    "checkpoint_every",
-    "grid_size",
-    "device",
-    "store",
-    "out_dir",
-}
 
 
 @dataclass(frozen=True)
@@ -56,33 +52,6 @@ class TrainResult:
     checkpoint: Path
     seconds: float
     losses: dict[str, float]
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("Expected a CUDA GPU for device 'cuda'. Found none: use device 'cpu' or 'auto'.")
-    return torch.device(name)
-
-
-def seeded(seed: int, k: int, device: str | torch.device = "cpu") -> torch.Generator:
-    """Stream ``k`` of a run: a torch.Generator seeded from SeedSequence([seed, k])."""
-    state = int(np.random.SeedSequence([seed, k]).generate_state(1, np.uint64)[0] >> np.uint64(1))
-    return torch.Generator(device=device).manual_seed(state)
-
-
-def check_resumable(saved: dict, cfg: TrainConfig) -> None:
-    current = cfg.to_dict()
-    changed = sorted(
-        k for k in set(saved) | set(current) if k not in RESUMABLE_CHANGES and saved.get(k) != current.get(k)
-    )
-    if changed:
-        raise ConfigError(
-            f"Expected the same training config as the checkpoint to resume. Got different {changed} "
-            f"(checkpoint: {[saved.get(k) for k in changed]}, now: {[current.get(k) for k in changed]}). "
-            "Only the steps, the decay steps and the logging intervals may change."
-        )
 
 
 def fixed_samples(

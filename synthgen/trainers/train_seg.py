@@ -1,7 +1,7 @@
 """``synthgen train-seg``: train a segmenter straight from stores, validate on a real store, keep the best.
 
 Training batches stream from one store or a mix (``real.zarr:0.3,synth.zarr:0.7``) through
-:class:`~synthgen.engine.loader.StoreStream`, every store resized to ``image_size`` (images bilinear,
+:class:`~synthgen.storage.loader.StoreStream`, every store resized to ``image_size`` (images bilinear,
 labels nearest) and lightly augmented on the fly (:class:`SegAugment`). Loss: cross-entropy + soft Dice.
 Every ``val_every`` steps the model is scored on the validation store (mean foreground Dice at the
 training size); the best so far goes to ``OUT_DIR/best`` and the latest to ``OUT_DIR/last``
@@ -27,12 +27,9 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from synthgen.engine.loader import LoaderConfig, StoreStream, make_loader
 from synthgen.errors import ConfigError, LabelValueError, SchemaError, StoreNotFoundError
-from synthgen.schemas.labels import LabelSchema, label_lut
-from synthgen.trainers.checkpoint import replace_folder
-from synthgen.trainers.metrics import batch_dice
-from synthgen.trainers.seg_models import (
+from synthgen.kernels import batch_dice
+from synthgen.models.segmenters import (
     SPEC_JSON,
     SegmenterSpec,
     SegModelConfig,
@@ -40,7 +37,9 @@ from synthgen.trainers.seg_models import (
     init_segmenter,
     save_segmenter,
 )
-from synthgen.trainers.train_gan import resolve_device, seeded
+from synthgen.schemas.labels import LabelSchema, label_lut
+from synthgen.storage.loader import LoaderConfig, StoreStream, make_loader
+from synthgen.trainers.runs import replace_folder, resolve_device, seeded
 
 PLOT_EVERY = 10  # redraw curves.png every this many validations (and at the end): a plot costs ~0.5 s
 

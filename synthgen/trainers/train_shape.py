@@ -1,4 +1,4 @@
-"""``synthgen train-shape``: train the shape VAE (:mod:`synthgen.trainers.shape_vae`) on a store's label maps.
+"""``synthgen train-shape``: train the shape VAE (:mod:`synthgen.models.shape_vae`) on a store's label maps.
 
 The label maps of ``split`` (maps without foreground left out) stream from the store in shuffled
 epochs (:class:`~synthgen.trainers.data.TrainingStream`), resized to the training size by nearest
@@ -28,29 +28,28 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from synthgen.engine.gate import GateReport
-from synthgen.engine.store import StoreReader
 from synthgen.errors import CheckpointError, ConfigError
-from synthgen.schemas._parse import parse_int, parse_mapping, parse_str
-from synthgen.schemas.labels import LabelSchema
-from synthgen.trainers.checkpoint import check_run_folder, replace_folder
-from synthgen.trainers.config import DEVICES, SPLITS, check_range, fields_from_dict
-from synthgen.trainers.data import TrainingStream
-from synthgen.trainers.shape_vae import (
+from synthgen.models.shape_vae import (
     SPEC_JSON,
     ShapeVae,
     ShapeVaeConfig,
     ShapeVaeSpec,
     fit_prior,
-    gate_samples,
     init_vae,
     read_vae_spec,
     sample_labels,
     save_vae,
     vae_loss,
 )
-from synthgen.trainers.spec import store_hash
-from synthgen.trainers.train_gan import check_resumable, resolve_device, seeded
+from synthgen.schemas.generator_spec import store_hash
+from synthgen.schemas.labels import LabelSchema
+from synthgen.schemas.parse import check_range, fields_from_dict, parse_int, parse_mapping, parse_str
+from synthgen.sources.gate import GateReport
+from synthgen.sources.label_sources import gate_samples
+from synthgen.storage.store import StoreReader
+from synthgen.trainers.config import DEVICES, SPLITS
+from synthgen.trainers.data import TrainingStream
+from synthgen.trainers.runs import check_resumable, check_run_folder, replace_folder, resolve_device, seeded
 from synthgen.trainers.train_state import load_train_state, save_train_state
 from synthgen.trainers.trainlog import LossLog, colour_labels, save_png
 

@@ -1,0 +1,414 @@
+"""Procedural apical 4- and 2-chamber echo label maps (schema ``camus``).
+
+Geometry, in image-normalised coordinates (y as a fraction of the height from the probe, x as a
+fraction of the width), the convention of CAMUS, whose frames are all resized to 224 x 224:
+
+- the ultrasound sector has its apex at the top centre of the image, a half opening angle and a
+  radius. The LV cavity is kept inside it and the atrium is cut by it; the apical wall may reach
+  past its sides, as experts annotate it in CAMUS (86% of CAMUS maps have wall outside the sector);
+- the LV cavity hangs from its apex (at ``apex_y``, ``apex_x``) along a long axis leaning by
+  ``lv_angle`` (positive: the base swings to the right). Its half-width along the axis follows an
+  elliptic cap up to the widest point, then narrows towards the mitral annulus; the septal (left)
+  and lateral (right) halves differ by ``asymmetry`` and the axis bows sideways by ``bend``;
+- the myocardium is the band within a wall thickness of the cavity (septal, lateral and apical
+  thicknesses blend smoothly), cut just below the annulus, so it is open towards the atrium;
+- the left atrium hangs below the annulus: an ellipse joined to the annulus by a neck as wide as
+  the cavity base, tilted by ``la_angle`` from the LV axis, and cut by the sector's far edge.
+
+Default ranges come from the CAMUS labels (``bench/anatomy_stats.py`` compares the two; see
+``notes/anatomy.md``). Lengths are fractions of the image side.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import ClassVar
+
+import numba
+import numpy as np
+from scipy import ndimage
+
+from synthgen.errors import ConfigError
+from synthgen.sources.anatomy_shapes import (
+    AnatomyParams,
+    Range,
+    check_ranges,
+    draw_uniform,
+    largest_component,
+    pixel_grid,
+)
+
+CAVITY, WALL, ATRIUM = 1, 2, 3
+
+
+@dataclass(frozen=True)
+class EchoParams(AnatomyParams):
+    """One apical echo heart; see the module docstring for the geometry and ``ECHO_RANGES`` for ranges."""
+
+    view: ClassVar[str] = "echo"
+
+    two_chamber: float  # 0: apical 4-chamber, 1: apical 2-chamber (only the ranges differ)
+    sector_half_angle: float  # degrees
+    sector_radius: float  # fraction of the height
+    apex_y: float  # cavity apex, fraction of the height
+    apex_x: float  # cavity apex, fraction of the width
+    lv_length: float  # apex to mitral annulus
+    lv_angle: float  # degrees from vertical; positive leans the base to the right
+    lv_width_ratio: float  # widest cavity width / lv_length
+    apex_bluntness: float  # exponent of the apical cap: 0.5 elliptic, lower is blunter
+    widest_at: float  # where the cavity is widest, fraction of the length from the apex
+    base_width: float  # width at the annulus / widest width
+    bend: float  # sideways bow of the long axis at mid-cavity, fraction of the length
+    asymmetry: float  # lateral half-width / mean - 1 (the septal half gets the opposite)
+    wall_septal: float  # septal wall thickness
+    wall_lateral_ratio: float  # lateral / septal thickness
+    wall_apex_ratio: float  # apical / septal thickness
+    wall_base_extension: float  # how far the myocardium tapers on below the annulus
+    la_length: float
+    la_width: float
+    la_angle: float  # degrees, the atrial axis relative to the LV axis
+
+
+_COMMON: dict[str, Range] = {
+    "sector_half_angle": (31.0, 36.0),
+    "sector_radius": (0.96, 1.0),
+    "apex_y": (0.13, 0.3),
+    "apex_x": (0.43, 0.56),
+    "lv_length": (0.3, 0.64),
+    "lv_angle": (-2.0, 17.0),
+    "lv_width_ratio": (0.34, 0.56),
+    "apex_bluntness": (0.38, 0.56),
+    "widest_at": (0.6, 0.85),
+    "base_width": (0.82, 0.97),
+    "bend": (-0.05, 0.05),
+    "asymmetry": (-0.1, 0.1),
+    "wall_septal": (0.04, 0.095),
+    "wall_lateral_ratio": (0.75, 1.3),
+    "wall_apex_ratio": (0.85, 1.4),
+    "wall_base_extension": (0.02, 0.08),
+    "la_length": (0.16, 0.46),
+    "la_width": (0.13, 0.28),
+    "la_angle": (-18.0, 8.0),
+}
+ECHO_RANGES: dict[str, dict[str, Range]] = {
+    "echo_a4c": _COMMON,
+    "echo_a2c": _COMMON
+    | {
+        "apex_x": (0.4, 0.54),
+        "lv_angle": (-2.0, 23.0),
+        "wall_septal": (0.055, 0.115),
+        "la_width": (0.12, 0.26),
+    },
+}
+BASE_MAX_Y = 0.86  # deepest mitral annulus in CAMUS (95th percentile)
+APEX_MIN_Y = 0.12  # the apical wall must fit below the probe
+FIT_SHAPE, STEP = (64, 64), 0.01  # coarse render and step used to fit the LV into the sector
+for _ranges in ECHO_RANGES.values():
+    check_ranges(_ranges, EchoParams, {"two_chamber"})
+
+
+def sample_echo_params(rng: np.random.Generator, view: str = "echo_a4c") -> EchoParams:
+    """Draw every parameter uniformly from ``ECHO_RANGES[view]``."""
+    drawn = draw_uniform(rng, ECHO_RANGES[view])
+    # the annulus stays above BASE_MAX_Y: a long LV starts higher (the apex moves, the length is kept)
+    base_y = drawn["apex_y"] + drawn["lv_length"] * np.cos(np.deg2rad(drawn["lv_angle"]))
+    drawn["apex_y"] = max(drawn["apex_y"] - max(base_y - BASE_MAX_Y, 0.0), APEX_MIN_Y)
+    return _fit_in_sector(EchoParams(two_chamber=float(view == "echo_a2c"), **drawn))
+
+
+def _fit_in_sector(p: EchoParams) -> EchoParams:
+    """Move the LV down (then shorten it at the deepest annulus) until its cavity lies in the sector.
+
+    A sonographer keeps the LV cavity in view; this is the same adjustment, made on a coarse render.
+    """
+    h, w = FIT_SHAPE
+    for _ in range(40):
+        if not _cavity_leaves_sector(p.to_vector().astype(np.float64), h, w, 1.0):
+            break
+        base_y = p.apex_y + STEP + p.lv_length * np.cos(np.deg2rad(p.lv_angle))
+        if base_y <= BASE_MAX_Y:
+            p = replace(p, apex_y=p.apex_y + STEP)
+        else:
+            p = replace(p, apex_y=p.apex_y + STEP, lv_length=p.lv_length - STEP)
+    return p
+
+
+def sector_mask(p: EchoParams, shape: tuple[int, int], margin_deg: float = 0.0) -> np.ndarray:
+    """The ultrasound sector of these parameters, True inside (narrowed by ``margin_deg``)."""
+    y, x = pixel_grid(shape)
+    yn, xn = (y + 0.5) / shape[0], (x + 0.5) / shape[1] - 0.5
+    angle = np.degrees(np.arctan2(np.abs(xn), yn))
+    return (angle <= p.sector_half_angle - margin_deg) & (np.hypot(yn, xn) <= p.sector_radius + margin_deg)
+
+
+def render_echo(p: EchoParams, shape: tuple[int, int]) -> np.ndarray:
+    """The (H, W) uint8 label map of ``p`` (deterministic).
+
+    As in the CAMUS annotations, the atrium is cut by the sector while the apical wall may reach
+    past the sector's sides (experts draw the whole wall); the cavity lies inside the sector.
+
+    A Numba pass paints the closed-form shapes (cavity, inlet, atrium) over the heart's region; the
+    wall is the band within the local wall thickness of the cavity and its inlet: a Euclidean distance
+    transform over their bounding box, then a second pass that works out the thickness only where the
+    distance is within the thickest wall. Atrium slivers apart from the main atrium become wall.
+    """
+    h, w = shape
+    vector = p.to_vector().astype(np.float64)
+    code = np.zeros(shape, np.uint8)
+    _paint_codes(vector, h, w, *_region(p, shape), code)
+    out = np.zeros(shape, np.uint8)
+    seed = (code & (_CAVITY | _INLET)) != 0
+    reach = _reach(p) * (1 + 1e-9)  # never below a thickness computed in floats
+    box = _bounding_box(seed, int(np.ceil(reach * max(h, w))) + 1)
+    if box is not None:
+        distance = ndimage.distance_transform_edt(~seed[box], sampling=(1.0 / h, 1.0 / w))
+        _paint_wall(vector, h, w, box[0].start, box[1].start, distance, reach, code, out)
+    out[(code & _ATRIUM) != 0] = ATRIUM
+    out[(code & _CAVITY) != 0] = CAVITY
+    # the atrium is cut by the sector; slivers beside the annulus corners (or cut off) become wall
+    out[(out == ATRIUM) & ((code & _SECTOR) == 0)] = 0
+    box = _bounding_box(out == ATRIUM, 0)
+    if box is not None:
+        crop = out[box]
+        kept = out[box] == ATRIUM
+        crop[kept & ~largest_component(kept)] = WALL
+    return out
+
+
+def _region(p: EchoParams, shape: tuple[int, int]) -> tuple[int, int, int, int]:
+    """Rows and columns [r0, r1) x [c0, c1) that hold the heart and every pixel within a wall thickness
+    of its cavity and inlet (outside, nothing is painted and no wall can reach)."""
+    h, w = shape
+    reach = _reach(p)
+    widest = 0.5 * p.lv_width_ratio * p.lv_length
+    v = widest * (1 + abs(p.asymmetry)) + abs(p.bend * p.lv_length) + reach
+    cavity = _corners(
+        (p.apex_y, p.apex_x), p.lv_angle, (-reach, p.lv_length + p.wall_base_extension + reach), v
+    )
+    a = np.deg2rad(p.lv_angle)
+    hinge = (p.apex_y + p.lv_length * np.cos(a), p.apex_x + p.lv_length * np.sin(a))
+    base_half = widest * p.base_width
+    q = max(0.5 * p.la_width, 1.05 * base_half) + abs(base_half * p.asymmetry)  # hinge offset included
+    tuck = base_half * abs(np.tan(np.deg2rad(p.la_angle))) + 0.01
+    atrium = _corners(hinge, p.lv_angle + p.la_angle, (-tuck - q, p.la_length + q), q)
+    ys, xs = np.concatenate([cavity[0], atrium[0]]), np.concatenate([cavity[1], atrium[1]])
+    pad = int(np.ceil(reach * max(h, w))) + 2
+    return (
+        max(int(np.floor(ys.min() * h)) - pad, 0),
+        min(int(np.ceil(ys.max() * h)) + pad, h),
+        max(int(np.floor(xs.min() * w)) - pad, 0),
+        min(int(np.ceil(xs.max() * w)) + pad, w),
+    )
+
+
+def _reach(p: EchoParams) -> float:
+    """The thickest the wall can be anywhere (a fraction of the image side)."""
+    return p.wall_septal * max(p.wall_apex_ratio, 1.0, p.wall_lateral_ratio)
+
+
+def _corners(origin: tuple[float, float], angle_deg: float, u: tuple[float, float], v: float):
+    """(ys, xs) of the corners of the rectangle u0..u1, -v..v in a frame of :func:`to_frame`."""
+    a = np.deg2rad(angle_deg)
+    uu, vv = np.array([u[0], u[0], u[1], u[1]]), np.array([-v, v, -v, v])
+    return origin[0] + uu * np.cos(a) - vv * np.sin(a), origin[1] + uu * np.sin(a) + vv * np.cos(a)
+
+
+def _bounding_box(mask: np.ndarray, margin: int) -> tuple[slice, slice] | None:
+    """The slices of ``mask``'s bounding box grown by ``margin`` pixels (clipped); None if it is empty."""
+    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+    if not rows.size:
+        return None
+    h, w = mask.shape
+    return (
+        slice(max(rows[0] - margin, 0), min(rows[-1] + margin + 1, h)),
+        slice(max(cols[0] - margin, 0), min(cols[-1] + margin + 1, w)),
+    )
+
+
+# -- the Numba pass ---------------------------------------------------------------------------------
+# bits of the code map painted by _paint_codes
+_CAVITY, _INLET, _ATRIUM, _WALL_REACH, _SECTOR = 1, 2, 4, 8, 16
+# positions in EchoParams.to_vector() (the dataclass field order)
+(
+    _TWO_CHAMBER,
+    _SECTOR_HALF_ANGLE,
+    _SECTOR_RADIUS,
+    _APEX_Y,
+    _APEX_X,
+    _LV_LENGTH,
+    _LV_ANGLE,
+    _LV_WIDTH_RATIO,
+    _APEX_BLUNTNESS,
+    _WIDEST_AT,
+    _BASE_WIDTH,
+    _BEND,
+    _ASYMMETRY,
+    _WALL_SEPTAL,
+    _WALL_LATERAL_RATIO,
+    _WALL_APEX_RATIO,
+    _WALL_BASE_EXTENSION,
+    _LA_LENGTH,
+    _LA_WIDTH,
+    _LA_ANGLE,
+) = range(20)
+if (
+    EchoParams.names().index("la_angle") != _LA_ANGLE or len(EchoParams.names()) != 20
+):  # import-time self check
+    raise ConfigError(f"Expected the Numba renderer's parameter positions to match {EchoParams.names()}.")
+
+
+@numba.njit(cache=True, nogil=True)
+def _half_width(t, p):
+    """Cavity half-width (before asymmetry) at fraction ``t`` of the length from the apex."""
+    widest = 0.5 * p[_LV_WIDTH_RATIO] * p[_LV_LENGTH]
+    tm = p[_WIDEST_AT]
+    if t <= tm:
+        c = 1.0 - (1.0 - max(t, 0.0) / tm) ** 2
+        return widest * max(c, 0.0) ** p[_APEX_BLUNTNESS]
+    return widest * (1.0 - (1.0 - p[_BASE_WIDTH]) * ((t - tm) / (1.0 - tm)) ** 2)
+
+
+@numba.njit(cache=True, nogil=True)
+def _smoothstep(x):
+    x = min(max(x, 0.0), 1.0)
+    return x * x * (3 - 2 * x)
+
+
+@numba.njit(cache=True, nogil=True)
+def _frame(p, yn, xn, ca, sa):
+    """(u, v) of the point (yn, xn): u down the long axis from the apex, v across it."""
+    dy, dx = yn - p[_APEX_Y], xn - p[_APEX_X]
+    return dy * ca + dx * sa, -dy * sa + dx * ca
+
+
+@numba.njit(cache=True, nogil=True)
+def _side(p, u, v, sin_pi):
+    """The signed distance across the bowed long axis (``sin_pi``: sin(pi) as computed here)."""
+    t = u / p[_LV_LENGTH]
+    bow = p[_BEND] * p[_LV_LENGTH]
+    if t <= 0.0:
+        return v - bow * 0.0
+    if t >= 1.0:
+        return v - bow * sin_pi
+    return v - bow * np.sin(np.pi * t)
+
+
+@numba.njit(cache=True, nogil=True)
+def _in_cavity(p, u, v, sin_pi):
+    """Whether (u, v) lies in the cavity. The sine of the bow and the power of the apical cap are only
+    evaluated where they can change the answer (bounds first), with the same values as everywhere."""
+    length = p[_LV_LENGTH]
+    t = u / length
+    if not 0.0 <= t <= 1.0:
+        return False
+    asym = p[_ASYMMETRY]
+    widest = 0.5 * p[_LV_WIDTH_RATIO] * length
+    bow = p[_BEND] * length
+    # the bow term lies between 0 and bow, so the side lies between these two; half <= widest
+    if v - max(bow, 0.0) > widest * (1 + asym) or v - min(bow, 0.0) < -widest * (1 - asym):
+        return False
+    side = _side(p, u, v, sin_pi)
+    if side > widest * (1 + asym) or side < -widest * (1 - asym):
+        return False
+    tm = p[_WIDEST_AT]
+    if t <= tm:  # half = widest * c**b >= widest * c (0 <= c <= 1, b <= 1): inside without the power
+        c = max(1.0 - (1.0 - t / tm) ** 2, 0.0) * 0.999999
+        if side <= widest * c * (1 + asym) and side >= -widest * c * (1 - asym):
+            return True
+    half = _half_width(t, p)
+    return side <= half * (1 + asym) and side >= -half * (1 - asym)
+
+
+@numba.njit(cache=True, nogil=True)
+def _in_sector(p, yn, xc, margin_deg):
+    angle = np.degrees(np.arctan2(abs(xc), yn))
+    return angle <= p[_SECTOR_HALF_ANGLE] - margin_deg and np.hypot(yn, xc) <= p[_SECTOR_RADIUS] + margin_deg
+
+
+@numba.njit(cache=True, nogil=True)
+def _cavity_leaves_sector(p, h, w, margin_deg):
+    """Whether any cavity pixel of an (h, w) render lies outside the sector narrowed by ``margin_deg``."""
+    a = np.deg2rad(p[_LV_ANGLE])
+    ca, sa = np.cos(a), np.sin(a)
+    sin_pi = np.sin(np.pi * 1.0)
+    for i in range(h):
+        yn = (i + 0.5) / h
+        for j in range(w):
+            xn = (j + 0.5) / w
+            u, v = _frame(p, yn, xn, ca, sa)
+            if _in_cavity(p, u, v, sin_pi) and not _in_sector(p, yn, xn - 0.5, margin_deg):
+                return True
+    return False
+
+
+@numba.njit(cache=True, nogil=True)
+def _paint_codes(p, h, w, r0, r1, c0, c1, code):
+    """Per pixel of rows r0..r1, columns c0..c1, the code bits: cavity, inlet below the annulus,
+    atrium, within the wall's reach, and for atrium pixels inside the sector."""
+    a = np.deg2rad(p[_LV_ANGLE])
+    ca, sa = np.cos(a), np.sin(a)
+    sin_pi = np.sin(np.pi * 1.0)
+    length, asym = p[_LV_LENGTH], p[_ASYMMETRY]
+    ext = p[_WALL_BASE_EXTENSION]
+    base_half = _half_width(1.0, p)
+    # the atrium: an ellipse below the annulus, joined to it by a neck as wide as the cavity base
+    base_centre_v = base_half * asym
+    hinge_y = p[_APEX_Y] + length * np.cos(a) - base_centre_v * np.sin(a)
+    hinge_x = p[_APEX_X] + length * np.sin(a) + base_centre_v * np.cos(a)
+    b = np.deg2rad(p[_LV_ANGLE] + p[_LA_ANGLE])
+    cb, sb = np.cos(b), np.sin(b)
+    tuck = base_half * abs(np.tan(np.deg2rad(p[_LA_ANGLE]))) + 0.01
+    la_length = p[_LA_LENGTH]
+    neck_len = 0.35 * la_length
+    la_half = max(0.5 * p[_LA_WIDTH], 1.05 * base_half)  # never narrower than the annulus
+    ru = 0.5 * la_length
+    for i in range(r0, r1):
+        yn = (i + 0.5) / h
+        for j in range(c0, c1):
+            xn = (j + 0.5) / w
+            u, v = _frame(p, yn, xn, ca, sa)
+            bits = _CAVITY if _in_cavity(p, u, v, sin_pi) else 0
+            # below the annulus the side walls run on beside the atrium (the inlet)
+            if u > length and u <= length + ext:
+                side = _side(p, u, v, sin_pi)
+                if side <= base_half * (1 + asym) and side >= -base_half * (1 - asym):
+                    bits |= _INLET
+            if u <= length + ext:
+                bits |= _WALL_REACH
+            dy, dx = yn - hinge_y, xn - hinge_x
+            s, q = dy * cb + dx * sb, -dy * sb + dx * cb
+            neck_half = 1.05 * base_half + (la_half - 1.05 * base_half) * min(max(s / neck_len, 0.0), 1.0)
+            if (abs((s - ru) / ru) ** 2 + abs(q / la_half) ** 2 <= 1.0) or (
+                s >= -tuck and s <= neck_len and abs(q) <= neck_half
+            ):
+                bits |= _ATRIUM
+                if _in_sector(p, yn, xn - 0.5, 0.0):  # only the atrium is cut by the sector
+                    bits |= _SECTOR
+            code[i, j] = bits
+
+
+@numba.njit(cache=True, nogil=True)
+def _paint_wall(p, h, w, r0, c0, distance, reach, code, out):
+    """Mark as wall the pixels of the crop at (r0, c0) whose ``distance`` to the cavity or inlet is
+    within the wall thickness there: it blends from the apex to the septal (left) and lateral (right)
+    walls and tapers below the annulus over the base extension (fractions of the image side)."""
+    a = np.deg2rad(p[_LV_ANGLE])
+    ca, sa = np.cos(a), np.sin(a)
+    sin_pi = np.sin(np.pi * 1.0)
+    length, ws, ext = p[_LV_LENGTH], p[_WALL_SEPTAL], p[_WALL_BASE_EXTENSION]
+    for i in range(distance.shape[0]):
+        yn = (r0 + i + 0.5) / h
+        for j in range(distance.shape[1]):
+            d = distance[i, j]
+            if not (0.0 < d <= reach) or not (code[r0 + i, c0 + j] & _WALL_REACH):
+                continue
+            xn = (c0 + j + 0.5) / w
+            u, v = _frame(p, yn, xn, ca, sa)
+            side = _side(p, u, v, sin_pi)
+            t = u / length
+            apical = _smoothstep(1.0 - t / 0.5)
+            lateral = _smoothstep(0.5 + side / (p[_LV_WIDTH_RATIO] * length))
+            sides = ws * (1 + lateral * (p[_WALL_LATERAL_RATIO] - 1))
+            thick = apical * ws * p[_WALL_APEX_RATIO] + (1 - apical) * sides
+            if d <= thick * min(max(1.0 - 0.6 * (u - length) / ext, 0.0), 1.0):
+                out[r0 + i, c0 + j] = WALL

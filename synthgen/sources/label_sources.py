@@ -1,0 +1,467 @@
+"""Label sources: where the label maps of a build come from.
+
+A source turns a per-sample random generator into one label map::
+
+    labels, source_index, params = source.draw(rng)   # (H, W) uint8, int, (params_size,) float64
+
+``source_index`` says which stored map or volume was used (-1 for procedural anatomy) and ``params``
+records every other draw, for ``meta/``. The engine gives each sample its own generator, from
+``SeedSequence([root_seed, index, attempt])``, so a sample's map does not depend on batching, the
+scheduler or the number of workers; :meth:`LabelSource.draw_batch` does exactly that for a list of
+global indices. Sources load their data lazily, once per process, and drop it when pickled, so they
+can be built in the coordinating process and shipped to workers.
+
+Four kinds, each with a frozen config that round-trips through ``to_dict``/``from_dict`` (the build
+config embeds the dict, ``kind`` first):
+
+``procedural``  parametric anatomy (:mod:`synthgen.sources.anatomy`); ``view`` is ``apical`` (4- and
+                2-chamber echo, half each), ``a4c``, ``a2c``, ``short_axis``, ``ct_axial``.
+``store``       the label maps of a synthgen store (say, ingested expert annotations), drawn with
+                replacement and resized to the build's size by nearest neighbour.
+``volume``      planes through 3D label volumes around their stack plane: tilts, an in-plane turn,
+                an offset along the normal and an in-plane shift, sampled by nearest neighbour
+                (:mod:`synthgen.kernels.slicing`).
+``vae``         new anatomies sampled from a shape VAE checkpoint (:mod:`synthgen.models.shape_vae`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+
+from synthgen.errors import ConfigError
+from synthgen.kernels import resize_labels
+from synthgen.schemas import LabelSchema, get_schema
+from synthgen.schemas.parse import parse_float, parse_int, parse_mapping, parse_str, reject_unknown_keys
+from synthgen.seeding import sample_rng
+from synthgen.sources import anatomy
+from synthgen.sources.gate import GateReport, check_batch
+
+VIEW_ALIASES: dict[str, tuple[str, ...]] = {
+    "apical": ("echo_a4c", "echo_a2c"),
+    "a4c": ("echo_a4c",),
+    "a2c": ("echo_a2c",),
+    "short_axis": ("sa_mr",),
+    "ct_axial": ("ct_axial",),
+} | {view: (view,) for view in anatomy.VIEWS}
+
+
+@dataclass(frozen=True)
+class LabelBatch:
+    """Label maps of several samples: (N, H, W) uint8, (N,) int64 source indices, (N, P) params."""
+
+    labels: np.ndarray
+    source_index: np.ndarray
+    params: np.ndarray
+
+
+class LabelSource:
+    """Base of the label sources: the batch entry point and pickling without cached data."""
+
+    schema: LabelSchema
+    shape: tuple[int, int]
+    param_names: tuple[str, ...] = ()
+
+    @property
+    def params_size(self) -> int:
+        return len(self.param_names)
+
+    def draw(self, rng: np.random.Generator) -> tuple[np.ndarray, int, np.ndarray]:
+        raise NotImplementedError
+
+    def describe(self) -> dict[str, Any]:
+        """What to record in a store's provenance."""
+        return {
+            "config": self.config.to_dict(),  # type: ignore[attr-defined]
+            "schema": self.schema.name,
+            "shape": list(self.shape),
+            "params": list(self.param_names),
+        }
+
+    def draw_batch(self, root_seed: int, indices: Sequence[int], attempt: int = 0) -> LabelBatch:
+        """Samples ``indices``, each from ``SeedSequence([root_seed, index, attempt])``."""
+        n = len(indices)
+        out = LabelBatch(
+            np.zeros((n, *self.shape), np.uint8), np.zeros(n, np.int64), np.zeros((n, self.params_size))
+        )
+        for j, i in enumerate(indices):
+            rng = sample_rng(root_seed, int(i), attempt)
+            out.labels[j], out.source_index[j], out.params[j] = self.draw(rng)
+        return out
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if not k.startswith("_cache")}
+
+
+def _parse_shape(shape: Any) -> tuple[int, int]:
+    if isinstance(shape, str) or not isinstance(shape, Sequence) or len(shape) != 2:
+        raise ConfigError(f"Expected an image size [H, W]. Got {shape!r} instead.")
+    return parse_int(shape[0], "the image height", lo=8), parse_int(shape[1], "the image width", lo=8)
+
+
+# -- procedural -----------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ProceduralSourceConfig:
+    kind: ClassVar[str] = "procedural"
+    view: str = "apical"
+
+    def __post_init__(self) -> None:
+        if self.view not in VIEW_ALIASES:
+            raise ConfigError(f"Expected source.view in {sorted(VIEW_ALIASES)}. Got {self.view!r} instead.")
+
+    @property
+    def views(self) -> tuple[str, ...]:
+        return VIEW_ALIASES[self.view]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, "view": self.view}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ProceduralSourceConfig:
+        data = _source_dict(data, cls.kind, {"view"})
+        return cls(view=parse_str(data.get("view", "apical"), "source.view"))
+
+
+class ProceduralSource(LabelSource):
+    """Procedural anatomy; with several views each sample picks one uniformly (recorded in params)."""
+
+    def __init__(self, config: ProceduralSourceConfig, shape: tuple[int, int]) -> None:
+        self.config = config
+        self.shape = _parse_shape(shape)
+        schemas = {anatomy.schema_of(v).name for v in config.views}
+        types = {anatomy.params_type(v) for v in config.views}
+        if len(schemas) != 1 or len(types) != 1:
+            raise ConfigError(f"Expected views of one schema and model. Got {list(config.views)} instead.")
+        self.schema = anatomy.schema_of(config.views[0])
+        self.param_names = types.pop().names()
+
+    def draw(self, rng: np.random.Generator) -> tuple[np.ndarray, int, np.ndarray]:
+        views = self.config.views
+        view = views[int(rng.integers(len(views)))] if len(views) > 1 else views[0]
+        params = anatomy.sample_params(rng, view)
+        return anatomy.render(params, self.shape), -1, params.to_vector()
+
+
+# -- store ----------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class StoreSourceConfig:
+    kind: ClassVar[str] = "store"
+    url: str
+    skip_empty: bool = True  # never draw a map without foreground
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, "url": self.url, "skip_empty": self.skip_empty}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> StoreSourceConfig:
+        data = _source_dict(data, cls.kind, {"url", "skip_empty"})
+        skip = data.get("skip_empty", True)
+        if not isinstance(skip, bool):
+            raise ConfigError(f"Expected source.skip_empty to be true or false. Got {skip!r} instead.")
+        return cls(
+            url=parse_str(data.get("url"), "source.url (the store to draw labels from)"), skip_empty=skip
+        )
+
+
+class StoreSource(LabelSource):
+    """Label maps of a store, drawn with replacement. The labels are read once per process."""
+
+    def __init__(self, config: StoreSourceConfig, shape: tuple[int, int]) -> None:
+        from synthgen.storage.store import StoreReader
+
+        self.config = config
+        self.shape = _parse_shape(shape)
+        reader = StoreReader(config.url)  # attributes only; the arrays are read on the first draw
+        self.schema = reader.schema
+        if not reader.num_available:
+            raise ConfigError(f"Expected a store with complete shards at {config.url}. It has none.")
+
+    def _cached(self) -> tuple[np.ndarray, np.ndarray]:
+        if getattr(self, "_cache", None) is None:
+            from synthgen.storage.store import StoreReader
+
+            reader = StoreReader(self.config.url)
+            indices = reader.available_indices()
+            labels = np.concatenate(
+                [reader.read_labels(*reader.layout.shard_bounds(k)) for k in reader.complete_shards]
+            )
+            if self.config.skip_empty:
+                keep = labels.reshape(len(labels), -1).any(axis=1)
+                labels, indices = labels[keep], indices[keep]
+            if not len(labels):
+                raise ConfigError(f"Expected label maps with foreground in {self.config.url}. All are empty.")
+            self._cache = (labels, indices)
+        return self._cache
+
+    def draw(self, rng: np.random.Generator) -> tuple[np.ndarray, int, np.ndarray]:
+        labels, indices = self._cached()
+        j = int(rng.integers(len(labels)))
+        return resize_labels(labels[j], self.shape), int(indices[j]), np.zeros(0)
+
+
+def _source_dict(data: Mapping[str, Any], kind: str, keys: set[str]) -> Mapping[str, Any]:
+    data = parse_mapping(data, "source")
+    if data.get("kind", kind) != kind:
+        raise ConfigError(f"Expected source.kind {kind!r}. Got {data.get('kind')!r} instead.")
+    reject_unknown_keys(data, keys | {"kind"}, f"a {kind} source")
+    return data
+
+
+# -- volume ---------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class VolumeSourceConfig:
+    """Planes through label volumes (any file :func:`synthgen.storage.readers.read_volume` reads).
+
+    Volumes are (slices, rows, cols); ``spacing`` is the voxel size along those axes in any one unit
+    (ACDC's files carry none: about (6.5, 1, 1) for its 10 mm slices of 1.5 mm pixels). The standard
+    plane is perpendicular to ``normal_axis`` through the labelled region; each draw tilts it about
+    its two in-plane axes by up to ``max_tilt`` degrees, turns it in-plane by up to ``max_rotation``,
+    moves it along the normal within ``offset_fraction`` of the labelled extent and shifts it
+    in-plane by up to ``max_shift`` of the field of view, which is the volume's whole in-plane extent.
+    """
+
+    kind: ClassVar[str] = "volume"
+    urls: tuple[str, ...]
+    schema: str = "acdc"
+    spacing: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    normal_axis: int = 0
+    max_tilt: float = 15.0
+    max_rotation: float = 10.0
+    offset_fraction: float = 0.8
+    max_shift: float = 0.05
+
+    def __post_init__(self) -> None:
+        if not self.urls:
+            raise ConfigError("Expected at least one volume in source.urls. Got none.")
+        for u in self.urls:
+            parse_str(u, "each volume path in source.urls")
+        if len(self.spacing) != 3 or any(
+            parse_float(v, "source.spacing", lo=1e-6) <= 0 for v in self.spacing
+        ):
+            raise ConfigError(f"Expected source.spacing as 3 positive sizes. Got {self.spacing!r} instead.")
+        parse_int(self.normal_axis, "source.normal_axis", lo=0, hi=2)
+        parse_float(self.max_tilt, "source.max_tilt (degrees)", lo=0.0, hi=90.0)
+        parse_float(self.max_rotation, "source.max_rotation (degrees)", lo=0.0, hi=180.0)
+        parse_float(self.offset_fraction, "source.offset_fraction", lo=0.0, hi=1.0)
+        parse_float(self.max_shift, "source.max_shift", lo=0.0, hi=0.5)
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"kind": self.kind}
+        for name in self.__dataclass_fields__:
+            value = getattr(self, name)
+            out[name] = list(value) if isinstance(value, tuple) else value
+        return out
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> VolumeSourceConfig:
+        keys = set(cls.__dataclass_fields__) | {"url"}
+        data = dict(_source_dict(data, cls.kind, keys))
+        data.pop("kind", None)
+        if "url" in data:  # one volume, as the CLI's --source-url gives it
+            if "urls" in data:
+                raise ConfigError("Expected source.url or source.urls. Got both.")
+            data["urls"] = [data.pop("url")]
+        urls = data.get("urls")
+        if isinstance(urls, str) or not isinstance(urls, Sequence):
+            raise ConfigError(f"Expected source.urls to be a list of volume paths. Got {urls!r} instead.")
+        data["urls"] = tuple(urls)
+        if "spacing" in data:
+            data["spacing"] = tuple(data["spacing"])
+        return cls(**data)
+
+
+def _rotation(axis: np.ndarray, degrees: float) -> np.ndarray:
+    """3 x 3 rotation about a unit ``axis`` (Rodrigues)."""
+    a = np.deg2rad(degrees)
+    k = np.array([[0, -axis[2], axis[1]], [axis[2], 0, -axis[0]], [-axis[1], axis[0], 0]])
+    return np.eye(3) + np.sin(a) * k + (1 - np.cos(a)) * (k @ k)
+
+
+class VolumeSource(LabelSource):
+    """Random planes around the stack plane of 3D label volumes, nearest-neighbour sampled."""
+
+    param_names = ("tilt_row", "tilt_col", "rotation", "offset", "shift_row", "shift_col")
+
+    def __init__(
+        self,
+        config: VolumeSourceConfig,
+        shape: tuple[int, int],
+        *,
+        volumes: Sequence[np.ndarray] | None = None,
+    ) -> None:
+        """``volumes`` (already in the schema's values) replace reading ``config.urls``, for tests."""
+        self.config = config
+        self.shape = _parse_shape(shape)
+        self.schema = get_schema(config.schema)
+        axes = [a for a in range(3) if a != config.normal_axis]
+        self._axes = (config.normal_axis, axes[0], axes[1])  # normal, rows, cols
+        self._given = None  # in-memory volumes travel with the source when it is pickled
+        if volumes is not None:
+            self._given = [self._prepare(np.asarray(v), f"volume {i}") for i, v in enumerate(volumes)]
+
+    def _prepare(self, volume: np.ndarray, where: str) -> tuple[np.ndarray, float, float, float]:
+        if volume.ndim != 3:
+            raise ConfigError(f"Expected a 3D label volume in {where}. Got shape {volume.shape} instead.")
+        volume = self.schema.encode_source(volume, where)
+        normal = self._axes[0]
+        along = np.nonzero(volume.any(axis=tuple(a for a in range(3) if a != normal)))[0]
+        if not along.size:
+            raise ConfigError(f"Expected labelled voxels in {where}. It is empty.")
+        weights = volume.astype(bool).sum(axis=tuple(a for a in range(3) if a != normal))
+        centre = float((np.arange(volume.shape[normal]) * weights).sum() / weights.sum())
+        return np.ascontiguousarray(volume), centre, float(along[0]), float(along[-1])
+
+    def _volumes(self) -> list[tuple[np.ndarray, float, float, float]]:
+        if self._given is not None:
+            return self._given
+        if getattr(self, "_cache", None) is None:
+            from synthgen.storage.readers import read_volume
+
+            self._cache = [self._prepare(read_volume(u, u, kind="label"), u) for u in self.config.urls]
+        return self._cache
+
+    def draw(self, rng: np.random.Generator) -> tuple[np.ndarray, int, np.ndarray]:
+        from synthgen.kernels.slicing import slice_plane
+
+        c = self.config
+        volumes = self._volumes()
+        k = int(rng.integers(len(volumes)))
+        volume, centre, first, last = volumes[k]
+        tilt_row, tilt_col = rng.uniform(-c.max_tilt, c.max_tilt, 2)
+        rotation = rng.uniform(-c.max_rotation, c.max_rotation)
+        offset = rng.uniform((first - centre) * c.offset_fraction, (last - centre) * c.offset_fraction)
+        shift = rng.uniform(-c.max_shift, c.max_shift, 2)
+
+        normal, rows, cols = (np.eye(3)[a] for a in self._axes)
+        turn = _rotation(normal, rotation) @ _rotation(cols, tilt_row) @ _rotation(rows, tilt_col)
+        spacing = np.asarray(c.spacing, np.float64)
+        h, w = self.shape
+        pixel = max(
+            volume.shape[self._axes[1]] * spacing[self._axes[1]] / h,
+            volume.shape[self._axes[2]] * spacing[self._axes[2]] / w,
+        )
+        row_step, col_step = (turn @ rows) * pixel / spacing, (turn @ cols) * pixel / spacing
+        middle = (np.asarray(volume.shape, np.float64) - 1) / 2
+        middle[self._axes[0]] = centre + offset
+        middle += shift[0] * h * row_step + shift[1] * w * col_step
+        labels = slice_plane(volume, middle, row_step, col_step, self.shape).astype(np.uint8)
+        params = np.array([tilt_row, tilt_col, rotation, offset, shift[0], shift[1]])
+        return labels, k, params
+
+
+# -- shape VAE ------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class VaeSourceConfig:
+    """New anatomies from a shape VAE checkpoint (``synthgen train-shape``): z ~ N(0, I), decoded."""
+
+    kind: ClassVar[str] = "vae"
+    checkpoint: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, "checkpoint": self.checkpoint}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> VaeSourceConfig:
+        data = dict(_source_dict(data, cls.kind, {"checkpoint", "url"}))
+        if "url" in data:  # as the CLI's --source-url gives it
+            if "checkpoint" in data:
+                raise ConfigError("Expected source.url or source.checkpoint. Got both.")
+            data["checkpoint"] = data.pop("url")
+        return cls(checkpoint=parse_str(data.get("checkpoint"), "source.checkpoint (a shape VAE folder)"))
+
+
+class VaeSource(LabelSource):
+    """Shape VAE samples: a standard normal draw from the sample's NumPy generator (recorded as params)
+    mapped through the checkpoint's sampling prior, decoded with torch on one thread (set process-wide
+    on first use), argmax, resized to the build's size by nearest neighbour.
+    The model is loaded once per process and dropped when pickled."""
+
+    def __init__(self, config: VaeSourceConfig, shape: tuple[int, int]) -> None:
+        from synthgen.models.shape_vae import read_vae_spec
+
+        self.config = config
+        self.shape = _parse_shape(shape)
+        spec = read_vae_spec(config.checkpoint)  # the spec only; the weights load on the first draw
+        self.schema = spec.schema
+        self.param_names = tuple(f"eps{i}" for i in range(spec.model.latent_dim))
+
+    def _cached(self) -> Any:
+        if getattr(self, "_cache", None) is None:
+            import torch
+
+            from synthgen.models.shape_vae import load_vae
+
+            torch.set_num_threads(1)  # one sample at a time; parallelism is across samples
+            self._cache = load_vae(self.config.checkpoint)[0]
+        return self._cache
+
+    def draw(self, rng: np.random.Generator) -> tuple[np.ndarray, int, np.ndarray]:
+        import torch
+
+        from synthgen.models.shape_vae import decode_labels
+
+        eps = rng.standard_normal(self.params_size)
+        model = self._cached()
+        z = model.latent(torch.from_numpy(eps[None].astype(np.float32)))
+        return resize_labels(decode_labels(model, z, self.schema)[0], self.shape), -1, eps
+
+
+CONFIGS: dict[str, Any] = {
+    c.kind: c for c in (ProceduralSourceConfig, StoreSourceConfig, VolumeSourceConfig, VaeSourceConfig)
+}
+SOURCES: dict[str, type[LabelSource]] = {
+    "procedural": ProceduralSource,
+    "store": StoreSource,
+    "volume": VolumeSource,
+    "vae": VaeSource,
+}
+
+
+def source_config_from_dict(data: Mapping[str, Any]):
+    """The config of a source from its dict (``kind`` picks the class)."""
+    data = parse_mapping(data, "source")
+    kind = data.get("kind")
+    if kind not in CONFIGS:
+        raise ConfigError(f"Expected source.kind in {sorted(CONFIGS)}. Got {kind!r} instead.")
+    return CONFIGS[kind].from_dict(data)
+
+
+def source_from_config(config: Mapping[str, Any] | Any, shape: tuple[int, int]) -> LabelSource:
+    """A label source producing (H, W) = ``shape`` maps, from a config or its dict."""
+    if isinstance(config, Mapping):
+        config = source_config_from_dict(config)
+    return SOURCES[config.kind](config, shape)
+
+
+__all__ = [
+    "CONFIGS",
+    "VIEW_ALIASES",
+    "LabelBatch",
+    "LabelSource",
+    "ProceduralSource",
+    "ProceduralSourceConfig",
+    "StoreSource",
+    "StoreSourceConfig",
+    "VaeSource",
+    "VaeSourceConfig",
+    "VolumeSource",
+    "VolumeSourceConfig",
+    "gate_samples",
+    "source_config_from_dict",
+    "source_from_config",
+]
+
+
+def gate_samples(
+    model: Any, schema: LabelSchema, n: int, generator: Any
+) -> tuple[np.ndarray, np.ndarray, GateReport]:
+    """Sample ``n`` maps from a shape VAE (``generator``: a ``torch.Generator``) and gate them: (maps,
+    passed mask, report with the rejection reasons counted)."""
+    from synthgen.models.shape_vae import sample_labels
+
+    labels = sample_labels(model, schema, n, generator)
+    passed, flags = check_batch(labels, schema)
+    return labels, passed, GateReport.from_flags(flags, schema)

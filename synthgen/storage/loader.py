@@ -1,0 +1,471 @@
+"""Streaming PyTorch datasets over synthgen stores.
+
+Reads stay sequential: the sample order is shuffled by *blocks* (contiguous runs inside complete shards)
+and then within a window of a few blocks, never sample by sample across the store. Blocks are dealt out
+across distributed ranks and DataLoader workers so that every sample of an epoch is seen exactly once,
+and each epoch has a new order derived from ``SeedSequence([seed, epoch])``.
+
+``indices`` keeps a subset of a store (the training patients, say): blocks are then runs of kept samples,
+read as one contiguous range and filtered. ``set_epoch(epoch, start_batch=k)`` starts the next
+iteration at batch *k* of that epoch without reading the batches before it, with the same bytes from
+there on as an iteration from the start (the augmentation of batch *k* draws from its own seed), so a
+training run resumes exactly where it stopped.
+
+Several stores mix at given ratios (``real.zarr:0.3,synth.zarr:0.7``): each yielded sample comes from
+store *j* with probability ``ratio_j``; a store that runs out within an epoch starts a fresh pass.
+
+Stores are opened lazily inside each worker (the zarrs codec pipeline is not fork-safe): use
+:func:`make_loader`, which starts workers with ``spawn``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+
+from synthgen.errors import ConfigError, SchemaError
+from synthgen.kernels import resize_images, resize_labels
+from synthgen.schemas.labels import LabelSchema, remap_table
+from synthgen.seeding import augment_rng, block_order_rng, epoch_rngs
+from synthgen.storage.store import StoreReader
+
+
+@dataclass(frozen=True)
+class StoreMix:
+    """One store of a mix and its share of the samples."""
+
+    url: str
+    ratio: float = 1.0
+
+    def __post_init__(self) -> None:
+        if not self.ratio > 0:
+            raise ConfigError(f"Expected a positive mixing ratio for {self.url}. Got {self.ratio} instead.")
+
+
+def parse_mix(text: str | Sequence[str | StoreMix]) -> tuple[StoreMix, ...]:
+    """``"a.zarr:0.3,b.zarr:0.7"`` or a list of URLs / :class:`StoreMix` -> normalised mix.
+
+    A ratio is the text after the last ``:`` when that text is a number, so ``s3://b/x.zarr`` needs none.
+    """
+    items = text.split(",") if isinstance(text, str) else list(text)
+    mix: list[StoreMix] = []
+    for item in items:
+        if isinstance(item, StoreMix):
+            mix.append(item)
+            continue
+        item = item.strip()
+        url, _, tail = item.rpartition(":")
+        try:
+            ratio = float(tail) if url and "/" not in tail else None
+        except ValueError:
+            ratio = None
+        mix.append(StoreMix(url, ratio) if ratio is not None else StoreMix(item))
+    if not mix or any(not m.url for m in mix):
+        raise ConfigError(f"Expected store URLs like 'real.zarr:0.3,synth.zarr:0.7'. Got {text!r} instead.")
+    total = sum(m.ratio for m in mix)
+    return tuple(StoreMix(m.url, m.ratio / total) for m in mix)
+
+
+@dataclass(frozen=True)
+class LoaderConfig:
+    """How a :class:`StoreStream` walks its stores."""
+
+    batch_size: int = 32
+    block_size: int = 256  # contiguous samples read at once (a whole shard at most)
+    window: int = 4  # blocks shuffled together
+    as_float: bool = True  # False: images stay in the store dtype (4x less to move from workers)
+    shuffle: bool = True
+    seed: int = 0
+    samples_per_epoch: int | None = None  # default: all available samples (the sum over a mix)
+    drop_last: bool = False
+
+    def __post_init__(self) -> None:
+        for name in ("batch_size", "block_size", "window"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"Expected {name} >= 1. Got {getattr(self, name)} instead.")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> LoaderConfig:
+        return cls(**dict(data))
+
+
+class _Block(NamedTuple):
+    """Samples read together: the range [start, stop) of one shard, or only ``rows`` of it."""
+
+    start: int
+    stop: int
+    rows: np.ndarray | None = None  # store indices kept in [start, stop); None: all
+
+    def __len__(self) -> int:
+        return self.stop - self.start if self.rows is None else len(self.rows)
+
+    def index(self) -> np.ndarray:
+        return np.arange(self.start, self.stop) if self.rows is None else self.rows
+
+    def read(self, reader: StoreReader) -> tuple[np.ndarray, np.ndarray]:
+        images, labels = reader.read_block(self.start, self.stop)
+        if self.rows is None:
+            return images, labels
+        return images[self.rows - self.start], labels[self.rows - self.start]
+
+
+@dataclass
+class _Source:
+    url: str
+    reader: StoreReader | None = None
+    blocks: list[_Block] = field(default_factory=list)
+    scale: tuple[float, float] = (0.0, 1.0)
+
+
+def _blocks_of(reader: StoreReader, block_size: int, keep: np.ndarray | None) -> list[_Block]:
+    """Blocks of at most ``block_size`` samples over complete shards (only samples where ``keep``)."""
+    blocks = []
+    for k in reader.complete_shards:
+        start, stop = reader.layout.shard_bounds(k)
+        if keep is None:
+            blocks += [_Block(s, min(s + block_size, stop)) for s in range(start, stop, block_size)]
+            continue
+        rows = start + np.flatnonzero(keep[start:stop])
+        for s in range(0, len(rows), block_size):
+            run = rows[s : s + block_size]
+            blocks.append(_Block(int(run[0]), int(run[-1]) + 1, run))
+    return blocks
+
+
+def _keep_masks(indices, readers: list[StoreReader]) -> list[np.ndarray | None]:
+    """``indices`` (one array for a single store, or one array or None per store) -> boolean masks."""
+    if indices is None:
+        return [None] * len(readers)
+    if not _is_list_of_subsets(indices):
+        if len(readers) > 1:
+            raise ConfigError(
+                f"Expected one index subset (or None) per store ({len(readers)}). Got one array."
+            )
+        indices = [indices]
+    per_store = list(indices)
+    if len(per_store) != len(readers):
+        raise ConfigError(f"Expected one index subset per store ({len(readers)}). Got {len(per_store)}.")
+    masks: list[np.ndarray | None] = []
+    for r, idx in zip(readers, per_store, strict=True):
+        if idx is None:
+            masks.append(None)
+            continue
+        idx = np.asarray(idx, np.int64)
+        mask = np.zeros(r.layout.n, bool)
+        if idx.size and not (0 <= idx.min() and idx.max() < r.layout.n):
+            raise ConfigError(f"Expected sample indices in [0, {r.layout.n}) for {r.url}. Some lie outside.")
+        mask[idx] = True
+        available = np.zeros(r.layout.n, bool)
+        available[r.available_indices()] = True
+        if (mask & ~available).any():
+            raise ConfigError(f"Expected sample indices in complete shards of {r.url}. Some are not.")
+        masks.append(mask)
+    return masks
+
+
+def _is_list_of_subsets(indices) -> bool:
+    return isinstance(indices, (list, tuple)) and any(i is None or np.ndim(i) == 1 for i in indices)
+
+
+class StoreStream(IterableDataset):
+    """Yields batches ``{"image": float32 (B, C, H, W) in [0, 1], "label": uint8 (B, H, W), ...}``.
+
+    Labels stay uint8 (8x less to move between processes than int64): call ``.long()`` for a loss.
+
+    Images are scaled from each store's intensity convention (``low``..``high``) to [0, 1]. With
+    ``schema`` given, labels of every store are remapped to it by class name (``drop_unmatched`` sends
+    classes it lacks to background); otherwise all stores must share one schema.
+    ``augment`` is a callable ``(images, labels, rng) -> (images, labels)`` on NumPy batches.
+    With ``size=(H, W)`` every store's samples are resized to H x W before batching (images bilinear,
+    antialiased; labels nearest), so stores of different sizes mix; without it they must share one shape.
+    ``indices`` keeps only those store sample indices: an array for a single store, or a list with an
+    array (or None: all) per store.
+    """
+
+    def __init__(
+        self,
+        stores: str | Sequence[str | StoreMix],
+        config: LoaderConfig | None = None,
+        *,
+        schema: LabelSchema | None = None,
+        drop_unmatched: bool = False,
+        augment=None,
+        rank: int = 0,
+        world_size: int = 1,
+        size: tuple[int, int] | None = None,
+        indices=None,
+    ) -> None:
+        super().__init__()
+        self.mix = parse_mix(stores)
+        self.config = config or LoaderConfig()
+        if not 0 <= rank < world_size:
+            raise ConfigError(f"Expected 0 <= rank < world_size. Got rank {rank}, world size {world_size}.")
+        self.rank, self.world_size = rank, world_size
+        self.augment = augment
+        self.epoch = 0
+        self._epoch_set = False
+        self._start_batch = 0
+        self._iterations = 0  # epochs advance by themselves where set_epoch is not called
+        # read the attributes once here (cheap, no array data) to validate early and size the epoch
+        readers = [StoreReader(m.url) for m in self.mix]
+        schemas = {r.schema.name: r.schema for r in readers}
+        if schema is None and len({s.to_dict().__repr__() for s in schemas.values()}) > 1:
+            raise SchemaError(
+                f"Expected stores of one label schema. Got {sorted(schemas)}: pass schema= to remap them."
+            )
+        self.schema = schema or readers[0].schema
+        self._drop_unmatched = drop_unmatched
+        self._tables: list[np.ndarray | None] = []
+        for r in readers:
+            table = remap_table(r.schema, self.schema, drop_unmatched=drop_unmatched)
+            values = np.array([0, *r.schema.values])
+            self._tables.append(None if np.array_equal(table[values], values) else table)
+        self.size = None if size is None else (int(size[0]), int(size[1]))
+        dtypes = {r.layout.image_dtype for r in readers}
+        if not self.config.as_float and (len(dtypes) > 1 or size is not None or augment is not None):
+            raise ConfigError(
+                f"Expected as_float=True to mix image dtypes {sorted(dtypes)}, resize or augment. Got as_float=False."
+            )
+        self.intensity = [r.attrs.intensity for r in readers]  # per store, to scale native images
+        shapes = {r.layout.image_shape[:-2] + (self.size or r.layout.image_shape[-2:]) for r in readers}
+        if len(shapes) > 1:
+            raise ConfigError(f"Expected stores with one image shape. Got {sorted(shapes)}.")
+        self.image_shape = shapes.pop()
+        self._keep = _keep_masks(indices, readers)
+        self._available = [
+            r.num_available if keep is None else int(keep.sum())
+            for r, keep in zip(readers, self._keep, strict=True)
+        ]
+        if not all(self._available):
+            empty = [m.url for m, n in zip(self.mix, self._available, strict=True) if not n]
+            raise ConfigError(f"Expected stores with complete shards. Got none in {empty}.")
+        self._sources: list[_Source] | None = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_sources"] = None  # each process opens its own stores
+        return state
+
+    def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
+        """Choose the epoch whose order the next iteration follows (call before each epoch).
+
+        ``start_batch`` makes the next iteration begin at that batch of the epoch (counted per
+        DataLoader worker and rank), skipping the ones before without reading them.
+        """
+        if start_batch < 0:
+            raise ConfigError(f"Expected start_batch >= 0. Got {start_batch} instead.")
+        self.epoch = int(epoch)
+        self._epoch_set = True
+        self._start_batch = int(start_batch)
+
+    @property
+    def samples_per_epoch(self) -> int:
+        if self.config.samples_per_epoch is not None:
+            return self.config.samples_per_epoch
+        return sum(self._available)
+
+    def __len__(self) -> int:
+        """Batches per epoch for this rank, summed over its workers (approximate with several workers)."""
+        per_rank = self.samples_per_epoch // self.world_size
+        b = self.config.batch_size
+        return per_rank // b if self.config.drop_last else -(-per_rank // b)
+
+    # -- iteration -------------------------------------------------------------------------
+    def _open(self) -> list[_Source]:
+        if self._sources is None:
+            self._sources = []
+            for j, m in enumerate(self.mix):
+                reader = StoreReader(m.url)
+                intensity = reader.attrs.intensity
+                self._sources.append(
+                    _Source(
+                        m.url,
+                        reader,
+                        _blocks_of(
+                            reader, min(self.config.block_size, reader.layout.shard_size), self._keep[j]
+                        ),
+                        (intensity.low, intensity.high),
+                    )
+                )
+        return self._sources
+
+    def _worker_slot(self) -> tuple[int, int]:
+        info = get_worker_info()
+        workers, wid = (info.num_workers, info.id) if info is not None else (1, 0)
+        return self.rank * workers + wid, self.world_size * workers
+
+    def _windows(
+        self, j: int, epoch: int, slot: int, slots: int, rng: np.random.Generator, passes: int | None
+    ) -> Iterator[_Window]:
+        """Shuffled windows of source ``j`` for this slot (None passes: endless), read when first used.
+
+        The block order of a pass is the same in every slot (it derives from the seed, the epoch, the
+        source and the pass only), so dealing blocks out by slot splits the pass exactly.
+        """
+        src = self._open()[j]
+        cfg = self.config
+        done = 0
+        while passes is None or done < passes:
+            shared = block_order_rng(cfg.seed, epoch, j, done)
+            order = shared.permutation(len(src.blocks)) if cfg.shuffle else np.arange(len(src.blocks))
+            mine = [src.blocks[b] for b in order[slot::slots]]
+            if not mine and passes is None:  # more slots than blocks: share the store rather than starve
+                mine = [src.blocks[b] for b in order]
+            for w in range(0, len(mine), cfg.window):
+                window = mine[w : w + cfg.window]
+                index = np.concatenate([block.index() for block in window])
+                perm = rng.permutation(len(index)) if cfg.shuffle else np.arange(len(index))
+                yield _Window(src.reader, window, index, perm)
+            done += 1
+            if not mine:
+                return
+
+    def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
+        slot, slots = self._worker_slot()
+        cfg = self.config
+        epoch = self.epoch if self._epoch_set else self._iterations
+        self._iterations += 1
+        start, self._start_batch = self._start_batch, 0
+        rngs = epoch_rngs(cfg.seed, epoch, slot, len(self.mix) + 1)
+        pick_rng = rngs[-1]
+        # one store and no fixed epoch size: exactly one pass, every sample once across all slots
+        one_pass = len(self.mix) == 1 and cfg.samples_per_epoch is None
+        takers = [
+            _Taker(self._windows(j, epoch, slot, slots, rngs[j], 1 if one_pass else None), self._tables[j])
+            for j in range(len(self.mix))
+        ]
+        ratios = np.array([m.ratio for m in self.mix])
+        total = self.samples_per_epoch
+        share = total // slots + (1 if slot < total % slots else 0)
+        done = number = 0
+        while one_pass or done < share:
+            b = cfg.batch_size if one_pass else min(cfg.batch_size, share - done)
+            counts = pick_rng.multinomial(b, ratios) if len(takers) > 1 else np.array([b])
+            if number < start:  # skipped: the same draws, nothing read
+                n = sum(takers[j].skip(int(c)) for j, c in enumerate(counts) if c)
+            else:
+                parts = [(j, *takers[j].take(int(c))) for j, c in enumerate(counts) if c]
+                n = sum(len(p[3]) for p in parts)
+            if n == 0 or (n < cfg.batch_size and cfg.drop_last):
+                return
+            if number >= start:
+                yield self._collate(parts, augment_rng(cfg.seed, epoch, slot, number))
+            done += n
+            number += 1
+            if n < b:
+                return
+
+    def _collate(self, parts: list[tuple], rng: np.random.Generator) -> dict[str, torch.Tensor]:
+        sources = self._open()
+        images = []
+        for j, im, _, _ in parts:
+            if self.config.as_float:
+                lo, hi = sources[j].scale
+                im = (im.astype(np.float32) - np.float32(lo)) * np.float32(1.0 / (hi - lo))
+            images.append(im)
+        labels = [p[2] for p in parts]
+        if self.size is not None:
+            images, labels = zip(*map(self._resize, images, labels), strict=True)
+        images = np.concatenate(images) if len(images) > 1 else images[0]
+        labels = np.concatenate(labels) if len(labels) > 1 else labels[0]
+        if self.augment is not None:
+            images, labels = self.augment(images, labels, rng)
+        if images.ndim == 3:
+            images = images[:, None]
+        return {
+            "image": torch.from_numpy(np.ascontiguousarray(images)),
+            "label": torch.from_numpy(np.ascontiguousarray(labels)),
+            "index": torch.from_numpy(np.concatenate([p[3] for p in parts]).astype(np.int64)),
+            "store": torch.from_numpy(np.concatenate([np.full(len(p[3]), p[0], np.int64) for p in parts])),
+        }
+
+    def _resize(self, images: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return resize_images(images, self.size), resize_labels(labels, self.size)
+
+
+class _Window:
+    """A few blocks shuffled together; read on first use, never concatenated (batches are gathered
+    through ``perm``, one copy per sample)."""
+
+    def __init__(
+        self, reader: StoreReader, blocks: list[_Block], index: np.ndarray, perm: np.ndarray
+    ) -> None:
+        self.reader, self.blocks = reader, blocks
+        self.index = index  # store index of each window row
+        self.perm = perm  # the shuffled order of window rows
+        self.starts = np.cumsum([0] + [len(block) for block in blocks])  # row offset of each block
+        self.images: list[np.ndarray] = []
+        self.labels: list[np.ndarray] = []
+
+    def gather(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        if not self.images:
+            self.images, self.labels = map(
+                list, zip(*(b.read(self.reader) for b in self.blocks), strict=True)
+            )
+        block = np.searchsorted(self.starts, rows, side="right") - 1
+        images = np.empty((len(rows), *self.images[0].shape[1:]), self.images[0].dtype)
+        labels = np.empty((len(rows), *self.labels[0].shape[1:]), self.labels[0].dtype)
+        for b in np.unique(block):
+            at = np.flatnonzero(block == b)
+            offsets = rows[at] - self.starts[b]
+            images[at] = self.images[b][offsets]
+            labels[at] = self.labels[b][offsets]
+        return images, labels, self.index[rows]
+
+
+class _Taker:
+    """Takes runs of k samples from a stream of shuffled windows, across window boundaries."""
+
+    def __init__(self, windows: Iterator[_Window], table: np.ndarray | None) -> None:
+        self.windows = windows
+        self.table = table  # None: labels need no remapping
+        self.current: _Window | None = None
+        self.pos = 0
+
+    def _runs(self, k: int) -> Iterator[np.ndarray]:
+        """The window rows of the next ``k`` samples (fewer at the end of the stream), run by run."""
+        while k > 0:
+            if self.current is None or self.pos >= len(self.current.perm):
+                self.current, self.pos = next(self.windows, None), 0
+                if self.current is None:
+                    return
+            stop = min(self.pos + k, len(self.current.perm))
+            yield self.current.perm[self.pos : stop]
+            k -= stop - self.pos
+            self.pos = stop
+
+    def skip(self, k: int) -> int:
+        """Pass over the next ``k`` samples without reading them; how many there were."""
+        return sum(len(rows) for rows in self._runs(k))
+
+    def take(self, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        out = [self.current.gather(rows) for rows in self._runs(k)]
+        if not out:
+            return np.zeros(0), np.zeros(0, np.uint8), np.zeros(0, np.int64)
+        images, labels, index = (
+            (np.concatenate(p) for p in zip(*out, strict=True)) if len(out) > 1 else out[0]
+        )
+        if self.table is not None:
+            labels = self.table[labels]
+        return images, labels, index
+
+
+def make_loader(dataset: StoreStream, num_workers: int = 0, **kwargs: Any) -> DataLoader:
+    """A DataLoader over a :class:`StoreStream` (batches come whole from the dataset), spawn-started.
+
+    With ``persistent_workers=True`` the workers keep their own copy of the dataset, so
+    :meth:`StoreStream.set_epoch` no longer reaches them; the order still changes every epoch, because
+    each new iteration of a dataset copy advances its epoch by itself.
+    """
+    extra: dict[str, Any] = {}
+    if num_workers > 0:
+        extra = {"multiprocessing_context": "spawn", "prefetch_factor": 4}
+    return DataLoader(dataset, batch_size=None, num_workers=num_workers, **(extra | kwargs))

@@ -1,0 +1,33 @@
+"""Tiny synthetic label maps and the location of the real data."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+
+def real_data(name: str) -> Path:
+    """Path of a real dataset under ../shared/data, or skip the test with the reason."""
+    path = SHARED_DATA / name
+    if not path.is_dir():
+        pytest.skip(f"real data {name!r} not found at {path} (../shared/data beside the repository)")
+    return path
+
+
+def disc_labels(n: int, h: int = 32, w: int = 32, seed: int = 0) -> np.ndarray:
+    """(n, h, w) uint8 label maps: a wall (2) around a cavity (1), and an atrium (3) below, jittered."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:h, :w]
+    out = np.zeros((n, h, w), np.uint8)
+    for i in range(n):
+        cy, cx = h * 0.4 + rng.uniform(-2, 2), w * 0.5 + rng.uniform(-2, 2)
+        r2 = (yy - cy) ** 2 + (xx - cx) ** 2
+        out[i][r2 < (0.3 * h) ** 2] = 2
+        out[i][r2 < (0.2 * h) ** 2] = 1
+        out[i][(yy > cy + 0.3 * h) & (yy < cy + 0.45 * h) & (np.abs(xx - cx) < 0.15 * w)] = 3
+    return out
