@@ -61,7 +61,7 @@ def ingest_command(
     source, out, layout, schema, size, shard_size, overwrite, patterns, include, limit
 ) -> None:
     """Ingest a labelled dataset (CAMUS, ACDC, or image/label pairs) in SOURCE into a store at OUT."""
-    from synthgen.storage.ingest import DEFAULT_PATTERNS, IngestConfig, ingest
+    from synthgen.storage import DEFAULT_PATTERNS, IngestConfig, ingest
 
     config = IngestConfig(
         source=source,
@@ -101,9 +101,7 @@ def ingest_command(
 )
 def inspect_command(store, preview, n, max_shards) -> None:
     """Summarise a synthgen store: samples, shards, shapes, schema, class frequencies, provenance."""
-    from synthgen.storage.preview import write_preview
-    from synthgen.storage.store import StoreReader
-    from synthgen.storage.summary import format_summary, summarize_store
+    from synthgen.storage import StoreReader, format_summary, summarize_store, write_preview
 
     reader = StoreReader(store)
     click.echo(format_summary(summarize_store(reader, max_shards=max_shards)))
@@ -152,8 +150,8 @@ def inspect_command(store, preview, n, max_shards) -> None:
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def build_dataset_cmd(out, config_path, scheduler, workers, overwrite, dry_run, quiet, **flags) -> None:
     """Stream deformed-label / generated-image pairs into a Zarr store (resumes an interrupted build)."""
-    from synthgen.engine.build import RunOptions, build_dataset, plan_build
-    from synthgen.schemas.build_config import load_build_config
+    from synthgen.engine import RunOptions, build_dataset, plan_build
+    from synthgen.schemas import load_build_config
 
     source = {k: v for k, v in (("kind", flags.pop("source_kind")), ("url", flags.pop("source_url"))) if v}
     if flags.get("view"):
@@ -241,8 +239,7 @@ def train_gan_command(store, out_dir, arch, config_file, resume, threads, progre
     import torch
 
     from synthgen.errors import ConfigError
-    from synthgen.trainers.config import merge_config
-    from synthgen.trainers.train_gan import resume_config, train_gan
+    from synthgen.trainers import merge_config, resume_config, train_gan
 
     model_keys = ("width", "max_width", "depth", "style_dim", "style_encoder", "spectral_norm", "lambda_l1")
     model_options = {k: options.pop(k) for k in model_keys}
@@ -283,7 +280,7 @@ def export_command(checkpoint, fmt, out, fp16, fp16_all_layers, max_batch, opset
     For TensorRT, CHECKPOINT may also be an .onnx written by this command.
     """
     if fmt == "onnx":
-        from synthgen.inference.onnx_export import OnnxExportConfig, export_onnx
+        from synthgen.inference import OnnxExportConfig, export_onnx
 
         art = export_onnx(OnnxExportConfig(checkpoint, out=out, opset=opset, tolerance=tolerance))
         click.echo(
@@ -291,7 +288,7 @@ def export_command(checkpoint, fmt, out, fp16, fp16_all_layers, max_batch, opset
             f"{art.max_abs_diff:.2e}; {art.onnx_hash}"
         )
         return
-    from synthgen.inference.tensorrt import TensorRTExportConfig, export_tensorrt
+    from synthgen.inference import TensorRTExportConfig, export_tensorrt
 
     config = TensorRTExportConfig(
         checkpoint, out=out, fp16=fp16, fp32_sensitive=not fp16_all_layers, max_batch=max_batch
@@ -329,8 +326,8 @@ def _seg_train_options(f):
 
 def _seg_train_config(options: dict, **fixed):
     """A SegTrainConfig from the shared options (None = default); sets torch's thread count."""
-    from synthgen.models.segmenters import SegModelConfig
-    from synthgen.trainers.train_seg import SegAugment, SegTrainConfig
+    from synthgen.models import SegModelConfig
+    from synthgen.trainers import SegAugment, SegTrainConfig
 
     model = {k: options.pop(k) for k in ("arch", "width", "depth")}
     threads = options.pop("threads")
@@ -357,7 +354,7 @@ def train_seg_command(train, out_dir, val, val_limit, overwrite, progress, **opt
     OUT_DIR/best and OUT_DIR/last hold segmenter.safetensors + segmenter.json; log.csv, log.json and
     curves.png hold the loss and validation Dice curves.
     """
-    from synthgen.trainers.train_seg import train_seg
+    from synthgen.trainers import train_seg
 
     config = _seg_train_config(options, train=train, val=val, out_dir=out_dir, val_limit=val_limit)
     result = train_seg(config, progress=progress, overwrite=overwrite)
@@ -391,7 +388,7 @@ def evaluate_seg_command(checkpoint, store, out_dir, split, spacing, limit, thre
     """Score the segmenter CHECKPOINT on STORE: Dice, IoU, Hausdorff, HD95, ASSD per class."""
     import torch
 
-    from synthgen.evaluation.segmentation import evaluate_segmentation, seg_table
+    from synthgen.evaluation import evaluate_segmentation, seg_table
 
     if threads:
         torch.set_num_threads(threads)
@@ -418,7 +415,7 @@ def evaluate_realism_command(synth, real, segmenter, out_dir, reference_split, t
     """FID/KID, label adherence and memorisation of the synthetic store SYNTH against the real store REAL."""
     import torch
 
-    from synthgen.evaluation.realism import RealismConfig, evaluate_realism, realism_lines
+    from synthgen.evaluation import RealismConfig, evaluate_realism, realism_lines
 
     if threads:
         torch.set_num_threads(threads)
@@ -444,7 +441,7 @@ def evaluate_realism_command(synth, real, segmenter, out_dir, reference_split, t
 def evaluate_utility_command(real, out_dir, synth, arms, synth_share, progress, **options) -> None:
     """The usefulness table: segmenters trained on real / synthetic / mixed / reduced real data, each
     evaluated on the held-out real test patients of REAL. Re-running continues an interrupted run."""
-    from synthgen.evaluation.utility import UtilityConfig, run_utility
+    from synthgen.evaluation import UtilityConfig, run_utility
 
     train = _seg_train_config(options, train="", val="", out_dir="", device=options.get("device") or "cpu")
     chosen = tuple(a.strip() for a in arms.split(",")) if arms else ()
@@ -482,8 +479,8 @@ def train_shape_command(store, out_dir, resume, threads, progress, **options) ->
 
     import torch
 
-    from synthgen.models.shape_vae import read_vae_spec
-    from synthgen.trainers.train_shape import ShapeTrainConfig, latest_vae_checkpoint, train_shape
+    from synthgen.models import read_vae_spec
+    from synthgen.trainers import ShapeTrainConfig, latest_vae_checkpoint, train_shape
 
     model_keys = ("image_size", "latent_dim", "width", "depth")
     model = {k: v for k in model_keys if (v := options.pop(k)) is not None}

@@ -20,8 +20,8 @@ from synthgen.models.weights import load_generator, save_generator
 from synthgen.schemas import ACDC, CAMUS
 from synthgen.schemas.generator_spec import DataShape, GeneratorSpec, default_generator_path, store_hash
 from synthgen.seeding import style_vectors
+from synthgen.trainers.gan import train_gan
 from synthgen.trainers.runs import seeded
-from synthgen.trainers.train_gan import train_gan
 from synthgen.trainers.train_state import flatten_optimizer, unflatten_optimizer
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")

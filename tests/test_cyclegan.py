@@ -36,8 +36,8 @@ from synthgen.schemas import CAMUS
 from synthgen.storage.store import StoreReader
 from synthgen.trainers.config import TrainConfig
 from synthgen.trainers.data import TrainingStream
+from synthgen.trainers.gan import train_gan
 from synthgen.trainers.runs import seeded
-from synthgen.trainers.train_gan import train_gan
 from synthgen.trainers.train_state import STATE_WEIGHTS
 
 CYCLE_LEVELS = (0.3, 0.05, 0.8, 0.1)  # blood pools dark, the wall bright, as in echo

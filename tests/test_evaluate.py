@@ -171,7 +171,7 @@ def test_utility_table_real_arms_and_resume(tmp_path):
 def test_utility_splits_of_real_camus(tmp_path):
     from helpers.data import real_data
 
-    from synthgen.storage.ingest import IngestConfig, ingest
+    from synthgen.storage.ingestion import IngestConfig, ingest
 
     url = str(tmp_path / "camus.zarr")
     ingest(IngestConfig(source=str(real_data("camus")), out=url, limit=240))

@@ -15,7 +15,7 @@ from PIL import Image
 from synthgen.cli import cli
 from synthgen.errors import ConfigError, InputDataError
 from synthgen.kernels import resize_labels
-from synthgen.storage.ingest import IngestConfig, ingest, store_image_dtype
+from synthgen.storage.ingestion import IngestConfig, ingest, store_image_dtype
 from synthgen.storage.layouts import detect_layout, discover
 from synthgen.storage.readers import read_volume
 from synthgen.storage.store import StoreReader, store_exists

@@ -38,7 +38,7 @@ from synthgen.sources.label_sources import (
 from synthgen.storage.store import StoreReader, StoreWriter
 from synthgen.trainers.data import TrainingStream
 from synthgen.trainers.runs import seeded
-from synthgen.trainers.train_shape import ShapeTrainConfig, kl_at, train_shape
+from synthgen.trainers.shape import ShapeTrainConfig, kl_at, train_shape
 from synthgen.trainers.train_state import STATE_WEIGHTS
 
 TINY = ShapeVaeConfig(image_size=16, latent_dim=4, width=4, max_width=8, depth=2)

@@ -17,7 +17,7 @@ from synthgen.models.segmenters import (
     load_segmenter,
 )
 from synthgen.schemas import ACDC, CAMUS
-from synthgen.trainers.train_seg import (
+from synthgen.trainers.segmenter import (
     SegAugment,
     SegTrainConfig,
     load_eval_set,

@@ -24,8 +24,8 @@ from synthgen.storage.splits import camus_test_patients, is_test_patient, patien
 from synthgen.storage.store import StoreWriter
 from synthgen.trainers.config import TrainConfig, lr_at, merge_config
 from synthgen.trainers.data import TrainingStream, load_training_pairs, random_affine
+from synthgen.trainers.gan import train_gan
 from synthgen.trainers.runs import seeded
-from synthgen.trainers.train_gan import train_gan
 from synthgen.trainers.train_state import STATE_WEIGHTS
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")

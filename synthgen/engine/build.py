@@ -22,8 +22,8 @@ import numpy as np
 from synthgen.engine import pipeline
 from synthgen.engine.schedule import parse_scheduler, run_shards
 from synthgen.errors import ConfigError, StoreError, StoreFormatError
-from synthgen.schemas.build_config import BuildConfig
-from synthgen.storage.store import StoreReader, StoreWriter, is_local, store_exists
+from synthgen.schemas import BuildConfig
+from synthgen.storage import StoreReader, StoreWriter, is_local, store_exists
 
 
 @dataclass(frozen=True)

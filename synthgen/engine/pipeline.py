@@ -23,11 +23,10 @@ import numpy as np
 
 from synthgen.engine.postprocess import postprocess
 from synthgen.errors import CheckpointError, ConfigError, ExportError
-from synthgen.schemas.build_config import BUNDLED, BuildConfig
-from synthgen.schemas.store_layout import Intensity, MetaField, StoreAttrs, StoreLayout
+from synthgen.schemas import BUNDLED, BuildConfig, Intensity, MetaField, StoreAttrs, StoreLayout
 from synthgen.seeding import sample_rng, style_vectors
-from synthgen.sources.gate import GateReport, check_batch
-from synthgen.storage.store import StoreWriter
+from synthgen.sources import GateReport, check_batch
+from synthgen.storage import StoreWriter
 
 AFFINE_FIELDS = ("rotation", "scale_y", "scale_x", "shear", "translate_y", "translate_x")
 
@@ -39,7 +38,7 @@ _SOURCE_LOCK, _GENERATOR_LOCK = threading.Lock(), threading.Lock()
 
 def bundled_generator() -> Path:
     """The generator shipped with synthgen (pix2pix trained on CAMUS, 128 x 128)."""
-    from synthgen.schemas.generator_spec import default_generator_path
+    from synthgen.schemas import default_generator_path
 
     path = default_generator_path()
     if not (path / "generator.json").is_file():
@@ -53,7 +52,7 @@ def generator_path(config: BuildConfig) -> Path:
 
 def generator_spec(config: BuildConfig):
     """The checkpoint's spec (schema, size, channels, intensity), read without loading weights."""
-    from synthgen.schemas.generator_spec import read_spec
+    from synthgen.schemas import read_spec
 
     return read_spec(generator_path(config))
 
@@ -63,7 +62,7 @@ def prepare_workers(config: BuildConfig) -> None:
     the Numba kernel cache (concurrent cache builds have crashed Numba, numba #4807) and the ONNX export."""
     label_source(config)  # warms the kernels and the source's renderer
     if config.backend in ("auto", "onnxruntime") and generator_path(config).is_dir():
-        from synthgen.inference.onnx_export import cached_onnx
+        from synthgen.inference import cached_onnx
 
         with contextlib.suppress(
             ExportError
@@ -78,7 +77,7 @@ def label_source(config: BuildConfig):
 
 
 def _cached_source(key, config: BuildConfig):
-    from synthgen.sources.label_sources import source_from_config
+    from synthgen.sources import source_from_config
 
     if key not in _WORKER:
         if "kernels_warm" not in _WORKER:  # compile or load every Numba kernel once per process
@@ -92,7 +91,7 @@ def _cached_source(key, config: BuildConfig):
 
 
 def generator(config: BuildConfig):
-    from synthgen.inference.backends import open_generator
+    from synthgen.inference import open_generator
 
     key = ("generator", str(generator_path(config)), config.backend, config.batch_size)
     with _GENERATOR_LOCK:
@@ -126,7 +125,7 @@ def store_layout(config: BuildConfig, params_size: int | None = None, style_dim:
 
 def store_attrs(config: BuildConfig) -> StoreAttrs:
     """The attributes of a new build store; checks the generator against the label source first."""
-    from synthgen.inference.onnx_export import checkpoint_hash
+    from synthgen.inference import checkpoint_hash
 
     spec = generator_spec(config)
     source = label_source(config)

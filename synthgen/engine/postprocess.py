@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from synthgen.kernels.intensity import from_unit
-from synthgen.kernels.sector import sector_mask
-from synthgen.schemas.store_layout import Intensity
+from synthgen.kernels import from_unit, sector_mask
+from synthgen.schemas import Intensity
 
 
 def postprocess(images: np.ndarray, intensity: Intensity, dtype: str, sector: bool) -> np.ndarray:

@@ -36,13 +36,11 @@ from synthgen.evaluation.segmentation import (
     summarize_rows,
     write_csv,
 )
-from synthgen.inference.backends import open_generator
+from synthgen.inference import open_generator
 from synthgen.kernels import from_unit, resize_images
-from synthgen.models.segmenters import SegmenterSpec, load_segmenter
-from synthgen.storage.splits import split_indices
-from synthgen.storage.store import StoreReader
-from synthgen.trainers.data import load_training_pairs
-from synthgen.trainers.trainlog import sample_grid, save_png
+from synthgen.models import SegmenterSpec, load_segmenter
+from synthgen.storage import StoreReader, split_indices
+from synthgen.trainers import load_training_pairs, sample_grid, save_png
 
 
 # -- FID, KID, adherence, memorisation ----------------------------------------------------------

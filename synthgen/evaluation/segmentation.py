@@ -22,10 +22,9 @@ import torch
 from synthgen.errors import ConfigError, SchemaError, StoreError
 from synthgen.evaluation.metrics import METRICS, class_metrics, summarize
 from synthgen.kernels import resize_images
-from synthgen.models.segmenters import SegmenterSpec, load_segmenter
-from synthgen.schemas.labels import label_lut
-from synthgen.storage.splits import split_indices
-from synthgen.storage.store import StoreReader
+from synthgen.models import SegmenterSpec, load_segmenter
+from synthgen.schemas import label_lut
+from synthgen.storage import StoreReader, split_indices
 
 META_COLUMNS = ("patient", "view", "phase")
 

@@ -32,11 +32,10 @@ import numpy as np
 from synthgen import seeding
 from synthgen.errors import ConfigError
 from synthgen.evaluation.segmentation import evaluate_segmentation, seg_table
-from synthgen.models.segmenters import SegModelConfig
-from synthgen.schemas.store_layout import StoreAttrs, StoreLayout
-from synthgen.storage.splits import split_indices, store_patients
-from synthgen.storage.store import StoreReader, StoreWriter, store_exists
-from synthgen.trainers.train_seg import SegTrainConfig, train_seg
+from synthgen.models import SegModelConfig
+from synthgen.schemas import StoreAttrs, StoreLayout
+from synthgen.storage import StoreReader, StoreWriter, split_indices, store_exists, store_patients
+from synthgen.trainers import SegTrainConfig, train_seg
 
 ARMS = ("real", "synthetic", "real+synthetic", "real10+synthetic", "real25+synthetic", "real10", "real25")
 REAL_ARMS = ("real", "real10", "real25")

@@ -1,0 +1,21 @@
+"""L3: :func:`open_generator` and its backends (torch, ONNX Runtime, TensorRT), ONNX export, FP16 rewriting.
+
+Other packages import these names from here, never from the modules (the layer contract in the README)."""
+
+from synthgen._lazy import lazy_exports
+
+_EXPORTS = {
+    "BACKENDS": "backends",
+    "Generator": "backends",
+    "open_generator": "backends",
+    "OnnxExportConfig": "onnx_export",
+    "cached_onnx": "onnx_export",
+    "checkpoint_hash": "onnx_export",
+    "export_onnx": "onnx_export",
+    "sample_inputs": "onnx_export",
+    "TensorRTExportConfig": "tensorrt",
+    "export_tensorrt": "tensorrt",
+    "tensorrt_status": "tensorrt",
+}
+__all__ = sorted(_EXPORTS)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -44,8 +44,7 @@ from synthgen.inference.onnx_export import (
     read_onnx_artifact,
 )
 from synthgen.kernels import from_unit
-from synthgen.schemas.generator_spec import GENERATOR_JSON, GeneratorSpec
-from synthgen.schemas.labels import label_lut
+from synthgen.schemas import GENERATOR_JSON, GeneratorSpec, label_lut
 
 log = logging.getLogger(__name__)
 
@@ -141,7 +140,7 @@ class TorchGenerator(Generator):
     ) -> None:
         import torch
 
-        from synthgen.models.weights import load_generator
+        from synthgen.models import load_generator
 
         if threads is not None:
             torch.set_num_threads(threads)  # process-wide: only when asked

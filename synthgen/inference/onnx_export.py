@@ -31,8 +31,14 @@ import numpy as np
 
 from synthgen import __version__, seeding
 from synthgen.errors import CheckpointError, ConfigError, ExportError
-from synthgen.schemas.generator_spec import GENERATOR_JSON, GENERATOR_WEIGHTS, GeneratorSpec
-from synthgen.schemas.parse import parse_float, parse_int, parse_mapping
+from synthgen.schemas import (
+    GENERATOR_JSON,
+    GENERATOR_WEIGHTS,
+    GeneratorSpec,
+    parse_float,
+    parse_int,
+    parse_mapping,
+)
 
 ONNX_FORMAT = "synthgen-onnx-generator"
 ONNX_FORMAT_VERSION = 1
@@ -290,7 +296,7 @@ def _export_checked(
 ) -> tuple[bytes, GeneratorSpec, float]:
     from torch.nn.utils import parametrize
 
-    from synthgen.models.weights import load_generator
+    from synthgen.models import load_generator
 
     model, spec = load_generator(checkpoint)  # built without spectral norm, in eval mode
     if any(parametrize.is_parametrized(m) for m in model.modules()):

@@ -35,8 +35,7 @@ from synthgen.inference.onnx_export import (
     read_onnx_artifact,
     sidecar_path,
 )
-from synthgen.schemas.generator_spec import GeneratorSpec
-from synthgen.schemas.parse import parse_float, parse_int, parse_mapping
+from synthgen.schemas import GeneratorSpec, parse_float, parse_int, parse_mapping
 
 ENGINE_FORMAT = "synthgen-tensorrt-engine"
 ENGINE_FORMAT_VERSION = 1

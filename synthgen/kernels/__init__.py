@@ -16,6 +16,7 @@ from synthgen.kernels.intensity import from_unit, to_unit
 from synthgen.kernels.morphology import dilate_class, erode_class
 from synthgen.kernels.resize import resize_images, resize_labels
 from synthgen.kernels.sector import sector_mask
+from synthgen.kernels.slicing import slice_plane
 from synthgen.kernels.stats import batch_dice, class_stats
 from synthgen.kernels.warmup import warm_up
 from synthgen.kernels.warp import warp_image, warp_labels
@@ -41,6 +42,7 @@ __all__ = [
     "resize_labels",
     "sample_affine_params",
     "sector_mask",
+    "slice_plane",
     "threading_layer",
     "to_unit",
     "warm_up",

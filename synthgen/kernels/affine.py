@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from synthgen.errors import ConfigError
-from synthgen.schemas.parse import parse_float, parse_mapping, reject_unknown_keys
+from synthgen.schemas import parse_float, parse_mapping, reject_unknown_keys
 
 
 @dataclass(frozen=True)

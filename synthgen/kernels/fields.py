@@ -29,7 +29,7 @@ import numpy as np
 
 from synthgen.errors import ConfigError
 from synthgen.kernels.affine import AffineParams
-from synthgen.schemas.parse import parse_float
+from synthgen.schemas import parse_float
 
 FIELD_STEP = 8  # pixels between mid-resolution field samples; powers of two keep a/STEP exact in float32
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from synthgen.schemas.store_layout import Intensity
+from synthgen.schemas import Intensity
 
 
 def to_unit(images: np.ndarray, intensity: Intensity) -> np.ndarray:

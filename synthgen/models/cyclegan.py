@@ -36,8 +36,7 @@ from synthgen.models.discriminators import PatchDiscriminator
 from synthgen.models.gan import Batch, GanModel, GeneratorOutput
 from synthgen.models.layers import norm_layer, parse_norm
 from synthgen.models.pseudo_render import PseudoRenderer, RenderConfig, parse_ranges
-from synthgen.schemas.generator_spec import DataShape
-from synthgen.schemas.parse import check_range, fields_from_dict
+from synthgen.schemas import DataShape, check_range, fields_from_dict
 
 _RENDER_FIELDS = tuple(f for f in RenderConfig.__dataclass_fields__)
 

@@ -1,4 +1,4 @@
-"""What a GAN architecture provides to the shared training loop (:mod:`synthgen.trainers.train_gan`).
+"""What a GAN architecture provides to the shared training loop (:mod:`synthgen.trainers.gan`).
 
 An architecture is a :class:`GanModel`: it owns its networks and losses, and exposes two parameter
 groups (generator side, discriminator side) and two steps. The loop owns everything else: data,
@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from synthgen.models.layers import plain_state_dict
-from synthgen.schemas.generator_spec import DataShape
+from synthgen.schemas import DataShape
 
 
 class ModelConfig(Protocol):

@@ -42,8 +42,7 @@ from torch import nn
 from synthgen import seeding
 from synthgen.errors import ConfigError
 from synthgen.kernels import sector_mask
-from synthgen.schemas.labels import BACKGROUND, LabelSchema
-from synthgen.schemas.parse import parse_mapping, reject_unknown_keys
+from synthgen.schemas import BACKGROUND, LabelSchema, parse_mapping, reject_unknown_keys
 
 MODALITIES = ("echo", "mr", "ct")
 RAYLEIGH_MEAN = math.sqrt(math.pi) / 2  # E[R] for R = sqrt((A^2 + B^2) / 2), A, B ~ N(0, 1)

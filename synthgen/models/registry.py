@@ -17,8 +17,7 @@ from synthgen.models.cyclegan import CycleGan, CycleGanConfig, CycleGenerator
 from synthgen.models.gan import GanModel
 from synthgen.models.pix2pix import Pix2PixConfig, Pix2PixGan, UNetGenerator
 from synthgen.models.spade import SpadeConfig, SpadeGan, SpadeGenerator
-from synthgen.schemas.generator_spec import DataShape
-from synthgen.schemas.parse import parse_mapping
+from synthgen.schemas import DataShape, parse_mapping
 
 
 class Architecture(NamedTuple):

@@ -27,8 +27,7 @@ from torch import nn
 from synthgen import __version__
 from synthgen.errors import CheckpointError, ConfigError
 from synthgen.models.weights import load_weights, read_tensors, write_checkpoint
-from synthgen.schemas.generator_spec import check_format, read_json, spec_errors
-from synthgen.schemas.labels import LabelSchema
+from synthgen.schemas import LabelSchema, check_format, read_json, spec_errors
 
 ARCHES = ("unet", "lite")
 FORMAT = "synthgen-segmenter"

@@ -24,8 +24,7 @@ from synthgen.models import losses
 from synthgen.models.discriminators import MultiScaleDiscriminator
 from synthgen.models.gan import Batch, GanModel, GeneratorOutput
 from synthgen.models.layers import conv, norm_layer, parse_norm
-from synthgen.schemas.generator_spec import DataShape
-from synthgen.schemas.parse import check_range, fields_from_dict
+from synthgen.schemas import DataShape, check_range, fields_from_dict
 
 
 @dataclass(frozen=True)

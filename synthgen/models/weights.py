@@ -22,7 +22,7 @@ from torch import nn
 
 from synthgen.errors import CheckpointError
 from synthgen.models.registry import build_generator, model_config_from_dict
-from synthgen.schemas.generator_spec import (
+from synthgen.schemas import (
     GENERATOR_JSON,
     GENERATOR_WEIGHTS,
     GeneratorSpec,

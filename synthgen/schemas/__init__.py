@@ -1,25 +1,98 @@
-"""Label schemas, configs and the store layout."""
+"""L0: label schemas and presets, the store layout, the build config, generator specs and the one parse
+module. No torch, no zarr: everything here is plain data, validated where it enters."""
 
+from synthgen.schemas.build_config import (
+    BUNDLED,
+    BuildConfig,
+    load_build_config,
+)
+from synthgen.schemas.generator_spec import (
+    GENERATOR_JSON,
+    GENERATOR_WEIGHTS,
+    DataShape,
+    GeneratorSpec,
+    check_format,
+    default_generator_path,
+    read_json,
+    read_spec,
+    spec_errors,
+    store_hash,
+)
 from synthgen.schemas.labels import (
     BACKGROUND,
     LabelClass,
     LabelSchema,
     PlausibilityRules,
+    label_lut,
     remap_labels,
     remap_table,
 )
-from synthgen.schemas.presets import ACDC, CAMUS, MMWHS, PRESETS, get_schema
+from synthgen.schemas.parse import (
+    check_range,
+    fields_from_dict,
+    parse_bool,
+    parse_float,
+    parse_int,
+    parse_mapping,
+    parse_str,
+    parse_str_tuple,
+    reject_unknown_keys,
+)
+from synthgen.schemas.presets import (
+    ACDC,
+    CAMUS,
+    MMWHS,
+    PRESETS,
+    get_schema,
+)
+from synthgen.schemas.store_layout import (
+    ATTR_KEY,
+    IMAGE_DTYPES,
+    Intensity,
+    MetaField,
+    StoreAttrs,
+    StoreLayout,
+)
 
 __all__ = [
     "ACDC",
+    "ATTR_KEY",
     "BACKGROUND",
+    "BUNDLED",
     "CAMUS",
+    "GENERATOR_JSON",
+    "GENERATOR_WEIGHTS",
+    "IMAGE_DTYPES",
     "MMWHS",
     "PRESETS",
+    "BuildConfig",
+    "DataShape",
+    "GeneratorSpec",
+    "Intensity",
     "LabelClass",
     "LabelSchema",
+    "MetaField",
     "PlausibilityRules",
+    "StoreAttrs",
+    "StoreLayout",
+    "check_format",
+    "check_range",
+    "default_generator_path",
+    "fields_from_dict",
     "get_schema",
+    "label_lut",
+    "load_build_config",
+    "parse_bool",
+    "parse_float",
+    "parse_int",
+    "parse_mapping",
+    "parse_str",
+    "parse_str_tuple",
+    "read_json",
+    "read_spec",
+    "reject_unknown_keys",
     "remap_labels",
     "remap_table",
+    "spec_errors",
+    "store_hash",
 ]

@@ -25,7 +25,7 @@ from typing import ClassVar
 
 import numpy as np
 
-from synthgen.schemas.presets import MMWHS
+from synthgen.schemas import MMWHS
 from synthgen.sources.anatomy_shapes import (
     AnatomyParams,
     Range,

@@ -14,7 +14,7 @@ import numpy as np
 from scipy import ndimage
 
 from synthgen.errors import ConfigError
-from synthgen.schemas.parse import parse_float, parse_mapping, reject_unknown_keys
+from synthgen.schemas import parse_float, parse_mapping, reject_unknown_keys
 
 Range = tuple[float, float]
 

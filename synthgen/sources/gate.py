@@ -33,7 +33,7 @@ import numpy as np
 
 from synthgen.errors import LabelValueError, SchemaError
 from synthgen.kernels import class_stats, count_components
-from synthgen.schemas.labels import BACKGROUND, LabelSchema
+from synthgen.schemas import BACKGROUND, LabelSchema
 
 FLAG_BITS = 32
 

@@ -34,8 +34,15 @@ import numpy as np
 
 from synthgen.errors import ConfigError
 from synthgen.kernels import resize_labels
-from synthgen.schemas import LabelSchema, get_schema
-from synthgen.schemas.parse import parse_float, parse_int, parse_mapping, parse_str, reject_unknown_keys
+from synthgen.schemas import (
+    LabelSchema,
+    get_schema,
+    parse_float,
+    parse_int,
+    parse_mapping,
+    parse_str,
+    reject_unknown_keys,
+)
 from synthgen.seeding import sample_rng
 from synthgen.sources import anatomy
 from synthgen.sources.gate import GateReport, check_batch
@@ -170,7 +177,7 @@ class StoreSource(LabelSource):
     """Label maps of a store, drawn with replacement. The labels are read once per process."""
 
     def __init__(self, config: StoreSourceConfig, shape: tuple[int, int]) -> None:
-        from synthgen.storage.store import StoreReader
+        from synthgen.storage import StoreReader
 
         self.config = config
         self.shape = _parse_shape(shape)
@@ -181,7 +188,7 @@ class StoreSource(LabelSource):
 
     def _cached(self) -> tuple[np.ndarray, np.ndarray]:
         if getattr(self, "_cache", None) is None:
-            from synthgen.storage.store import StoreReader
+            from synthgen.storage import StoreReader
 
             reader = StoreReader(self.config.url)
             indices = reader.available_indices()
@@ -318,13 +325,13 @@ class VolumeSource(LabelSource):
         if self._given is not None:
             return self._given
         if getattr(self, "_cache", None) is None:
-            from synthgen.storage.readers import read_volume
+            from synthgen.storage import read_volume
 
             self._cache = [self._prepare(read_volume(u, u, kind="label"), u) for u in self.config.urls]
         return self._cache
 
     def draw(self, rng: np.random.Generator) -> tuple[np.ndarray, int, np.ndarray]:
-        from synthgen.kernels.slicing import slice_plane
+        from synthgen.kernels import slice_plane
 
         c = self.config
         volumes = self._volumes()
@@ -380,7 +387,7 @@ class VaeSource(LabelSource):
     The model is loaded once per process and dropped when pickled."""
 
     def __init__(self, config: VaeSourceConfig, shape: tuple[int, int]) -> None:
-        from synthgen.models.shape_vae import read_vae_spec
+        from synthgen.models import read_vae_spec
 
         self.config = config
         self.shape = _parse_shape(shape)
@@ -392,7 +399,7 @@ class VaeSource(LabelSource):
         if getattr(self, "_cache", None) is None:
             import torch
 
-            from synthgen.models.shape_vae import load_vae
+            from synthgen.models import load_vae
 
             torch.set_num_threads(1)  # one sample at a time; parallelism is across samples
             self._cache = load_vae(self.config.checkpoint)[0]
@@ -401,7 +408,7 @@ class VaeSource(LabelSource):
     def draw(self, rng: np.random.Generator) -> tuple[np.ndarray, int, np.ndarray]:
         import torch
 
-        from synthgen.models.shape_vae import decode_labels
+        from synthgen.models import decode_labels
 
         eps = rng.standard_normal(self.params_size)
         model = self._cached()
@@ -460,7 +467,7 @@ def gate_samples(
 ) -> tuple[np.ndarray, np.ndarray, GateReport]:
     """Sample ``n`` maps from a shape VAE (``generator``: a ``torch.Generator``) and gate them: (maps,
     passed mask, report with the rejection reasons counted)."""
-    from synthgen.models.shape_vae import sample_labels
+    from synthgen.models import sample_labels
 
     labels = sample_labels(model, schema, n, generator)
     passed, flags = check_batch(labels, schema)

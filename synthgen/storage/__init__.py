@@ -1,0 +1,32 @@
+"""L2: the Zarr store (writer, reader), ingestion with its readers and folder layouts, patient splits, the
+streaming loader, summary and preview.
+
+Other packages import these names from here, never from the modules (the layer contract in the README)."""
+
+from synthgen._lazy import lazy_exports
+
+_EXPORTS = {
+    "IngestConfig": "ingestion",
+    "DEFAULT_PATTERNS": "layouts",
+    "ingest": "ingestion",
+    "discover": "layouts",
+    "LoaderConfig": "loader",
+    "StoreMix": "loader",
+    "StoreStream": "loader",
+    "make_loader": "loader",
+    "parse_mix": "loader",
+    "write_preview": "preview",
+    "read_volume": "readers",
+    "is_test_patient": "splits",
+    "split_indices": "splits",
+    "store_patients": "splits",
+    "StoreReader": "store",
+    "StoreWriter": "store",
+    "delete_store": "store",
+    "is_local": "store",
+    "store_exists": "store",
+    "format_summary": "summary",
+    "summarize_store": "summary",
+}
+__all__ = sorted(_EXPORTS)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

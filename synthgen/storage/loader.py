@@ -30,7 +30,7 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from synthgen.errors import ConfigError, SchemaError
 from synthgen.kernels import resize_images, resize_labels
-from synthgen.schemas.labels import LabelSchema, remap_table
+from synthgen.schemas import LabelSchema, remap_table
 from synthgen.seeding import augment_rng, block_order_rng, epoch_rngs
 from synthgen.storage.store import StoreReader
 

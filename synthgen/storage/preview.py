@@ -13,8 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from synthgen.errors import InputDataError, StoreError
-from synthgen.schemas.labels import LabelSchema
-from synthgen.schemas.store_layout import Intensity
+from synthgen.schemas import Intensity, LabelSchema
 
 MAX_TILE = 256  # longest side of one picture in the sheet; larger samples are shrunk for display
 

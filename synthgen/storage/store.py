@@ -30,7 +30,7 @@ from synthgen.errors import (
     StoreFormatError,
     StoreNotFoundError,
 )
-from synthgen.schemas.store_layout import ATTR_KEY, StoreAttrs, StoreLayout
+from synthgen.schemas import ATTR_KEY, StoreAttrs, StoreLayout
 
 COMPRESSION_LEVEL = 1  # zstd level 1: labels shrink ~30x, images ~2x, at ~8,000 pairs/s
 

@@ -13,8 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from synthgen.schemas.labels import LabelSchema
-from synthgen.schemas.store_layout import StoreAttrs
+from synthgen.schemas import LabelSchema, StoreAttrs
 
 MAX_SHARDS = 64
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from synthgen.errors import ConfigError
-from synthgen.schemas.parse import check_range, fields_from_dict, parse_int, parse_mapping, parse_str
+from synthgen.schemas import check_range, fields_from_dict, parse_int, parse_mapping, parse_str
 
 SPLITS = ("all", "train", "test")
 DEVICES = ("auto", "cpu", "cuda")
@@ -74,7 +74,7 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> TrainConfig:
-        from synthgen.models.registry import model_config_from_dict
+        from synthgen.models import model_config_from_dict
 
         data = parse_mapping(data, "a training config")
         if "model" not in data:

@@ -21,13 +21,9 @@ import torch.nn.functional as F
 
 from synthgen.errors import StoreError
 from synthgen.kernels import resize_images, resize_labels, to_unit
-from synthgen.models.gan import Batch
-from synthgen.models.layers import onehot
-from synthgen.schemas.generator_spec import DataShape
-from synthgen.schemas.labels import LabelSchema, label_lut
-from synthgen.storage.loader import LoaderConfig, StoreStream
-from synthgen.storage.splits import split_indices
-from synthgen.storage.store import StoreReader
+from synthgen.models import Batch, onehot
+from synthgen.schemas import DataShape, LabelSchema, label_lut
+from synthgen.storage import LoaderConfig, StoreReader, StoreStream, split_indices
 
 
 def labels_to_indices(labels: np.ndarray, schema: LabelSchema, where: str) -> np.ndarray:

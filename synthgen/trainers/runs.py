@@ -10,7 +10,7 @@ from typing import Any
 import torch
 
 from synthgen.errors import CheckpointError, ConfigError
-from synthgen.schemas.generator_spec import GENERATOR_JSON
+from synthgen.schemas import GENERATOR_JSON
 from synthgen.seeding import stream_seed
 
 RESUMABLE_CHANGES = {

@@ -16,8 +16,8 @@ import torch
 from torch import nn
 
 from synthgen.errors import CheckpointError
-from synthgen.models.weights import load_weights, read_tensors, write_tensors
-from synthgen.schemas.generator_spec import read_json
+from synthgen.models import load_weights, read_tensors, write_tensors
+from synthgen.schemas import read_json
 
 STATE_FORMAT = "synthgen-gan-train-state"
 STATE_JSON, STATE_WEIGHTS = "train_state.json", "train_state.safetensors"

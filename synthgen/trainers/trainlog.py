@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from synthgen.schemas.labels import LabelSchema
+from synthgen.schemas import LabelSchema
 
 
 class LossLog:

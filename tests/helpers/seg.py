@@ -9,7 +9,7 @@ from synthgen.models.segmenters import SegModelConfig
 from synthgen.schemas import CAMUS
 from synthgen.schemas.store_layout import Intensity, MetaField, StoreAttrs, StoreLayout
 from synthgen.storage.store import StoreWriter
-from synthgen.trainers.train_seg import SegTrainConfig
+from synthgen.trainers.segmenter import SegTrainConfig
 
 GREY = np.array([40, 200, 110, 160], np.float32)  # intensity of background and classes 1..3
 TINY_MODEL = SegModelConfig("unet", width=4, depth=2)

@@ -29,7 +29,7 @@ import torch
 from tqdm import tqdm
 
 from synthgen.errors import CheckpointError, ConfigError
-from synthgen.models.shape_vae import (
+from synthgen.models import (
     SPEC_JSON,
     ShapeVae,
     ShapeVaeConfig,
@@ -41,12 +41,17 @@ from synthgen.models.shape_vae import (
     save_vae,
     vae_loss,
 )
-from synthgen.schemas.generator_spec import store_hash
-from synthgen.schemas.labels import LabelSchema
-from synthgen.schemas.parse import check_range, fields_from_dict, parse_int, parse_mapping, parse_str
-from synthgen.sources.gate import GateReport
-from synthgen.sources.label_sources import gate_samples
-from synthgen.storage.store import StoreReader
+from synthgen.schemas import (
+    LabelSchema,
+    check_range,
+    fields_from_dict,
+    parse_int,
+    parse_mapping,
+    parse_str,
+    store_hash,
+)
+from synthgen.sources import GateReport, gate_samples
+from synthgen.storage import StoreReader
 from synthgen.trainers.config import DEVICES, SPLITS
 from synthgen.trainers.data import TrainingStream
 from synthgen.trainers.runs import check_resumable, check_run_folder, replace_folder, resolve_device, seeded

@@ -24,10 +24,18 @@ import numpy as np
 
 from synthgen.errors import ConfigError, InputDataError, StoreExistsError
 from synthgen.kernels import resize_images, resize_labels
-from synthgen.schemas.labels import LabelSchema
-from synthgen.schemas.parse import parse_int, parse_mapping, parse_str, reject_unknown_keys
-from synthgen.schemas.presets import get_schema
-from synthgen.schemas.store_layout import Intensity, MetaField, StoreAttrs, StoreLayout
+from synthgen.schemas import (
+    Intensity,
+    LabelSchema,
+    MetaField,
+    StoreAttrs,
+    StoreLayout,
+    get_schema,
+    parse_int,
+    parse_mapping,
+    parse_str,
+    reject_unknown_keys,
+)
 from synthgen.storage.layouts import (
     DEFAULT_PATTERNS,
     LAYOUTS,

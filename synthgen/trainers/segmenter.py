@@ -29,7 +29,7 @@ from tqdm import tqdm
 
 from synthgen.errors import ConfigError, LabelValueError, SchemaError, StoreNotFoundError
 from synthgen.kernels import batch_dice
-from synthgen.models.segmenters import (
+from synthgen.models import (
     SPEC_JSON,
     SegmenterSpec,
     SegModelConfig,
@@ -37,8 +37,8 @@ from synthgen.models.segmenters import (
     init_segmenter,
     save_segmenter,
 )
-from synthgen.schemas.labels import LabelSchema, label_lut
-from synthgen.storage.loader import LoaderConfig, StoreStream, make_loader
+from synthgen.schemas import LabelSchema, label_lut
+from synthgen.storage import LoaderConfig, StoreStream, make_loader
 from synthgen.trainers.runs import replace_folder, resolve_device, seeded
 
 PLOT_EVERY = 10  # redraw curves.png every this many validations (and at the end): a plot costs ~0.5 s

@@ -22,12 +22,9 @@ import torch
 from tqdm import tqdm
 
 from synthgen.errors import CheckpointError
-from synthgen.models.gan import Batch, GanModel
-from synthgen.models.layers import init_weights, set_requires_grad
-from synthgen.models.registry import build_gan
-from synthgen.models.weights import save_generator
-from synthgen.schemas.generator_spec import GeneratorSpec, read_spec, store_hash
-from synthgen.storage.store import StoreReader
+from synthgen.models import Batch, GanModel, build_gan, init_weights, save_generator, set_requires_grad
+from synthgen.schemas import GeneratorSpec, read_spec, store_hash
+from synthgen.storage import StoreReader
 from synthgen.trainers.config import TrainConfig, lr_at
 from synthgen.trainers.data import TrainingStream, random_affine
 from synthgen.trainers.runs import (
