@@ -13,7 +13,17 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "synthgen"
-PACKAGES = ("schemas", "kernels", "models", "storage", "sources", "inference", "engine", "trainers", "evaluation")
+PACKAGES = (
+    "schemas",
+    "kernels",
+    "models",
+    "storage",
+    "sources",
+    "inference",
+    "engine",
+    "trainers",
+    "evaluation",
+)
 
 
 def _imports(path: Path):
