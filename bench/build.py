@@ -63,14 +63,14 @@ def _stage_times(args, n: int) -> dict[str, float]:
     labels_s = time.perf_counter() - t
     styles = pipeline.draw_styles(config, indices, gen.style_dim)
     times: Counter[str] = Counter()
-    images = pipeline.generate_images(config, gen, drawn["labels"], styles, attrs.intensity, times)
+    images = pipeline.generate_images(config, gen, drawn.labels, styles, attrs.intensity, times)
     with tempfile.TemporaryDirectory() as d:
         t = time.perf_counter()
         writer = StoreWriter.create(str(Path(d) / "w.zarr"), attrs)
         for k in range(attrs.layout.num_shards):
             a, b = attrs.layout.shard_bounds(k)
             meta = {m.name: np.zeros((b - a, *m.shape), m.dtype) for m in attrs.layout.meta}
-            writer.write_shard(k, images[a:b], drawn["labels"][a:b], meta)
+            writer.write_shard(k, images[a:b], drawn.labels[a:b], meta)
         write_s = time.perf_counter() - t + times["postprocess"]
     generate_s = times["generate"]
     return {
@@ -101,7 +101,7 @@ def _stage_times_generate_only(args, n: int) -> float:
     config = _config(args, n)
     gen = pipeline.generator(config)
     intensity = pipeline.store_attrs(config).intensity
-    labels = pipeline.draw_labels(config, np.arange(min(n, 64)))["labels"]
+    labels = pipeline.draw_labels(config, np.arange(min(n, 64))).labels
     labels = np.resize(labels, (n, *labels.shape[1:]))
     styles = pipeline.draw_styles(config, np.arange(n), gen.style_dim)
     pipeline.warm_generator(config, gen, intensity)

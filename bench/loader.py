@@ -26,7 +26,7 @@ from store import make_pairs
 from synthgen.schemas import CAMUS
 from synthgen.schemas.store_layout import StoreAttrs, StoreLayout
 from synthgen.storage.loader import LoaderConfig, StoreStream, make_loader
-from synthgen.storage.store import StoreWriter
+from synthgen.storage.store import StoreWriter, use_fast_codecs
 
 
 class InMemoryBatches(Dataset):
@@ -62,6 +62,7 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--out", default="bench/results/loader.json")
     args = p.parse_args()
+    use_fast_codecs()  # DataLoader workers follow (StoreStream)
     images, labels = make_pairs(args.n, args.size)
     with tempfile.TemporaryDirectory() as d:
         url = str(Path(d) / "loader.zarr")

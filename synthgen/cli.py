@@ -26,6 +26,13 @@ class _Group(click.Group):
             sys.exit(130)
 
 
+def _use_fast_codecs() -> None:
+    """The zarrs codec pipeline for this process: every command that reads or writes stores calls this."""
+    from synthgen.storage import use_fast_codecs
+
+    use_fast_codecs()
+
+
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="synthgen")
 def cli() -> None:
@@ -62,6 +69,8 @@ def ingest_command(
 ) -> None:
     """Ingest a labelled dataset (CAMUS, ACDC, or image/label pairs) in SOURCE into a store at OUT."""
     from synthgen.storage import DEFAULT_PATTERNS, IngestConfig, ingest
+
+    _use_fast_codecs()
 
     config = IngestConfig(
         source=source,
@@ -102,6 +111,8 @@ def ingest_command(
 def inspect_command(store, preview, n, max_shards) -> None:
     """Summarise a synthgen store: samples, shards, shapes, schema, class frequencies, provenance."""
     from synthgen.storage import StoreReader, format_summary, summarize_store, write_preview
+
+    _use_fast_codecs()
 
     reader = StoreReader(store)
     click.echo(format_summary(summarize_store(reader, max_shards=max_shards)))
@@ -153,6 +164,7 @@ def build_dataset_cmd(out, config_path, scheduler, workers, overwrite, dry_run, 
     from synthgen.engine import RunOptions, build_dataset, plan_build
     from synthgen.schemas import load_build_config
 
+    _use_fast_codecs()
     source = {k: v for k, v in (("kind", flags.pop("source_kind")), ("url", flags.pop("source_url"))) if v}
     if flags.get("view"):
         source["view"] = flags["view"]
@@ -188,7 +200,23 @@ _SEED = click.option("--seed", type=int, help="Root seed (default 0).")
 _DEVICE = click.option(
     "--device", type=click.Choice(["auto", "cpu", "cuda"]), help="Default: cuda if present."
 )
-_THREADS = click.option("--threads", type=int, help="CPU threads for torch (default: torch's choice).")
+
+
+def _set_torch_threads(ctx: click.Context, param: click.Parameter, value: int | None) -> None:
+    """The one handling of --threads: sets torch's thread count for the whole command."""
+    if value:
+        import torch
+
+        torch.set_num_threads(value)
+
+
+_THREADS = click.option(
+    "--threads",
+    type=int,
+    expose_value=False,
+    callback=_set_torch_threads,
+    help="CPU threads for torch (default: torch's choice).",
+)
 _PROGRESS = click.option("--progress/--no-progress", default=True, help="Show progress bars.")
 # the run options of the generative trainers (train-gan, train-shape)
 _RUN_OPTIONS = _options(
@@ -227,7 +255,7 @@ _RUN_OPTIONS = _options(
 @click.option("--spectral-norm/--no-spectral-norm", default=None, help="Spectral norm in training.")
 @click.option("--lambda-l1", type=float, help="Weight of the L1 loss to the real image.")
 @_RUN_OPTIONS
-def train_gan_command(store, out_dir, arch, config_file, resume, threads, progress, **options) -> None:
+def train_gan_command(store, out_dir, arch, config_file, resume, progress, **options) -> None:
     """Train a mask-conditioned GAN on the pairs of STORE; checkpoints, samples and losses go to OUT_DIR.
 
     The label count, schema, channels and intensity convention come from STORE. Options override
@@ -236,11 +264,10 @@ def train_gan_command(store, out_dir, arch, config_file, resume, threads, progre
     import json
     from pathlib import Path
 
-    import torch
-
     from synthgen.errors import ConfigError
     from synthgen.trainers import merge_config, resume_config, train_gan
 
+    _use_fast_codecs()
     model_keys = ("width", "max_width", "depth", "style_dim", "style_encoder", "spectral_norm", "lambda_l1")
     model_options = {k: options.pop(k) for k in model_keys}
     base = None
@@ -252,8 +279,6 @@ def train_gan_command(store, out_dir, arch, config_file, resume, threads, progre
         except (OSError, json.JSONDecodeError) as e:
             raise ConfigError(f"Cannot read the training config {config_file}: {e}.") from e
     config = merge_config(base, options | {"store": store, "out_dir": out_dir}, model_options, arch)
-    if threads:
-        torch.set_num_threads(threads)
     result = train_gan(config, resume=resume, progress=progress)
     click.echo(
         f"Trained {config.model.arch} to step {result.step} in {result.seconds:.1f} s; "
@@ -325,16 +350,11 @@ def _seg_train_options(f):
 
 
 def _seg_train_config(options: dict, **fixed):
-    """A SegTrainConfig from the shared options (None = default); sets torch's thread count."""
+    """A SegTrainConfig from the shared options (None = default)."""
     from synthgen.models import SegModelConfig
     from synthgen.trainers import SegAugment, SegTrainConfig
 
     model = {k: options.pop(k) for k in ("arch", "width", "depth")}
-    threads = options.pop("threads")
-    if threads:
-        import torch
-
-        torch.set_num_threads(threads)
     augment = SegAugment() if options.pop("augment") else None
     model_cfg = SegModelConfig(**{k: v for k, v in model.items() if v is not None})
     given = {k: v for k, v in options.items() if v is not None}
@@ -356,6 +376,7 @@ def train_seg_command(train, out_dir, val, val_limit, overwrite, progress, **opt
     """
     from synthgen.trainers import train_seg
 
+    _use_fast_codecs()
     config = _seg_train_config(options, train=train, val=val, out_dir=out_dir, val_limit=val_limit)
     result = train_seg(config, progress=progress, overwrite=overwrite)
     dice = result.best_metrics.get("val_dice_mean", float("nan"))
@@ -384,14 +405,12 @@ def evaluate_group() -> None:
 @click.option("--spacing", type=(float, float), help="Pixel size (row, col) in mm [default: the store's].")
 @click.option("--limit", type=int, help="First N samples only.")
 @_THREADS
-def evaluate_seg_command(checkpoint, store, out_dir, split, spacing, limit, threads) -> None:
+def evaluate_seg_command(checkpoint, store, out_dir, split, spacing, limit) -> None:
     """Score the segmenter CHECKPOINT on STORE: Dice, IoU, Hausdorff, HD95, ASSD per class."""
-    import torch
 
     from synthgen.evaluation import evaluate_segmentation, seg_table
 
-    if threads:
-        torch.set_num_threads(threads)
+    _use_fast_codecs()
     result = evaluate_segmentation(checkpoint, store, out_dir, split=split, spacing=spacing, limit=limit)
     click.echo(seg_table(result))
 
@@ -411,14 +430,12 @@ def evaluate_seg_command(checkpoint, store, out_dir, split, spacing, limit, thre
 @click.option("--kid-subset-size", default=1000, show_default=True, help="Samples per KID subset.")
 @click.option("--limit", type=int, help="First N synthetic samples only.")
 @_THREADS
-def evaluate_realism_command(synth, real, segmenter, out_dir, reference_split, threads, **options) -> None:
+def evaluate_realism_command(synth, real, segmenter, out_dir, reference_split, **options) -> None:
     """FID/KID, label adherence and memorisation of the synthetic store SYNTH against the real store REAL."""
-    import torch
 
     from synthgen.evaluation import RealismConfig, evaluate_realism, realism_lines
 
-    if threads:
-        torch.set_num_threads(threads)
+    _use_fast_codecs()
     reference = "" if reference_split == "none" else reference_split
     config = RealismConfig(synth, real, segmenter, out_dir, reference_split=reference, **options)
     for line in realism_lines(evaluate_realism(config)):
@@ -442,6 +459,8 @@ def evaluate_utility_command(real, out_dir, synth, arms, synth_share, progress, 
     """The usefulness table: segmenters trained on real / synthetic / mixed / reduced real data, each
     evaluated on the held-out real test patients of REAL. Re-running continues an interrupted run."""
     from synthgen.evaluation import UtilityConfig, run_utility
+
+    _use_fast_codecs()
 
     train = _seg_train_config(options, train="", val="", out_dir="", device=options.get("device") or "cpu")
     chosen = tuple(a.strip() for a in arms.split(",")) if arms else ()
@@ -469,7 +488,7 @@ def evaluate_utility_command(real, out_dir, synth, arms, synth_share, progress, 
     help="Sample from a Gaussian fitted to the codes [default: on].",
 )
 @_RUN_OPTIONS
-def train_shape_command(store, out_dir, resume, threads, progress, **options) -> None:
+def train_shape_command(store, out_dir, resume, progress, **options) -> None:
     """Train a shape VAE on the label maps of STORE; checkpoint, sampled maps and losses go to OUT_DIR.
 
     The schema comes from STORE. Sampled maps are put through the plausibility gate at each checkpoint.
@@ -477,10 +496,10 @@ def train_shape_command(store, out_dir, resume, threads, progress, **options) ->
     """
     from pathlib import Path
 
-    import torch
-
     from synthgen.models import read_vae_spec
     from synthgen.trainers import ShapeTrainConfig, latest_vae_checkpoint, train_shape
+
+    _use_fast_codecs()
 
     model_keys = ("image_size", "latent_dim", "width", "depth")
     model = {k: v for k in model_keys if (v := options.pop(k)) is not None}
@@ -493,8 +512,6 @@ def train_shape_command(store, out_dir, resume, threads, progress, **options) ->
     config = ShapeTrainConfig.from_dict(
         base | given | {"store": store, "out_dir": out_dir, "model": base_model | model}
     )
-    if threads:
-        torch.set_num_threads(threads)
     result = train_shape(config, resume=resume, progress=progress)
     gate = result.gate
     reasons = ", ".join(f"{code} {k}" for code, k in gate.reasons) or "none"

@@ -9,10 +9,11 @@ from helpers.generators import SCHEMA, SIZE, VARIANTS, label_maps, shared_checkp
 
 from synthgen.errors import BackendUnavailableError, CheckpointError, ConfigError, LabelValueError
 from synthgen.inference import backends
-from synthgen.inference.backends import BACKENDS, open_generator, ort_cuda_available
+from synthgen.inference.backends import open_generator, ort_cuda_available
 from synthgen.inference.onnx_export import onehot
 from synthgen.inference.tensorrt import tensorrt_status
 from synthgen.models.weights import load_generator
+from synthgen.schemas import BACKENDS
 from synthgen.schemas.generator_spec import read_spec
 from synthgen.schemas.labels import label_lut
 

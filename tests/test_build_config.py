@@ -3,6 +3,7 @@ import json
 import pytest
 
 from synthgen.errors import ConfigError
+from synthgen.schemas import ProceduralSourceConfig, StoreSourceConfig
 from synthgen.schemas.build_config import PRESETS, BuildConfig, DeformConfig, load_build_config, preset_config
 
 
@@ -20,13 +21,13 @@ def test_toml_then_flags_override_the_preset(tmp_path):
     config = load_build_config(path, {"seed": 9, "deform": {"max_displacement": 2.0}, "shard_size": None})
     assert (config.n, config.seed, config.image_size) == (500, 9, (64, 64))
     assert config.deform == DeformConfig(spacing=16.0, max_displacement=2.0)
-    assert config.source == {"kind": "procedural", "view": "a2c"}
+    assert config.source == ProceduralSourceConfig(view="a2c")
     assert config.shard_size == BuildConfig().shard_size
 
 
 def test_changing_the_source_kind_replaces_the_source():
     config = preset_config("echo").with_overrides({"source": {"kind": "store", "url": "camus.zarr"}})
-    assert config.source == {"kind": "store", "url": "camus.zarr"}
+    assert config.source == StoreSourceConfig(url="camus.zarr")  # nothing of the procedural source is left
 
 
 @pytest.mark.parametrize(
@@ -39,6 +40,10 @@ def test_changing_the_source_kind_replaces_the_source():
         ({"image_dtype": "int16"}, "image_dtype"),
         ({"deform": {"spacing": 1.0}}, "deform.spacing"),
         ({"gate": "yes"}, "gate"),
+        ({"source": {"kind": "procedual"}}, "source.kind"),
+        ({"source": {"view": "apikal"}}, "source.view"),
+        ({"source": {"kind": "store"}}, "source.url"),
+        ({"source": {"kind": "procedural", "colour": 1}}, "Unknown key"),
     ],
 )
 def test_bad_values_are_refused(overrides, message):

@@ -14,10 +14,16 @@ from synthgen.errors import SchemaError
 from synthgen.evaluation import realism as rl
 from synthgen.evaluation import segmentation as ev
 from synthgen.evaluation.utility import UtilityConfig, patient_splits, prepare_stores, run_utility
-from synthgen.models.segmenters import SegmenterSpec, build_segmenter, init_segmenter, save_segmenter
+from synthgen.models.segmenters import (
+    SegmenterSpec,
+    build_segmenter,
+    init_segmenter,
+    load_segmenter,
+    save_segmenter,
+)
 from synthgen.schemas import ACDC, CAMUS
 from synthgen.storage.splits import is_test_patient, store_patients
-from synthgen.storage.store import StoreReader
+from synthgen.storage.store import StoreReader, StoreWriter
 from synthgen.trainers.runs import seeded
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
@@ -127,7 +133,21 @@ def test_realism_flags_copies_of_training_images(checkpoint, tmp_path):
     assert memo["synthetic_to_nearest_real"]["p100"] == pytest.approx(0.0, abs=1e-6)
     assert memo["synthetic_closer_than_closest_reference"] == 1.0
     assert memo["closest_pairs"][0]["real"] in train[:8].tolist()
-    assert report["fid"]["synthetic_vs_real"] >= 0 and "real_reference_vs_real" in report["kid"]
+    # the reported FID is the Fréchet distance of the copies' and the training split's features, and
+    # copies of training images sit closer to it than an all-grey store does
+    model, spec = load_segmenter(checkpoint)
+    f_copies, _ = rl.store_features(model, spec, StoreReader(copies), np.arange(8), 64)
+    f_train, _ = rl.store_features(model, spec, reader, train, 64)
+    fid = report["fid"]["synthetic_vs_real"]
+    assert fid == pytest.approx(rl.frechet_distance(f_copies, f_train), rel=1e-9, abs=1e-12)
+    source = StoreReader(copies)
+    grey = StoreWriter.create(str(tmp_path / "grey.zarr"), source.attrs)
+    images, labels = source.read_block(0, 8)
+    grey.write_shard(0, np.full_like(images, 110), labels, {"patient": source.read_meta("patient", 0, 8)})
+    grey.mark_complete([0])
+    f_grey, _ = rl.store_features(model, spec, StoreReader(grey.url), np.arange(8), 64)
+    assert fid < rl.frechet_distance(f_grey, f_train)
+    assert "real_reference_vs_real" in report["kid"]
     assert set(report["label_adherence"]) == set(CAMUS.names)
     for name in ("realism.json", "memorisation.csv", "label_adherence.csv", "closest_pairs.png"):
         assert (tmp_path / "out" / name).is_file()

@@ -5,8 +5,15 @@ import torch
 from synthgen.errors import ConfigError, SchemaError
 from synthgen.schemas import ACDC, CAMUS, LabelClass, LabelSchema
 from synthgen.schemas.store_layout import Intensity, MetaField, StoreAttrs, StoreLayout
-from synthgen.storage.loader import LoaderConfig, StoreMix, StoreStream, make_loader, parse_mix
-from synthgen.storage.store import StoreWriter
+from synthgen.storage.loader import (
+    LoaderConfig,
+    StoreMix,
+    StoreStream,
+    make_loader,
+    parse_mix,
+    plan_stream,
+)
+from synthgen.storage.store import StoreReader, StoreWriter
 
 
 def make_store(url, n=50, shard=16, schema=CAMUS, value=None, dtype="uint8", complete=None):
@@ -38,6 +45,34 @@ def test_parse_mix():
         parse_mix("a.zarr:0")
 
 
+def test_plan_covers_kept_samples_of_complete_shards_in_blocks(tmp_path):
+    url = make_store(str(tmp_path / "a.zarr"), complete=[0, 1, 3])  # shards of 16: 2 is incomplete
+    cfg = LoaderConfig(block_size=8)
+    plan = plan_stream([StoreReader(url)], cfg)
+    assert [(b.start, b.stop) for b in plan.blocks[0]] == [(0, 8), (8, 16), (16, 24), (24, 32), (48, 50)]
+    assert all(b.rows is None for b in plan.blocks[0])
+    assert plan.keep == (None,) and plan.samples_per_epoch == 34
+    assert plan.tables == (None,) and plan.schema == CAMUS and plan.image_shape == (4, 4)
+    assert plan.scales == ((0.0, 255.0),) and plan.size is None
+
+    keep = np.array([1, 2, 5, 17, 30, 31, 48])
+    plan = plan_stream([StoreReader(url)], LoaderConfig(block_size=2), indices=keep, size=(8, 6))
+    np.testing.assert_array_equal(np.flatnonzero(plan.keep[0]), keep)
+    assert [b.index().tolist() for b in plan.blocks[0]] == [[1, 2], [5], [17, 30], [31], [48]]
+    assert [(b.start, b.stop) for b in plan.blocks[0]] == [(1, 3), (5, 6), (17, 31), (31, 32), (48, 49)]
+    assert plan.samples_per_epoch == len(keep) and plan.image_shape == (8, 6)
+    fixed = plan_stream([StoreReader(url), StoreReader(url)], LoaderConfig(samples_per_epoch=100))
+    assert fixed.samples_per_epoch == 100 and len(fixed.blocks) == 2
+
+
+def test_plan_remaps_labels_to_a_schema(tmp_path):
+    url = make_store(str(tmp_path / "acdc.zarr"), n=8, schema=ACDC, value=3)  # acdc lv_cavity is 3
+    lv = LabelSchema("lv", (LabelClass("lv_cavity", 5), LabelClass("lv_myocardium", 6)))
+    plan = plan_stream([StoreReader(url)], LoaderConfig(drop_unmatched=True), schema=lv)
+    (table,) = plan.tables
+    assert plan.schema == lv and table[3] == 5 and table[0] == 0
+
+
 def test_one_epoch_sees_every_complete_sample_once(tmp_path):
     url = make_store(str(tmp_path / "a.zarr"), complete=[0, 1, 3])
     stream = StoreStream(url, LoaderConfig(batch_size=7, block_size=8, window=2))
@@ -63,7 +98,7 @@ def test_order_is_seeded_and_changes_each_epoch(tmp_path):
 
 def test_ranks_split_an_epoch_exactly(tmp_path):
     url = make_store(str(tmp_path / "a.zarr"), n=70)
-    parts = [indices(StoreStream(url, LoaderConfig(block_size=8), rank=r, world_size=3)) for r in range(3)]
+    parts = [indices(StoreStream(url, LoaderConfig(block_size=8, rank=r, world_size=3))) for r in range(3)]
     together = np.concatenate(parts)
     assert sorted(together.tolist()) == list(range(70))
     assert all(len(p) > 0 for p in parts)
@@ -85,7 +120,7 @@ def test_remapping_by_schema(tmp_path):
         StoreStream([a, b])
     lv = LabelSchema("lv", (LabelClass("lv_cavity", 5), LabelClass("lv_myocardium", 6)))
     stream = StoreStream(
-        [a, b], LoaderConfig(samples_per_epoch=16, batch_size=16), schema=lv, drop_unmatched=True
+        [a, b], LoaderConfig(samples_per_epoch=16, batch_size=16, drop_unmatched=True), schema=lv
     )
     labels = next(iter(stream))["label"].numpy()
     assert set(np.unique(labels)) == {5}

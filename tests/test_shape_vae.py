@@ -16,7 +16,7 @@ from synthgen.cli import cli
 from synthgen.errors import CheckpointError, ConfigError
 from synthgen.models.layers import onehot
 from synthgen.models.shape_vae import (
-    SPEC_JSON,
+    SHAPE_VAE_JSON,
     ShapeVae,
     ShapeVaeConfig,
     fit_prior,
@@ -182,7 +182,7 @@ def test_resume_is_exact_and_run_leaves_logs(store, tmp_path):
         "step_0000003.png",
     ]
     assert (tmp_path / "a" / "losses.png").is_file()
-    spec = json.loads((straight.checkpoint / SPEC_JSON).read_text())
+    spec = json.loads((straight.checkpoint / SHAPE_VAE_JSON).read_text())
     assert spec["step"] == 3 and spec["gate"]["checked"] == 10 and spec["label_schema"]["name"] == "camus"
 
 
@@ -227,12 +227,12 @@ def test_checkpoint_errors_are_clear(trained, tmp_path):
         load_vae(tmp_path / "nothing")
     bad = tmp_path / "bad"
     bad.mkdir()
-    spec = json.loads((result.checkpoint / SPEC_JSON).read_text())
-    (bad / SPEC_JSON).write_text(json.dumps(spec | {"model": spec["model"] | {"width": 8}}))
+    spec = json.loads((result.checkpoint / SHAPE_VAE_JSON).read_text())
+    (bad / SHAPE_VAE_JSON).write_text(json.dumps(spec | {"model": spec["model"] | {"width": 8}}))
     (bad / "shape_vae.safetensors").write_bytes((result.checkpoint / "shape_vae.safetensors").read_bytes())
     with pytest.raises(CheckpointError, match="do not fit the architecture"):
         load_vae(bad)
-    (bad / SPEC_JSON).write_text(json.dumps(spec | {"format_version": 9}))
+    (bad / SHAPE_VAE_JSON).write_text(json.dumps(spec | {"format_version": 9}))
     with pytest.raises(CheckpointError, match="Expected shape VAE format version 1"):
         load_vae(bad)
 

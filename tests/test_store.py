@@ -1,5 +1,8 @@
 import itertools
 import json
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -163,3 +166,32 @@ def test_attrs_round_trip_through_json(n, shard, shape, dtype):
     bounds = [attrs.layout.shard_bounds(k) for k in range(attrs.layout.num_shards)]
     assert bounds[0][0] == 0 and bounds[-1][1] == n
     assert all(a[1] == b[0] for a, b in itertools.pairwise(bounds))
+
+
+def test_importing_leaves_the_codec_pipeline_alone_until_asked():
+    code = (
+        "import zarr\n"
+        "before = zarr.config.get('codec_pipeline.path')\n"
+        "import synthgen.storage.store\n"
+        "from synthgen.storage import StoreReader, StoreStream, use_fast_codecs\n"
+        "StoreReader, StoreStream\n"
+        "assert zarr.config.get('codec_pipeline.path') == before, zarr.config.get('codec_pipeline.path')\n"
+        "assert not synthgen.storage.store.fast_codecs_in_use()\n"
+        "assert use_fast_codecs() == 'zarrs'\n"
+        "assert zarr.config.get('codec_pipeline.path') == 'zarrs.ZarrsCodecPipeline'\n"
+        "assert synthgen.storage.store.fast_codecs_in_use() and use_fast_codecs() == 'zarrs'\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "SYNTHGEN_CODEC_PIPELINE"}
+    subprocess.run([sys.executable, "-c", code], check=True, env=env)
+
+
+def test_the_python_pipeline_can_be_kept():
+    code = (
+        "import zarr\n"
+        "from synthgen.storage import use_fast_codecs\n"
+        "before = zarr.config.get('codec_pipeline.path')\n"
+        "assert use_fast_codecs() == 'python'\n"
+        "assert zarr.config.get('codec_pipeline.path') == before\n"
+    )
+    env = os.environ | {"SYNTHGEN_CODEC_PIPELINE": "python"}
+    subprocess.run([sys.executable, "-c", code], check=True, env=env)

@@ -17,8 +17,8 @@ from synthgen.models.segmenters import (
     load_segmenter,
 )
 from synthgen.schemas import ACDC, CAMUS
+from synthgen.trainers.augment import AugmentParams, SegAugment, apply, sample_params
 from synthgen.trainers.segmenter import (
-    SegAugment,
     SegTrainConfig,
     load_eval_set,
     lr_at,
@@ -111,22 +111,14 @@ def test_augment_keeps_labels_and_is_replayable():
     images = rng.random((4, 16, 16), dtype=np.float32)
     labels = rng.integers(0, 4, (4, 16, 16)).astype(np.uint8)
     aug = SegAugment()
-    params = aug.sample_params(np.random.default_rng(5), 4)
-    x1, y1 = aug.apply(images, labels, params)
+    params = sample_params(np.random.default_rng(5), 4, aug)
+    x1, y1 = apply(images, labels, params)
     x2, y2 = aug(images, labels, np.random.default_rng(5))
     np.testing.assert_array_equal(x1, x2)
     np.testing.assert_array_equal(y1, y2)
     assert x1.shape == images.shape and y1.dtype == np.uint8 and set(np.unique(y1)) <= {0, 1, 2, 3}
     assert 0 <= x1.min() and x1.max() <= 1
-    identity = {
-        "angle": np.zeros(4),
-        "zoom": np.ones(4),
-        "shift": np.zeros((4, 2)),
-        "gamma": np.ones(4),
-        "contrast": np.ones(4),
-        "brightness": np.zeros(4),
-    }
-    x0, y0 = aug.apply(images, labels, identity)
+    x0, y0 = apply(images, labels, AugmentParams.identity(4))
     np.testing.assert_allclose(x0, images, atol=1e-5)
     np.testing.assert_array_equal(y0, labels)
 

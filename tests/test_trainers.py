@@ -22,8 +22,9 @@ from synthgen.schemas.store_layout import Intensity, StoreAttrs, StoreLayout
 from synthgen.seeding import style_vectors
 from synthgen.storage.splits import camus_test_patients, is_test_patient, patient_number, split_indices
 from synthgen.storage.store import StoreWriter
+from synthgen.trainers.augment import GanAugment
 from synthgen.trainers.config import TrainConfig, lr_at, merge_config
-from synthgen.trainers.data import TrainingStream, load_training_pairs, random_affine
+from synthgen.trainers.data import TrainingStream, augment_batch, load_training_pairs
 from synthgen.trainers.gan import train_gan
 from synthgen.trainers.runs import seeded
 from synthgen.trainers.train_state import STATE_WEIGHTS
@@ -156,7 +157,7 @@ def test_augment_keeps_labels_one_hot(store):
     from synthgen.storage.store import StoreReader
 
     data = TrainingStream(StoreReader(store), 16, "all", 6, seed=0)
-    batch = random_affine(next(data.batches()), seeded(0, 2), strength=3.0)
+    batch = augment_batch(next(data.batches()), GanAugment(rotation=15, scale=0.15, shift=0.09), seeded(0, 2))
     assert torch.all(batch.labels.sum(1) == 1) and set(torch.unique(batch.labels).tolist()) == {0.0, 1.0}
     assert batch.images.min() >= -1.0001 and batch.images.max() <= 1.0001
 
@@ -182,13 +183,16 @@ def test_losses_go_down_on_a_fixed_batch(arch, key, store):
     assert np.mean(seen[-5:]) < 0.6 * np.mean(seen[:5]), seen
 
 
-@pytest.mark.parametrize("arch", ["spade", "pix2pix"])
-def test_resume_is_exact(arch, store, tmp_path):
+@pytest.mark.parametrize(("arch", "augment"), [("spade", False), ("pix2pix", False), ("spade", True)])
+def test_resume_is_exact(arch, augment, store, tmp_path):
     from safetensors.torch import load_file
 
-    straight = train_gan(tiny_config(store, tmp_path / "a", arch, steps=3), progress=False)
-    train_gan(tiny_config(store, tmp_path / "b", arch, steps=2), progress=False)
-    resumed = train_gan(tiny_config(store, tmp_path / "b", arch, steps=3), resume=True, progress=False)
+    def config(out: str, steps: int) -> TrainConfig:
+        return tiny_config(store, tmp_path / out, arch, steps=steps, augment=augment)
+
+    straight = train_gan(config("a", 3), progress=False)
+    train_gan(config("b", 2), progress=False)
+    resumed = train_gan(config("b", 3), resume=True, progress=False)
     assert straight.step == resumed.step == 3
     a = load_file(str(straight.checkpoint / STATE_WEIGHTS))
     b = load_file(str(resumed.checkpoint / STATE_WEIGHTS))

@@ -5,6 +5,10 @@ Other packages import these names from here, never from the modules (the layer c
 from synthgen._lazy import lazy_exports
 
 _EXPORTS = {
+    "replay": "pipeline",
+    "LabelDraw": "pipeline",
+    "ShardStats": "pipeline",
+    "WorkerCache": "pipeline",
     "BuildPlan": "build",
     "BuildSummary": "build",
     "RunOptions": "build",

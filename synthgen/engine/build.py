@@ -15,7 +15,6 @@ import sys
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 
@@ -23,7 +22,7 @@ from synthgen.engine import pipeline
 from synthgen.engine.schedule import parse_scheduler, run_shards
 from synthgen.errors import ConfigError, StoreError, StoreFormatError
 from synthgen.schemas import BuildConfig
-from synthgen.storage import StoreReader, StoreWriter, is_local, store_exists
+from synthgen.storage import StoreReader, StoreWriter, is_local, store_exists, use_fast_codecs
 
 
 @dataclass(frozen=True)
@@ -129,6 +128,7 @@ def build_dataset(out: str, config: BuildConfig, options: RunOptions) -> BuildSu
     """Build (or finish building) the dataset ``config`` describes into the store at ``out``."""
     from tqdm import tqdm
 
+    use_fast_codecs()
     writer, todo = _open_or_create(out, config, options)
     layout = writer.attrs.layout
     total_shards = layout.num_shards
@@ -147,15 +147,15 @@ def build_dataset(out: str, config: BuildConfig, options: RunOptions) -> BuildSu
     start = time.perf_counter()
     built_samples = 0
 
-    def on_done(k: int, stats: dict[str, Any]) -> None:
+    def on_done(k: int, stats: pipeline.ShardStats) -> None:
         nonlocal built_samples
         writer.mark_complete([k])
         summary.shards_built += 1
-        summary.gate_checked += stats["gate_checked"]
-        summary.gate_rejected += stats["gate_rejected"]
-        summary.backend = stats["backend"]
-        reasons.update(stats["reasons"])
-        stages.update(stats["stage_seconds"])
+        summary.gate_checked += stats.gate_checked
+        summary.gate_rejected += stats.gate_rejected
+        summary.backend = stats.backend
+        reasons.update(stats.reasons)
+        stages.update(stats.stage_seconds)
         a, b = layout.shard_bounds(k)
         built_samples += b - a
         bar.set_postfix_str(f"{built_samples / (time.perf_counter() - start):.1f} samples/s")
@@ -234,10 +234,10 @@ def plan_build(out: str, config: BuildConfig, options: RunOptions, calibration: 
     t = time.perf_counter()
     drawn = pipeline.draw_labels(config, indices)
     styles = pipeline.draw_styles(config, indices, gen.style_dim)
-    images = pipeline.generate_images(config, gen, drawn["labels"], styles, attrs.intensity)
+    images = pipeline.generate_images(config, gen, drawn.labels, styles, attrs.intensity)
     seconds = (time.perf_counter() - t) / n
     codec = Zstd(level=1)
-    compressed = sum(len(codec.encode(np.ascontiguousarray(a))) for a in (*images, *drawn["labels"]))
+    compressed = sum(len(codec.encode(np.ascontiguousarray(a))) for a in (*images, *drawn.labels))
     todo_samples = sum(b - a for a, b in map(layout.shard_bounds, todo_shards))
     return BuildPlan(
         out=out,
@@ -249,7 +249,7 @@ def plan_build(out: str, config: BuildConfig, options: RunOptions, calibration: 
         bytes_per_sample=compressed / n
         + layout.bytes_per_sample()
         - images[0].nbytes
-        - drawn["labels"][0].nbytes,
+        - drawn.labels[0].nbytes,
         seconds_per_sample=seconds,
         backend=gen.backend,
     )

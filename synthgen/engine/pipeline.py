@@ -5,7 +5,7 @@ shard index: sample ``i`` draws its label map, deformation and style from
 ``SeedSequence([seed, i, attempt])`` (a new ``attempt`` each time the gate rejects a draw) and
 ``SeedSequence([seed, i, STYLE])``, and generator batches always hold the same samples, so any scheduler
 and any number of workers give the same bytes. Each worker process keeps its label source and its
-compiled generator in :data:`_WORKER` and reuses them for every shard it builds.
+compiled generator in :data:`WORKER` and reuses them for every shard it builds.
 """
 
 from __future__ import annotations
@@ -14,8 +14,9 @@ import contextlib
 import threading
 import time
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -26,14 +27,36 @@ from synthgen.errors import CheckpointError, ConfigError, ExportError
 from synthgen.schemas import BUNDLED, BuildConfig, Intensity, MetaField, StoreAttrs, StoreLayout
 from synthgen.seeding import sample_rng, style_vectors
 from synthgen.sources import GateReport, check_batch
-from synthgen.storage import StoreWriter
+from synthgen.storage import StoreWriter, use_fast_codecs
 
 AFFINE_FIELDS = ("rotation", "scale_y", "scale_x", "shear", "translate_y", "translate_x")
 
-_WORKER: dict[Any, Any] = {}  # per-process cache: label sources and compiled generators
-# threads of one worker build each cache entry once, never concurrently; label sources and generators
-# have a lock each, so that a worker's first label maps are drawn while its generator opens
-_SOURCE_LOCK, _GENERATOR_LOCK = threading.Lock(), threading.Lock()
+
+class WorkerCache:
+    """What a worker process keeps across shards: its label sources and compiled generators.
+
+    Each entry is built once per process; threads of one worker never build the same kind of entry
+    at once. Label sources and generators have a lock each, so that a worker's first label maps are
+    drawn while its generator opens.
+    """
+
+    def __init__(self) -> None:
+        self._entries: dict[Any, Any] = {}
+        self._locks = {"source": threading.RLock(), "generator": threading.RLock()}
+
+    def get(self, kind: str, key: Any, build: Callable[[], Any]) -> Any:
+        """The entry ``(kind, key)``, built by ``build()`` on first use."""
+        with self._locks[kind]:
+            if (kind, key) not in self._entries:
+                self._entries[(kind, key)] = build()
+            return self._entries[(kind, key)]
+
+    def clear(self) -> None:
+        with self._locks["source"], self._locks["generator"]:
+            self._entries.clear()
+
+
+WORKER = WorkerCache()  # this process's cache
 
 
 def bundled_generator() -> Path:
@@ -71,35 +94,29 @@ def prepare_workers(config: BuildConfig) -> None:
 
 
 def label_source(config: BuildConfig):
-    key = ("source", repr(sorted(config.source.items())), config.image_size)
-    with _SOURCE_LOCK:
-        return _cached_source(key, config)
+    """The build's label source, warm: every Numba kernel and the source's own code compiled or loaded."""
+    return WORKER.get("source", (config.source, config.image_size), lambda: _new_source(config))
 
 
-def _cached_source(key, config: BuildConfig):
+def _new_source(config: BuildConfig):
+    from synthgen.kernels import warm_up
     from synthgen.sources import source_from_config
 
-    if key not in _WORKER:
-        if "kernels_warm" not in _WORKER:  # compile or load every Numba kernel once per process
-            from synthgen.kernels import warm_up
-
-            _WORKER["kernels_warm"] = warm_up()
-        source = source_from_config(config.source, config.image_size)
-        source.draw(np.random.default_rng(0))  # compiles (or loads) the source's own Numba code once
-        _WORKER[key] = source
-    return _WORKER[key]
+    WORKER.get("source", "kernels warm", warm_up)  # compile or load every Numba kernel once per process
+    source = source_from_config(config.source, config.image_size)
+    source.draw(np.random.default_rng(0))  # compiles (or loads) the source's own Numba code once
+    return source
 
 
 def generator(config: BuildConfig):
     from synthgen.inference import open_generator
 
-    key = ("generator", str(generator_path(config)), config.backend, config.batch_size)
-    with _GENERATOR_LOCK:
-        if key not in _WORKER:
-            _WORKER[key] = open_generator(
-                generator_path(config), backend=config.backend, threads=1, max_batch=config.batch_size
-            )
-        return _WORKER[key]
+    path = generator_path(config)
+    return WORKER.get(
+        "generator",
+        (str(path), config.backend, config.batch_size),
+        lambda: open_generator(path, backend=config.backend, threads=1, max_batch=config.batch_size),
+    )
 
 
 def store_layout(config: BuildConfig, params_size: int | None = None, style_dim: int = 0) -> StoreLayout:
@@ -163,54 +180,109 @@ def _affine_ranges(config: BuildConfig):
     )
 
 
-def draw_labels(config: BuildConfig, indices: np.ndarray) -> dict[str, np.ndarray]:
-    """Label maps for samples ``indices``: drawn, deformed and gated, redrawn until they pass."""
-    from synthgen.kernels import AffineParams, deform_labels, sample_affine_params
+@dataclass
+class LabelDraw:
+    """The label maps of samples ``indices`` and what each was drawn from (stored under ``meta/``)."""
 
+    labels: np.ndarray  # (n, H, W) uint8
+    seed: np.ndarray  # (n,) uint64: the accepted draw's elastic-field seed
+    attempt: np.ndarray  # (n,) uint16: gate attempts before the accepted draw
+    plausibility: np.ndarray  # (n,) uint32: gate flags of the kept map (0: passed)
+    source_index: np.ndarray  # (n,) int64
+    affine: np.ndarray  # (n, len(AFFINE_FIELDS)) float64
+    source_params: np.ndarray  # (n, params_size) float32
+    flags_seen: np.ndarray  # gate flags of every checked draw (for the gate report)
+
+    def meta(self) -> dict[str, np.ndarray]:
+        """The per-sample metadata arrays, by field name."""
+        return {name: getattr(self, name) for name in META_FIELDS}
+
+    @staticmethod
+    def concatenate(parts: list[LabelDraw]) -> LabelDraw:
+        return LabelDraw(*(np.concatenate([getattr(p, f.name) for p in parts]) for f in fields(LabelDraw)))
+
+
+META_FIELDS = ("seed", "attempt", "plausibility", "source_index", "affine", "source_params")
+
+
+def _draw_one(config: BuildConfig, source, ranges, index: int, attempt: int):
+    """Sample ``index``'s draw number ``attempt`` before deformation: (map, source index, source params,
+    elastic seed, affine parameters), all from ``seeding.sample_rng(seed, index, attempt)``."""
+    from synthgen.kernels import AffineParams, sample_affine_params
+
+    rng = sample_rng(config.seed, index, attempt)
+    labels, source_index, params = source.draw(rng)
+    seed = rng.integers(0, 2**63, dtype=np.uint64)
+    affine = sample_affine_params(rng, ranges) if config.deform.enabled else AffineParams()
+    return labels, source_index, params, seed, affine
+
+
+def _deform(config: BuildConfig, labels: np.ndarray, seeds: np.ndarray, affines: list) -> np.ndarray:
+    from synthgen.kernels import deform_labels
+
+    if not config.deform.enabled:
+        return labels
+    d = config.deform
+    return deform_labels(labels, seeds, d.spacing, d.max_displacement, affine=affines)
+
+
+def draw_labels(config: BuildConfig, indices: np.ndarray) -> LabelDraw:
+    """Label maps for samples ``indices``: drawn, deformed and gated, redrawn until they pass."""
     source = label_source(config)
     n = len(indices)
     h, w = config.image_size
-    out = {
-        "labels": np.zeros((n, h, w), np.uint8),
-        "seed": np.zeros(n, np.uint64),
-        "attempt": np.zeros(n, np.uint16),
-        "plausibility": np.zeros(n, np.uint32),
-        "source_index": np.zeros(n, np.int64),
-        "affine": np.zeros((n, len(AFFINE_FIELDS)), np.float64),
-        "source_params": np.zeros((n, source.params_size), np.float32),
-    }
+    out = LabelDraw(
+        labels=np.zeros((n, h, w), np.uint8),
+        seed=np.zeros(n, np.uint64),
+        attempt=np.zeros(n, np.uint16),
+        plausibility=np.zeros(n, np.uint32),
+        source_index=np.zeros(n, np.int64),
+        affine=np.zeros((n, len(AFFINE_FIELDS)), np.float64),
+        source_params=np.zeros((n, source.params_size), np.float32),
+        flags_seen=np.zeros(0, np.uint32),
+    )
     ranges = _affine_ranges(config)
     flags_seen: list[np.ndarray] = []
     pending = np.arange(n)
     for attempt in range(config.max_attempts):
         drawn = np.zeros((len(pending), h, w), np.uint8)
-        affines: list[AffineParams] = []
+        affines = []
         for row, j in enumerate(pending):
-            rng = sample_rng(config.seed, int(indices[j]), attempt)
-            drawn[row], out["source_index"][j], out["source_params"][j] = source.draw(rng)
-            out["seed"][j] = rng.integers(0, 2**63, dtype=np.uint64)
-            affines.append(sample_affine_params(rng, ranges) if config.deform.enabled else AffineParams())
-            out["affine"][j] = [getattr(affines[-1], f) for f in AFFINE_FIELDS]
-        if config.deform.enabled:
-            drawn = deform_labels(
-                drawn,
-                out["seed"][pending],
-                config.deform.spacing,
-                config.deform.max_displacement,
-                affine=affines,
+            drawn[row], out.source_index[j], out.source_params[j], out.seed[j], affine = _draw_one(
+                config, source, ranges, int(indices[j]), attempt
             )
-        out["labels"][pending] = drawn
-        out["attempt"][pending] = attempt
+            affines.append(affine)
+            out.affine[j] = [getattr(affine, f) for f in AFFINE_FIELDS]
+        drawn = _deform(config, drawn, out.seed[pending], affines)
+        out.labels[pending] = drawn
+        out.attempt[pending] = attempt
         if not config.gate:
             break
         _, flags = check_batch(drawn, source.schema)
         flags_seen.append(flags)
-        out["plausibility"][pending] = flags
+        out.plausibility[pending] = flags
         pending = pending[flags != 0]
         if not len(pending):
             break
-    out["flags_seen"] = np.concatenate(flags_seen) if flags_seen else np.zeros(0, np.uint32)
+    if flags_seen:
+        out.flags_seen = np.concatenate(flags_seen)
     return out
+
+
+def replay(store: str, index: int) -> np.ndarray:
+    """Sample ``index``'s label map rebuilt from the build config and the attempt stored with it (its
+    seed, deformation and source draw derive from them alone); equal to the stored map."""
+    from synthgen.storage import StoreReader
+
+    reader = StoreReader(store)
+    provenance = reader.attrs.provenance or {}
+    if "build_config" not in provenance:
+        raise ConfigError(f"Expected a store written by build-dataset (with a build config). Got {store}.")
+    config = BuildConfig.from_dict(provenance["build_config"])
+    attempt = int(reader.read_meta("attempt", index, index + 1)[0])
+    source = label_source(config)
+    labels, _, _, seed, affine = _draw_one(config, source, _affine_ranges(config), index, attempt)
+    return _deform(config, labels[None], np.array([seed], np.uint64), [affine])[0]
 
 
 def draw_styles(config: BuildConfig, indices: np.ndarray, style_dim: int) -> np.ndarray | None:
@@ -253,7 +325,7 @@ def warm_generator(config: BuildConfig, gen, intensity: Intensity) -> None:
     generate_images(config, gen, labels, draw_styles(config, np.arange(1), gen.style_dim), intensity)
 
 
-def _timed_draw(config: BuildConfig, indices: np.ndarray) -> tuple[dict[str, np.ndarray], float]:
+def _timed_draw(config: BuildConfig, indices: np.ndarray) -> tuple[LabelDraw, float]:
     t = time.perf_counter()
     return draw_labels(config, indices), time.perf_counter() - t
 
@@ -280,35 +352,45 @@ def _labels_and_images(config, indices, intensity, times) -> tuple[Any, dict[str
             if j + 1 < len(chunks):
                 pending = pool.submit(_timed_draw, config, chunks[j + 1])
             style = None if styles is None else styles[j * size : j * size + len(chunks[j])]
-            images.append(generate_images(config, gen, part["labels"], style, intensity, times))
+            images.append(generate_images(config, gen, part.labels, style, intensity, times))
             parts.append(part)
-    drawn = {key: np.concatenate([p[key] for p in parts]) for key in parts[0]}
-    if styles is not None:
-        drawn["style"] = styles
-    return gen, drawn, np.concatenate(images)
+    return gen, LabelDraw.concatenate(parts), styles, np.concatenate(images)
 
 
-def build_shard(payload: Mapping[str, Any], k: int) -> dict[str, Any]:
-    """Build shard ``k`` of the store ``payload["out"]`` and write it whole. Returns statistics."""
+@dataclass(frozen=True)
+class ShardStats:
+    """What building one shard reports to the coordinator."""
+
+    gate_checked: int
+    gate_rejected: int
+    reasons: dict[str, int]
+    stage_seconds: dict[str, float]
+    backend: str
+
+
+def build_shard(payload: Mapping[str, Any], k: int) -> ShardStats:
+    """Build shard ``k`` of the store ``payload["out"]`` and write it whole. Returns its statistics."""
     config = BuildConfig.from_dict(payload["config"])
+    use_fast_codecs()  # this task may run in a worker process of its own
     writer = StoreWriter.open(payload["out"])
     layout = writer.attrs.layout
     start, stop = layout.shard_bounds(k)
     indices = np.arange(start, stop)
     times: Counter[str] = Counter()
 
-    gen, drawn, images = _labels_and_images(config, indices, writer.attrs.intensity, times)
+    gen, drawn, styles, images = _labels_and_images(config, indices, writer.attrs.intensity, times)
 
     t = time.perf_counter()
-    meta = {m.name: drawn[m.name] for m in layout.meta if m.name in drawn}
-    writer.write_shard(k, images, drawn["labels"], meta)
+    available = drawn.meta() | ({"style": styles} if styles is not None else {})
+    meta = {m.name: available[m.name] for m in layout.meta if m.name in available}
+    writer.write_shard(k, images, drawn.labels, meta)
     times["write"] += time.perf_counter() - t
 
-    report = GateReport.from_flags(drawn["flags_seen"], writer.attrs.schema) if config.gate else GateReport()
-    return {
-        "gate_checked": report.checked,
-        "gate_rejected": report.checked - report.passed,
-        "reasons": dict(report.reasons),
-        "stage_seconds": dict(times),
-        "backend": gen.backend,
-    }
+    report = GateReport.from_flags(drawn.flags_seen, writer.attrs.schema) if config.gate else GateReport()
+    return ShardStats(
+        gate_checked=report.checked,
+        gate_rejected=report.checked - report.passed,
+        reasons=dict(report.reasons),
+        stage_seconds=dict(times),
+        backend=gen.backend,
+    )

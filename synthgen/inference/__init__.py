@@ -5,7 +5,6 @@ Other packages import these names from here, never from the modules (the layer c
 from synthgen._lazy import lazy_exports
 
 _EXPORTS = {
-    "BACKENDS": "backends",
     "Generator": "backends",
     "open_generator": "backends",
     "OnnxExportConfig": "onnx_export",

@@ -44,11 +44,10 @@ from synthgen.inference.onnx_export import (
     read_onnx_artifact,
 )
 from synthgen.kernels import from_unit
-from synthgen.schemas import GENERATOR_JSON, GeneratorSpec, label_lut
+from synthgen.schemas import BACKENDS, GENERATOR_JSON, GeneratorSpec, label_lut
 
 log = logging.getLogger(__name__)
 
-BACKENDS = ("auto", "torch", "torch-compile", "onnxruntime", "tensorrt")
 ENGINE_SUFFIXES = (".engine", ".plan", ".trt")
 
 

@@ -6,6 +6,7 @@ Other packages import these names from here, never from the modules (the layer c
 from synthgen._lazy import lazy_exports
 
 _EXPORTS = {
+    "SEGMENTER_JSON": "segmenters",
     "Batch": "gan",
     "GanModel": "gan",
     "init_weights": "layers",
@@ -22,7 +23,7 @@ _EXPORTS = {
     "init_segmenter": "segmenters",
     "load_segmenter": "segmenters",
     "save_segmenter": "segmenters",
-    "SPEC_JSON": "shape_vae",
+    "SHAPE_VAE_JSON": "shape_vae",
     "ShapeVae": "shape_vae",
     "ShapeVaeConfig": "shape_vae",
     "ShapeVaeSpec": "shape_vae",

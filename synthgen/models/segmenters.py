@@ -32,7 +32,7 @@ from synthgen.schemas import LabelSchema, check_format, read_json, spec_errors
 ARCHES = ("unet", "lite")
 FORMAT = "synthgen-segmenter"
 FORMAT_VERSION = 1
-SPEC_JSON, WEIGHTS = "segmenter.json", "segmenter.safetensors"
+SEGMENTER_JSON, WEIGHTS = "segmenter.json", "segmenter.safetensors"
 
 
 @dataclass(frozen=True)
@@ -216,18 +216,18 @@ class SegmenterSpec:
 
 def save_segmenter(directory: str | Path, model: nn.Module, spec: SegmenterSpec) -> Path:
     """Write ``segmenter.json`` and ``segmenter.safetensors`` into ``directory`` (created if needed)."""
-    return write_checkpoint(directory, model, WEIGHTS, spec.to_dict(), SPEC_JSON)
+    return write_checkpoint(directory, model, WEIGHTS, spec.to_dict(), SEGMENTER_JSON)
 
 
 def load_segmenter(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, SegmenterSpec]:
     """The segmenter of a checkpoint folder, in eval mode, and its spec. Validates both."""
     path = Path(path)
-    if not (path / SPEC_JSON).is_file():
+    if not (path / SEGMENTER_JSON).is_file():
         raise CheckpointError(
-            f"Expected a segmenter checkpoint folder with {SPEC_JSON} at {path}. There is none "
+            f"Expected a segmenter checkpoint folder with {SEGMENTER_JSON} at {path}. There is none "
             "(train-seg writes one to OUT_DIR/best)."
         )
-    spec = SegmenterSpec.from_dict(read_json(path / SPEC_JSON), str(path / SPEC_JSON))
+    spec = SegmenterSpec.from_dict(read_json(path / SEGMENTER_JSON), str(path / SEGMENTER_JSON))
     model = build_segmenter(spec.model, spec.channels, spec.schema.num_classes)
     load_weights(model, read_tensors(path / WEIGHTS), str(path / WEIGHTS))
     return model.to(device).eval(), spec

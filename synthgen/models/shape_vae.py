@@ -36,7 +36,7 @@ from synthgen.schemas import LabelSchema, check_format, check_range, fields_from
 
 FORMAT = "synthgen-shape-vae"
 FORMAT_VERSION = 1
-SPEC_JSON, WEIGHTS = "shape_vae.json", "shape_vae.safetensors"
+SHAPE_VAE_JSON, WEIGHTS = "shape_vae.json", "shape_vae.safetensors"
 
 
 @dataclass(frozen=True)
@@ -199,17 +199,17 @@ class ShapeVaeSpec:
 
 
 def save_vae(directory: str | Path, model: ShapeVae, spec: ShapeVaeSpec) -> Path:
-    return write_checkpoint(directory, model, WEIGHTS, spec.to_dict(), SPEC_JSON)
+    return write_checkpoint(directory, model, WEIGHTS, spec.to_dict(), SHAPE_VAE_JSON)
 
 
 def read_vae_spec(path: str | Path) -> ShapeVaeSpec:
     path = Path(path)
-    if not (path / SPEC_JSON).is_file():
+    if not (path / SHAPE_VAE_JSON).is_file():
         raise CheckpointError(
-            f"Expected a shape VAE checkpoint folder with {SPEC_JSON} at {path}. There is none "
+            f"Expected a shape VAE checkpoint folder with {SHAPE_VAE_JSON} at {path}. There is none "
             "(train-shape writes one to OUT/checkpoint)."
         )
-    return ShapeVaeSpec.from_dict(read_json(path / SPEC_JSON), str(path / SPEC_JSON))
+    return ShapeVaeSpec.from_dict(read_json(path / SHAPE_VAE_JSON), str(path / SHAPE_VAE_JSON))
 
 
 def load_vae(path: str | Path, device: str | torch.device = "cpu") -> tuple[ShapeVae, ShapeVaeSpec]:

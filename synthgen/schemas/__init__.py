@@ -2,6 +2,7 @@
 module. No torch, no zarr: everything here is plain data, validated where it enters."""
 
 from synthgen.schemas.build_config import (
+    BACKENDS,
     BUNDLED,
     BuildConfig,
     load_build_config,
@@ -45,6 +46,17 @@ from synthgen.schemas.presets import (
     PRESETS,
     get_schema,
 )
+from synthgen.schemas.sources import (
+    CONFIGS,
+    VIEW_ALIASES,
+    VIEWS,
+    ProceduralSourceConfig,
+    SourceConfig,
+    StoreSourceConfig,
+    VaeSourceConfig,
+    VolumeSourceConfig,
+    source_config_from_dict,
+)
 from synthgen.schemas.store_layout import (
     ATTR_KEY,
     IMAGE_DTYPES,
@@ -57,14 +69,18 @@ from synthgen.schemas.store_layout import (
 __all__ = [
     "ACDC",
     "ATTR_KEY",
+    "BACKENDS",
     "BACKGROUND",
     "BUNDLED",
     "CAMUS",
+    "CONFIGS",
     "GENERATOR_JSON",
     "GENERATOR_WEIGHTS",
     "IMAGE_DTYPES",
     "MMWHS",
     "PRESETS",
+    "VIEWS",
+    "VIEW_ALIASES",
     "BuildConfig",
     "DataShape",
     "GeneratorSpec",
@@ -73,8 +89,13 @@ __all__ = [
     "LabelSchema",
     "MetaField",
     "PlausibilityRules",
+    "ProceduralSourceConfig",
+    "SourceConfig",
     "StoreAttrs",
     "StoreLayout",
+    "StoreSourceConfig",
+    "VaeSourceConfig",
+    "VolumeSourceConfig",
     "check_format",
     "check_range",
     "default_generator_path",
@@ -93,6 +114,7 @@ __all__ = [
     "reject_unknown_keys",
     "remap_labels",
     "remap_table",
+    "source_config_from_dict",
     "spec_errors",
     "store_hash",
 ]

@@ -21,10 +21,17 @@ from synthgen.schemas.parse import (
     parse_str,
     reject_unknown_keys,
 )
+from synthgen.schemas.sources import CONFIGS, ProceduralSourceConfig, SourceConfig, source_config_from_dict
 from synthgen.schemas.store_layout import IMAGE_DTYPES
 
 BUNDLED = "bundled"
-BACKENDS = ("auto", "torch", "torch-compile", "onnxruntime", "tensorrt")
+BACKENDS = (
+    "auto",
+    "torch",
+    "torch-compile",
+    "onnxruntime",
+    "tensorrt",
+)  # the generator backends (synthgen.inference)
 
 
 @dataclass(frozen=True)
@@ -61,7 +68,7 @@ class BuildConfig:
     seed: int = 0
     image_size: tuple[int, int] = (128, 128)
     shard_size: int = 256
-    source: Mapping[str, Any] = field(default_factory=lambda: {"kind": "procedural", "view": "apical"})
+    source: SourceConfig = field(default_factory=ProceduralSourceConfig)  # or its dict, parsed here
     deform: DeformConfig = field(default_factory=DeformConfig)
     gate: bool = True
     max_attempts: int = 20  # draws per sample before the gate gives up and keeps the last one, flagged
@@ -82,8 +89,8 @@ class BuildConfig:
                 f"Expected image_size [H, W] with each in [8, 4096]. Got {self.image_size!r} instead."
             )
         object.__setattr__(self, "image_size", size)
-        object.__setattr__(self, "source", dict(parse_mapping(self.source, "source")))
-        parse_str(self.source.get("kind"), "source.kind")
+        if not isinstance(self.source, tuple(CONFIGS.values())):
+            object.__setattr__(self, "source", source_config_from_dict(self.source))
         parse_int(self.shard_size, "shard_size", lo=1, hi=65536)
         parse_int(self.max_attempts, "max_attempts", lo=1, hi=1000)
         parse_str(self.generator, "generator")
@@ -101,7 +108,7 @@ class BuildConfig:
     def to_dict(self) -> dict[str, Any]:
         out = {f.name: getattr(self, f.name) for f in fields(self)}
         out["image_size"] = list(self.image_size)
-        out["source"] = dict(self.source)
+        out["source"] = self.source.to_dict()
         out["deform"] = {f.name: getattr(self.deform, f.name) for f in fields(DeformConfig)}
         return out
 

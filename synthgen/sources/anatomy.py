@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from synthgen.errors import ConfigError
-from synthgen.schemas import LabelSchema, get_schema
+from synthgen.schemas import VIEWS, LabelSchema, get_schema
 from synthgen.sources.anatomy_echo import ECHO_RANGES, EchoParams, render_echo, sample_echo_params
 from synthgen.sources.anatomy_mr_ct import (
     CT_RANGES,
@@ -53,7 +53,8 @@ __all__ = [
 ]
 
 _SCHEMAS = {"echo_a4c": "camus", "echo_a2c": "camus", "sa_mr": "acdc", "ct_axial": "mmwhs"}
-VIEWS: tuple[str, ...] = tuple(_SCHEMAS)
+if tuple(_SCHEMAS) != VIEWS:
+    raise ImportError(f"Expected the views of synthgen.schemas {VIEWS}. Got {tuple(_SCHEMAS)} instead.")
 _PARAMS: dict[str, type[AnatomyParams]] = {
     "echo_a4c": EchoParams,
     "echo_a2c": EchoParams,

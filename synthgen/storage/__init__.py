@@ -13,8 +13,10 @@ _EXPORTS = {
     "LoaderConfig": "loader",
     "StoreMix": "loader",
     "StoreStream": "loader",
+    "StreamPlan": "loader",
     "make_loader": "loader",
     "parse_mix": "loader",
+    "plan_stream": "loader",
     "write_preview": "preview",
     "read_volume": "readers",
     "is_test_patient": "splits",
@@ -25,6 +27,7 @@ _EXPORTS = {
     "delete_store": "store",
     "is_local": "store",
     "store_exists": "store",
+    "use_fast_codecs": "store",
     "format_summary": "summary",
     "summarize_store": "summary",
 }

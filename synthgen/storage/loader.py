@@ -15,13 +15,14 @@ Several stores mix at given ratios (``real.zarr:0.3,synth.zarr:0.7``): each yiel
 store *j* with probability ``ratio_j``; a store that runs out within an epoch starts a fresh pass.
 
 Stores are opened lazily inside each worker (the zarrs codec pipeline is not fork-safe): use
-:func:`make_loader`, which starts workers with ``spawn``.
+:func:`make_loader`, which starts workers with ``spawn``. Workers use the zarrs pipeline when the process
+that made the stream did (:func:`~synthgen.storage.store.use_fast_codecs`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -32,7 +33,7 @@ from synthgen.errors import ConfigError, SchemaError
 from synthgen.kernels import resize_images, resize_labels
 from synthgen.schemas import LabelSchema, remap_table
 from synthgen.seeding import augment_rng, block_order_rng, epoch_rngs
-from synthgen.storage.store import StoreReader
+from synthgen.storage.store import StoreReader, fast_codecs_in_use, use_fast_codecs
 
 
 @dataclass(frozen=True)
@@ -83,11 +84,18 @@ class LoaderConfig:
     seed: int = 0
     samples_per_epoch: int | None = None  # default: all available samples (the sum over a mix)
     drop_last: bool = False
+    drop_unmatched: bool = False  # remapping to a schema: classes it lacks become background
+    rank: int = 0  # this process among world_size distributed ranks
+    world_size: int = 1
 
     def __post_init__(self) -> None:
         for name in ("batch_size", "block_size", "window"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"Expected {name} >= 1. Got {getattr(self, name)} instead.")
+        if not 0 <= self.rank < self.world_size:
+            raise ConfigError(
+                f"Expected 0 <= rank < world_size. Got rank {self.rank}, world size {self.world_size}."
+            )
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -97,7 +105,7 @@ class LoaderConfig:
         return cls(**dict(data))
 
 
-class _Block(NamedTuple):
+class Block(NamedTuple):
     """Samples read together: the range [start, stop) of one shard, or only ``rows`` of it."""
 
     start: int
@@ -117,26 +125,90 @@ class _Block(NamedTuple):
         return images[self.rows - self.start], labels[self.rows - self.start]
 
 
-@dataclass
-class _Source:
-    url: str
-    reader: StoreReader | None = None
-    blocks: list[_Block] = field(default_factory=list)
-    scale: tuple[float, float] = (0.0, 1.0)
+@dataclass(frozen=True, eq=False)
+class StreamPlan:
+    """What a :class:`StoreStream` walks, per store of its mix (in mix order); fixed when it is made."""
+
+    schema: LabelSchema  # the labels every batch is in
+    tables: tuple[np.ndarray | None, ...]  # store label -> schema label; None: no remapping needed
+    scales: tuple[tuple[float, float], ...]  # the intensity (low, high) that maps to [0, 1]
+    keep: tuple[np.ndarray | None, ...]  # boolean mask over the store's samples; None: all available
+    blocks: tuple[tuple[Block, ...], ...]  # the blocks of kept samples in complete shards
+    image_shape: tuple[int, ...]  # of one yielded image, after resizing
+    size: tuple[int, int] | None  # (H, W) every sample is resized to; None: as stored
+    samples_per_epoch: int
 
 
-def _blocks_of(reader: StoreReader, block_size: int, keep: np.ndarray | None) -> list[_Block]:
+def plan_stream(
+    readers: Sequence[StoreReader],
+    config: LoaderConfig,
+    *,
+    schema: LabelSchema | None = None,
+    size: tuple[int, int] | None = None,
+    indices=None,
+) -> StreamPlan:
+    """Plan the stream over the stores ``readers`` hold open (their attributes only: no array data read).
+
+    ``schema`` is the label schema of the batches (default: the one all stores share); ``size`` the
+    (H, W) samples are resized to; ``indices`` the sample subsets kept (see :class:`StoreStream`).
+    """
+    schemas = {r.schema.name: r.schema for r in readers}
+    if schema is None and len({s.to_dict().__repr__() for s in schemas.values()}) > 1:
+        raise SchemaError(
+            f"Expected stores of one label schema. Got {sorted(schemas)}: pass schema= to remap them."
+        )
+    target = schema or readers[0].schema
+    size = None if size is None else (int(size[0]), int(size[1]))
+    shapes = {r.layout.image_shape[:-2] + (size or r.layout.image_shape[-2:]) for r in readers}
+    if len(shapes) > 1:
+        raise ConfigError(f"Expected stores with one image shape. Got {sorted(shapes)}.")
+    keep = _keep_masks(indices, readers)
+    available = [r.num_available if k is None else int(k.sum()) for r, k in zip(readers, keep, strict=True)]
+    if not all(available):
+        empty = [r.url for r, n in zip(readers, available, strict=True) if not n]
+        raise ConfigError(f"Expected stores with complete shards. Got none in {empty}.")
+    return StreamPlan(
+        schema=target,
+        tables=tuple(_remap_table(r.schema, target, config.drop_unmatched) for r in readers),
+        scales=tuple((r.attrs.intensity.low, r.attrs.intensity.high) for r in readers),
+        keep=tuple(keep),
+        blocks=tuple(
+            tuple(_blocks_of(r, min(config.block_size, r.layout.shard_size), k))
+            for r, k in zip(readers, keep, strict=True)
+        ),
+        image_shape=shapes.pop(),
+        size=size,
+        samples_per_epoch=(sum(available) if config.samples_per_epoch is None else config.samples_per_epoch),
+    )
+
+
+def _remap_table(source: LabelSchema, target: LabelSchema, drop_unmatched: bool) -> np.ndarray | None:
+    """The lookup table from ``source`` labels to ``target`` labels; None where it changes nothing."""
+    table = remap_table(source, target, drop_unmatched=drop_unmatched)
+    values = np.array([0, *source.values])
+    return None if np.array_equal(table[values], values) else table
+
+
+class _Source(NamedTuple):
+    """A store opened in this process, with its planned blocks."""
+
+    reader: StoreReader
+    blocks: tuple[Block, ...]
+    scale: tuple[float, float]
+
+
+def _blocks_of(reader: StoreReader, block_size: int, keep: np.ndarray | None) -> list[Block]:
     """Blocks of at most ``block_size`` samples over complete shards (only samples where ``keep``)."""
     blocks = []
     for k in reader.complete_shards:
         start, stop = reader.layout.shard_bounds(k)
         if keep is None:
-            blocks += [_Block(s, min(s + block_size, stop)) for s in range(start, stop, block_size)]
+            blocks += [Block(s, min(s + block_size, stop)) for s in range(start, stop, block_size)]
             continue
         rows = start + np.flatnonzero(keep[start:stop])
         for s in range(0, len(rows), block_size):
             run = rows[s : s + block_size]
-            blocks.append(_Block(int(run[0]), int(run[-1]) + 1, run))
+            blocks.append(Block(int(run[0]), int(run[-1]) + 1, run))
     return blocks
 
 
@@ -181,13 +253,13 @@ class StoreStream(IterableDataset):
     Labels stay uint8 (8x less to move between processes than int64): call ``.long()`` for a loss.
 
     Images are scaled from each store's intensity convention (``low``..``high``) to [0, 1]. With
-    ``schema`` given, labels of every store are remapped to it by class name (``drop_unmatched`` sends
-    classes it lacks to background); otherwise all stores must share one schema.
+    ``schema`` given, labels of every store are remapped to it by class name (``config.drop_unmatched``
+    sends classes it lacks to background); otherwise all stores must share one schema.
     ``augment`` is a callable ``(images, labels, rng) -> (images, labels)`` on NumPy batches.
     With ``size=(H, W)`` every store's samples are resized to H x W before batching (images bilinear,
     antialiased; labels nearest), so stores of different sizes mix; without it they must share one shape.
     ``indices`` keeps only those store sample indices: an array for a single store, or a list with an
-    array (or None: all) per store.
+    array (or None: all) per store. What an epoch walks is planned once, here (:func:`plan_stream`).
     """
 
     def __init__(
@@ -196,58 +268,39 @@ class StoreStream(IterableDataset):
         config: LoaderConfig | None = None,
         *,
         schema: LabelSchema | None = None,
-        drop_unmatched: bool = False,
-        augment=None,
-        rank: int = 0,
-        world_size: int = 1,
         size: tuple[int, int] | None = None,
         indices=None,
+        augment=None,
     ) -> None:
         super().__init__()
         self.mix = parse_mix(stores)
         self.config = config or LoaderConfig()
-        if not 0 <= rank < world_size:
-            raise ConfigError(f"Expected 0 <= rank < world_size. Got rank {rank}, world size {world_size}.")
-        self.rank, self.world_size = rank, world_size
         self.augment = augment
-        self.epoch = 0
-        self._epoch_set = False
-        self._start_batch = 0
-        self._iterations = 0  # epochs advance by themselves where set_epoch is not called
-        # read the attributes once here (cheap, no array data) to validate early and size the epoch
-        readers = [StoreReader(m.url) for m in self.mix]
-        schemas = {r.schema.name: r.schema for r in readers}
-        if schema is None and len({s.to_dict().__repr__() for s in schemas.values()}) > 1:
-            raise SchemaError(
-                f"Expected stores of one label schema. Got {sorted(schemas)}: pass schema= to remap them."
-            )
-        self.schema = schema or readers[0].schema
-        self._drop_unmatched = drop_unmatched
-        self._tables: list[np.ndarray | None] = []
-        for r in readers:
-            table = remap_table(r.schema, self.schema, drop_unmatched=drop_unmatched)
-            values = np.array([0, *r.schema.values])
-            self._tables.append(None if np.array_equal(table[values], values) else table)
-        self.size = None if size is None else (int(size[0]), int(size[1]))
+        readers = [StoreReader(m.url) for m in self.mix]  # attributes only, no array data
         dtypes = {r.layout.image_dtype for r in readers}
         if not self.config.as_float and (len(dtypes) > 1 or size is not None or augment is not None):
             raise ConfigError(
                 f"Expected as_float=True to mix image dtypes {sorted(dtypes)}, resize or augment. Got as_float=False."
             )
-        self.intensity = [r.attrs.intensity for r in readers]  # per store, to scale native images
-        shapes = {r.layout.image_shape[:-2] + (self.size or r.layout.image_shape[-2:]) for r in readers}
-        if len(shapes) > 1:
-            raise ConfigError(f"Expected stores with one image shape. Got {sorted(shapes)}.")
-        self.image_shape = shapes.pop()
-        self._keep = _keep_masks(indices, readers)
-        self._available = [
-            r.num_available if keep is None else int(keep.sum())
-            for r, keep in zip(readers, self._keep, strict=True)
-        ]
-        if not all(self._available):
-            empty = [m.url for m, n in zip(self.mix, self._available, strict=True) if not n]
-            raise ConfigError(f"Expected stores with complete shards. Got none in {empty}.")
+        self.plan = plan_stream(readers, self.config, schema=schema, size=size, indices=indices)
+        self._fast_codecs = fast_codecs_in_use()  # DataLoader workers follow this process
+        self.epoch = 0
+        self._epoch_set = False
+        self._start_batch = 0
+        self._iterations = 0  # epochs advance by themselves where set_epoch is not called
         self._sources: list[_Source] | None = None
+
+    @property
+    def schema(self) -> LabelSchema:
+        return self.plan.schema
+
+    @property
+    def image_shape(self) -> tuple[int, ...]:
+        return self.plan.image_shape
+
+    @property
+    def size(self) -> tuple[int, int] | None:
+        return self.plan.size
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
@@ -268,39 +321,30 @@ class StoreStream(IterableDataset):
 
     @property
     def samples_per_epoch(self) -> int:
-        if self.config.samples_per_epoch is not None:
-            return self.config.samples_per_epoch
-        return sum(self._available)
+        return self.plan.samples_per_epoch
 
     def __len__(self) -> int:
         """Batches per epoch for this rank, summed over its workers (approximate with several workers)."""
-        per_rank = self.samples_per_epoch // self.world_size
+        per_rank = self.samples_per_epoch // self.config.world_size
         b = self.config.batch_size
         return per_rank // b if self.config.drop_last else -(-per_rank // b)
 
     # -- iteration -------------------------------------------------------------------------
     def _open(self) -> list[_Source]:
         if self._sources is None:
-            self._sources = []
-            for j, m in enumerate(self.mix):
-                reader = StoreReader(m.url)
-                intensity = reader.attrs.intensity
-                self._sources.append(
-                    _Source(
-                        m.url,
-                        reader,
-                        _blocks_of(
-                            reader, min(self.config.block_size, reader.layout.shard_size), self._keep[j]
-                        ),
-                        (intensity.low, intensity.high),
-                    )
-                )
+            if self._fast_codecs and get_worker_info() is not None:
+                use_fast_codecs()
+            plan = self.plan
+            self._sources = [
+                _Source(StoreReader(m.url), blocks, scale)
+                for m, blocks, scale in zip(self.mix, plan.blocks, plan.scales, strict=True)
+            ]
         return self._sources
 
     def _worker_slot(self) -> tuple[int, int]:
         info = get_worker_info()
         workers, wid = (info.num_workers, info.id) if info is not None else (1, 0)
-        return self.rank * workers + wid, self.world_size * workers
+        return self.config.rank * workers + wid, self.config.world_size * workers
 
     def _windows(
         self, j: int, epoch: int, slot: int, slots: int, rng: np.random.Generator, passes: int | None
@@ -339,7 +383,9 @@ class StoreStream(IterableDataset):
         # one store and no fixed epoch size: exactly one pass, every sample once across all slots
         one_pass = len(self.mix) == 1 and cfg.samples_per_epoch is None
         takers = [
-            _Taker(self._windows(j, epoch, slot, slots, rngs[j], 1 if one_pass else None), self._tables[j])
+            _Taker(
+                self._windows(j, epoch, slot, slots, rngs[j], 1 if one_pass else None), self.plan.tables[j]
+            )
             for j in range(len(self.mix))
         ]
         ratios = np.array([m.ratio for m in self.mix])
@@ -395,9 +441,7 @@ class _Window:
     """A few blocks shuffled together; read on first use, never concatenated (batches are gathered
     through ``perm``, one copy per sample)."""
 
-    def __init__(
-        self, reader: StoreReader, blocks: list[_Block], index: np.ndarray, perm: np.ndarray
-    ) -> None:
+    def __init__(self, reader: StoreReader, blocks: list[Block], index: np.ndarray, perm: np.ndarray) -> None:
         self.reader, self.blocks = reader, blocks
         self.index = index  # store index of each window row
         self.perm = perm  # the shuffled order of window rows

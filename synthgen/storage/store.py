@@ -4,10 +4,12 @@ Writes go a whole shard at a time: one writer owns a shard, buffers it and write
 coordinating process records it in the root attributes (:meth:`StoreWriter.mark_complete`). Readers
 only serve samples of shards recorded as complete, so a crash never exposes half a shard as data.
 
-The ``zarrs`` codec pipeline (Rust, a drop-in for zarr-python's) is used where it is installed: on
-this project's machines it writes 256 x 256 pairs about 7x and reads blocks about 8x faster than
-zarr-python's own pipeline (``bench/store.py``). ``SYNTHGEN_CODEC_PIPELINE=python`` turns it off.
-It is not fork-safe: open stores inside each worker process, and start workers with ``spawn``.
+The ``zarrs`` codec pipeline (Rust, a drop-in for zarr-python's) is much faster than zarr-python's own
+(``bench/store.py``), but it is zarr's setting for the whole process, so importing this module leaves it
+alone: :func:`use_fast_codecs` switches it on, and synthgen's own entry points (the CLI commands, the
+build's coordinator and shard tasks, the loader's workers) call it. ``SYNTHGEN_CODEC_PIPELINE=python``
+keeps zarr-python's. It is not fork-safe: open stores inside each worker process, and start workers
+with ``spawn``.
 """
 
 from __future__ import annotations
@@ -35,18 +37,29 @@ from synthgen.schemas import ATTR_KEY, StoreAttrs, StoreLayout
 COMPRESSION_LEVEL = 1  # zstd level 1: labels shrink ~30x, images ~2x, at ~8,000 pairs/s
 
 
-def _use_fast_codec_pipeline() -> str:
+ZARRS_PIPELINE = "zarrs.ZarrsCodecPipeline"  # zarr's ``codec_pipeline.path`` for the zarrs pipeline
+
+
+def use_fast_codecs() -> str:
+    """Switch zarr, in this whole process, to the zarrs codec pipeline where it is installed.
+
+    Returns the pipeline in use afterwards: ``"zarrs"``, or ``"python"`` where zarrs is not installed or
+    ``SYNTHGEN_CODEC_PIPELINE=python`` is set (zarr's configuration is then left as it is). Calling it
+    again changes nothing. Call it before opening stores, in each process that opens them.
+    """
     if os.environ.get("SYNTHGEN_CODEC_PIPELINE", "zarrs") == "python":
-        return "python"
+        return "zarrs" if fast_codecs_in_use() else "python"
     try:
         import zarrs  # noqa: F401
     except ImportError:
         return "python"
-    zarr.config.set({"codec_pipeline.path": "zarrs.ZarrsCodecPipeline"})
+    zarr.config.set({"codec_pipeline.path": ZARRS_PIPELINE})
     return "zarrs"
 
 
-CODEC_PIPELINE = _use_fast_codec_pipeline()
+def fast_codecs_in_use() -> bool:
+    """Whether zarr uses the zarrs codec pipeline in this process."""
+    return zarr.config.get("codec_pipeline.path") == ZARRS_PIPELINE
 
 
 def is_local(url: str) -> bool:

@@ -11,19 +11,18 @@ map to class indices 0..K-1 in schema order (background first).
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from synthgen.errors import StoreError
 from synthgen.kernels import resize_images, resize_labels, to_unit
 from synthgen.models import Batch, onehot
 from synthgen.schemas import DataShape, LabelSchema, label_lut
 from synthgen.storage import LoaderConfig, StoreReader, StoreStream, split_indices
+from synthgen.trainers.augment import AugmentConfig, apply, sample_params
 
 
 def labels_to_indices(labels: np.ndarray, schema: LabelSchema, where: str) -> np.ndarray:
@@ -170,21 +169,9 @@ class TrainingStream:
         return Batch(onehot(y, self.shape.num_classes), x)
 
 
-def random_affine(batch: Batch, gen: torch.Generator, strength: float = 1.0) -> Batch:
-    """The same small random affine warp per sample for image and labels: rotation up to 5 degrees,
-    scale 0.95 to 1.05, shift up to 3%. Images resample bilinearly (outside is black), labels by
-    nearest neighbour (outside is background)."""
-    n = batch.images.shape[0]
-    u = torch.rand(n, 4, generator=gen).to(batch.images.device) * 2 - 1
-    angle = u[:, 0] * math.radians(5) * strength
-    scale = 1 + u[:, 1] * 0.05 * strength
-    cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
-    shift = u[:, 2:] * 0.06 * strength
-    theta = torch.stack(
-        [torch.stack([cos, -sin, shift[:, 0]], 1), torch.stack([sin, cos, shift[:, 1]], 1)], 1
-    )
-    grid = F.affine_grid(theta, list(batch.images.shape), align_corners=False)
-    images = F.grid_sample(batch.images + 1, grid, mode="bilinear", align_corners=False) - 1
-    labels = F.grid_sample(batch.labels, grid, mode="nearest", align_corners=False)
-    labels[:, 0] += 1 - labels.sum(1)  # outside the map: background
-    return Batch(labels, images)
+def augment_batch(batch: Batch, config: AugmentConfig, gen: torch.Generator) -> Batch:
+    """``batch`` through the paired augmentation: parameters drawn once per sample from ``gen``, the
+    same warp for image and labels (outside: black, background), on the batch's device."""
+    params = sample_params(gen, batch.images.shape[0], config)
+    images, classes = apply((batch.images + 1) / 2, batch.labels.argmax(1), params)
+    return Batch(onehot(classes, batch.labels.shape[1], batch.labels.dtype), images * 2 - 1)

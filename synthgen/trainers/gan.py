@@ -25,8 +25,9 @@ from synthgen.errors import CheckpointError
 from synthgen.models import Batch, GanModel, build_gan, init_weights, save_generator, set_requires_grad
 from synthgen.schemas import GeneratorSpec, read_spec, store_hash
 from synthgen.storage import StoreReader
+from synthgen.trainers.augment import GanAugment
 from synthgen.trainers.config import TrainConfig, lr_at
-from synthgen.trainers.data import TrainingStream, random_affine
+from synthgen.trainers.data import TrainingStream, augment_batch
 from synthgen.trainers.runs import (
     check_resumable,
     check_run_folder,
@@ -109,6 +110,7 @@ def train_gan(cfg: TrainConfig, *, resume: bool = False, progress: bool = True) 
     use_amp = cfg.amp and device.type == "cuda"
     scaler = torch.amp.GradScaler(device.type, enabled=use_amp)
     rngs = {"data": seeded(cfg.seed, 1), "noise": seeded(cfg.seed, 2)}
+    augment = GanAugment() if cfg.augment else None
     spec = GeneratorSpec(
         arch=cfg.model.arch,
         model=cfg.model.to_dict(),
@@ -149,8 +151,8 @@ def train_gan(cfg: TrainConfig, *, resume: bool = False, progress: bool = True) 
         for group in optimizers["d"].param_groups:
             group["lr"] = lr_d
         batch = to_device(next(batches), device)
-        if cfg.augment:
-            batch = random_affine(batch, rngs["data"])
+        if augment is not None:
+            batch = augment_batch(batch, augment, rngs["data"])
 
         # generator step, discriminator frozen
         set_requires_grad(d_params, False)

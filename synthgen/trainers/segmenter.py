@@ -2,7 +2,8 @@
 
 Training batches stream from one store or a mix (``real.zarr:0.3,synth.zarr:0.7``) through
 :class:`~synthgen.storage.loader.StoreStream`, every store resized to ``image_size`` (images bilinear,
-labels nearest) and lightly augmented on the fly (:class:`SegAugment`). Loss: cross-entropy + soft Dice.
+labels nearest) and lightly augmented on the fly
+(:class:`~synthgen.trainers.augment.SegAugment`). Loss: cross-entropy + soft Dice.
 Every ``val_every`` steps the model is scored on the validation store (mean foreground Dice at the
 training size); the best so far goes to ``OUT_DIR/best`` and the latest to ``OUT_DIR/last``
 (``segmenter.safetensors`` + ``segmenter.json``). ``log.csv`` / ``log.json`` hold the curves and
@@ -30,7 +31,7 @@ from tqdm import tqdm
 from synthgen.errors import ConfigError, LabelValueError, SchemaError, StoreNotFoundError
 from synthgen.kernels import batch_dice
 from synthgen.models import (
-    SPEC_JSON,
+    SEGMENTER_JSON,
     SegmenterSpec,
     SegModelConfig,
     build_segmenter,
@@ -39,69 +40,10 @@ from synthgen.models import (
 )
 from synthgen.schemas import LabelSchema, label_lut
 from synthgen.storage import LoaderConfig, StoreStream, make_loader
+from synthgen.trainers.augment import SegAugment
 from synthgen.trainers.runs import replace_folder, resolve_device, seeded
 
 PLOT_EVERY = 10  # redraw curves.png every this many validations (and at the end): a plot costs ~0.5 s
-
-
-@dataclass(frozen=True)
-class SegAugment:
-    """Light on-the-fly augmentation: one random affine warp per sample (image bilinear, labels nearest,
-    outside -> black / background) and a gamma, contrast and brightness change of the image.
-
-    Parameters are drawn once per sample by :meth:`sample_params` and applied by :meth:`apply`.
-    """
-
-    rotation: float = 10.0  # degrees, uniform in +-rotation
-    scale: float = 0.1  # zoom uniform in 1 +- scale
-    shift: float = 0.05  # translation, fraction of the image, uniform in +-shift
-    gamma: float = 0.3  # gamma = exp(uniform(+-gamma))
-    contrast: float = 0.1  # multiply by uniform 1 +- contrast
-    brightness: float = 0.05  # add uniform +-brightness
-
-    def to_dict(self) -> dict[str, float]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> SegAugment:
-        return cls(**{k: float(v) for k, v in data.items()})
-
-    def sample_params(self, rng: np.random.Generator, n: int) -> dict[str, np.ndarray]:
-        u = rng.uniform(-1, 1, (n, 7))
-        return {
-            "angle": np.radians(self.rotation) * u[:, 0],
-            "zoom": 1 + self.scale * u[:, 1],
-            "shift": self.shift * 2 * u[:, 2:4],  # affine_grid coordinates span 2
-            "gamma": np.exp(self.gamma * u[:, 4]),
-            "contrast": 1 + self.contrast * u[:, 5],
-            "brightness": self.brightness * u[:, 6],
-        }
-
-    @staticmethod
-    def apply(
-        images: np.ndarray, labels: np.ndarray, params: Mapping[str, np.ndarray]
-    ) -> tuple[np.ndarray, np.ndarray]:
-        n, (h, w) = len(images), labels.shape[-2:]
-        cos, sin = np.cos(params["angle"]) / params["zoom"], np.sin(params["angle"]) / params["zoom"]
-        theta = np.stack(
-            [np.stack([cos, -sin, params["shift"][:, 0]], 1), np.stack([sin, cos, params["shift"][:, 1]], 1)],
-            1,
-        )
-        grid = F.affine_grid(torch.from_numpy(theta).float(), [n, 1, h, w], align_corners=False)
-        x = torch.from_numpy(images.reshape(n, -1, h, w))
-        x = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False).clamp_(0, 1)
-        y = torch.from_numpy(labels[:, None].astype(np.float32))
-        y = F.grid_sample(y, grid, mode="nearest", padding_mode="zeros", align_corners=False)[:, 0]
-        shape = (n, 1, 1, 1)
-        x = x ** torch.from_numpy(params["gamma"]).float().view(shape)
-        x = x * torch.from_numpy(params["contrast"]).float().view(shape)
-        x = (x + torch.from_numpy(params["brightness"]).float().view(shape)).clamp_(0, 1)
-        return x.reshape(images.shape).numpy(), y.round().to(torch.uint8).numpy()
-
-    def __call__(
-        self, images: np.ndarray, labels: np.ndarray, rng: np.random.Generator
-    ) -> tuple[np.ndarray, np.ndarray]:
-        return self.apply(images, labels, self.sample_params(rng, len(images)))
 
 
 @dataclass(frozen=True)
@@ -292,7 +234,7 @@ def write_log(out: Path, rows: list[dict[str, float]], plot: bool = True) -> Non
 def train_seg(cfg: SegTrainConfig, *, progress: bool = True, overwrite: bool = False) -> SegTrainResult:
     """Train ``cfg.model`` on ``cfg.train``, validating on ``cfg.val``; see the module docstring."""
     out = Path(cfg.out_dir)
-    if (out / "best" / SPEC_JSON).exists() and not overwrite:
+    if (out / "best" / SEGMENTER_JSON).exists() and not overwrite:
         raise ConfigError(f"Expected a new output folder. {out} already holds a segmenter: choose another.")
     device = resolve_device(cfg.device)
     loader_cfg = LoaderConfig(

@@ -30,7 +30,7 @@ from tqdm import tqdm
 
 from synthgen.errors import CheckpointError, ConfigError
 from synthgen.models import (
-    SPEC_JSON,
+    SHAPE_VAE_JSON,
     ShapeVae,
     ShapeVaeConfig,
     ShapeVaeSpec,
@@ -138,7 +138,7 @@ def sample_grid(labels: np.ndarray, schema: LabelSchema, cols: int = 8) -> np.nd
 
 def latest_vae_checkpoint(out_dir: Path) -> Path | None:
     for candidate in (out_dir / "checkpoint", out_dir / "checkpoint.old"):
-        if (candidate / SPEC_JSON).is_file():
+        if (candidate / SHAPE_VAE_JSON).is_file():
             return candidate
     return None
 
