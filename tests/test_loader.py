@@ -135,11 +135,20 @@ def test_uint16_images_are_scaled_by_the_intensity_convention(tmp_path):
 def test_augment_hook_gets_numpy_batches(tmp_path):
     url = make_store(str(tmp_path / "a.zarr"), n=8)
 
-    def flip(images, labels, rng):
-        return images[:, :, ::-1], labels[:, :, ::-1]
+    calls = []
 
-    batch = next(iter(StoreStream(url, LoaderConfig(batch_size=8), augment=flip)))
+    def invert(images, labels, rng):
+        calls.append((type(images), type(labels), type(rng), images.shape, labels.shape))
+        return 1 - images, labels + 1
+
+    batch = next(iter(StoreStream(url, LoaderConfig(batch_size=8), augment=invert)))
     assert batch["image"].shape == (8, 1, 4, 4)
+    assert calls == [(np.ndarray, np.ndarray, np.random.Generator, (8, 4, 4), (8, 4, 4))]
+    # the batch holds what the hook returned: inverted images (each holds its index / 255), labels + 1
+    np.testing.assert_allclose(
+        batch["image"][:, 0, 0, 0].numpy(), 1 - batch["index"].numpy() / 255, rtol=1e-6
+    )
+    assert (batch["label"].numpy() == 2).all()
 
 
 def test_spawned_workers_split_an_epoch(tmp_path):
