@@ -497,21 +497,19 @@ def train_shape_command(store, out_dir, resume, progress, **options) -> None:
     from pathlib import Path
 
     from synthgen.models import read_vae_spec
+    from synthgen.schemas import merge_overrides
     from synthgen.trainers import ShapeTrainConfig, latest_vae_checkpoint, train_shape
 
     _use_fast_codecs()
 
     model_keys = ("image_size", "latent_dim", "width", "depth")
-    model = {k: v for k in model_keys if (v := options.pop(k)) is not None}
-    given = {k: v for k, v in options.items() if v is not None}
+    model = {k: options.pop(k) for k in model_keys}
     base: dict = {}
     if resume:
         ckpt = latest_vae_checkpoint(Path(out_dir))
         base = dict(read_vae_spec(ckpt).train_config) if ckpt is not None else {}
-    base_model = dict(base.get("model", {}))
-    config = ShapeTrainConfig.from_dict(
-        base | given | {"store": store, "out_dir": out_dir, "model": base_model | model}
-    )
+    given = options | {"store": store, "out_dir": out_dir, "model": model}
+    config = ShapeTrainConfig.from_dict(merge_overrides(base, given))
     result = train_shape(config, resume=resume, progress=progress)
     gate = result.gate
     reasons = ", ".join(f"{code} {k}" for code, k in gate.reasons) or "none"

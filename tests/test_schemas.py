@@ -115,3 +115,33 @@ def test_any_valid_schema_round_trips(values):
 def test_parse_errors_are_config_errors():
     with pytest.raises(ConfigError):
         LabelClass("a", "1")  # type: ignore[arg-type]
+
+
+def test_merge_overrides_is_the_one_config_merge():
+    from synthgen.schemas import merge_overrides
+
+    base = {"n": 10, "deform": {"spacing": 16.0, "enabled": True}, "source": {"kind": "store", "url": "a"}}
+    # None is "not given"; nested tables merge key by key
+    merged = merge_overrides(base, {"n": None, "seed": 3, "deform": {"spacing": 8.0, "enabled": None}})
+    assert merged == base | {"seed": 3, "deform": {"spacing": 8.0, "enabled": True}}
+    # the same kind merges; another kind replaces the table (a store url means nothing to a procedural source)
+    assert merge_overrides(base, {"source": {"url": "b"}})["source"] == {"kind": "store", "url": "b"}
+    assert merge_overrides(base, {"source": {"kind": "procedural"}})["source"] == {"kind": "procedural"}
+    model = {"model": {"arch": "spade", "width": 8}}
+    assert merge_overrides(model, {"model": {"arch": None, "depth": 3}})["model"] == {
+        "arch": "spade",
+        "width": 8,
+        "depth": 3,
+    }
+    assert merge_overrides(model, {"model": {"arch": "pix2pix", "depth": None}})["model"] == {
+        "arch": "pix2pix"
+    }
+    assert merge_overrides({"model": {"width": 8}}, {"model": {"arch": "pix2pix"}})["model"] == {
+        "width": 8,
+        "arch": "pix2pix",
+    }
+    assert base == {
+        "n": 10,
+        "deform": {"spacing": 16.0, "enabled": True},
+        "source": {"kind": "store", "url": "a"},
+    }

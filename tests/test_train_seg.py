@@ -67,7 +67,7 @@ def test_training_is_reproducible(stores, tmp_path):
     assert a.best_metrics == b.best_metrics
 
 
-def test_mixing_stores_of_different_sizes(tmp_path):
+def test_mixing_stores_of_different_sizes(tmp_path, monkeypatch):
     big = make_seg_store(str(tmp_path / "big.zarr"), n=16, size=32)
     small = make_seg_store(str(tmp_path / "small.zarr"), n=16, size=16, seed=2)
     val = make_seg_store(str(tmp_path / "val.zarr"), n=8, size=24, seed=3)
@@ -80,8 +80,25 @@ def test_mixing_stores_of_different_sizes(tmp_path):
         val_every=4,
         augment=SegAugment(),
     )
+    import synthgen.trainers.segmenter as segmenter_module
+
+    seen = []
+
+    class RecordingStream(segmenter_module.StoreStream):
+        def _collate(self, parts, rng):
+            batch = super()._collate(parts, rng)
+            seen.append((batch["store"].numpy(), tuple(batch["image"].shape), tuple(batch["label"].shape)))
+            return batch
+
+    monkeypatch.setattr(segmenter_module, "StoreStream", RecordingStream)
     result = train_seg(cfg, progress=False)
     assert result.steps == 4 and (result.best / "segmenter.json").is_file()
+    # every batch the model trained on was resized to 16 x 16, and both stores fed it at about 1:1
+    stores = np.concatenate([s for s, _, _ in seen])
+    assert {image[-2:] for _, image, _ in seen} == {(16, 16)} and {label[-2:] for *_, label in seen} == {
+        (16, 16)
+    }
+    assert set(stores.tolist()) == {0, 1} and 0.25 < stores.mean() < 0.75
 
 
 def test_lite_architecture_and_shapes():

@@ -31,6 +31,7 @@ from synthgen.schemas.labels import (
 from synthgen.schemas.parse import (
     check_range,
     fields_from_dict,
+    merge_overrides,
     parse_bool,
     parse_float,
     parse_int,
@@ -103,6 +104,7 @@ __all__ = [
     "get_schema",
     "label_lut",
     "load_build_config",
+    "merge_overrides",
     "parse_bool",
     "parse_float",
     "parse_int",

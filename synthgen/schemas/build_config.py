@@ -15,6 +15,7 @@ from typing import Any
 
 from synthgen.errors import ConfigError
 from synthgen.schemas.parse import (
+    merge_overrides,
     parse_float,
     parse_int,
     parse_mapping,
@@ -125,21 +126,8 @@ class BuildConfig:
         return cls(**data)
 
     def with_overrides(self, overrides: Mapping[str, Any]) -> BuildConfig:
-        """A copy with the given top-level keys (and ``deform`` keys) replaced; ``None`` values are ignored."""
-        merged = self.to_dict()
-        for key, value in overrides.items():
-            if value is None:
-                continue
-            if key == "deform":
-                merged["deform"] = merged["deform"] | dict(value)
-            elif (
-                key == "source"
-                and dict(value).get("kind", merged["source"]["kind"]) == merged["source"]["kind"]
-            ):
-                merged["source"] = merged["source"] | dict(value)  # same kind: change only what is named
-            else:
-                merged[key] = value
-        return BuildConfig.from_dict(merged)
+        """A copy with ``overrides`` applied (:func:`~synthgen.schemas.parse.merge_overrides`)."""
+        return BuildConfig.from_dict(merge_overrides(self.to_dict(), overrides))
 
 
 # Each preset is a complete config; a TOML file or flags change what they name. Only the echo presets

@@ -12,6 +12,8 @@ from typing import Any, TypeVar
 from synthgen.errors import ConfigError
 
 T = TypeVar("T")
+# nested tables whose kind is named by one key: a new kind replaces the table instead of merging into it
+TABLE_KINDS = {"source": "kind", "model": "arch"}
 
 
 def check_range(value: float, what: str, lo: float | None = None, hi: float | None = None) -> None:
@@ -81,4 +83,28 @@ def fields_from_dict(cls: type[T], data: Any, what: str, skip: tuple[str, ...] =
     for name, f in names.items():
         if name in data:
             out[name] = _PARSERS[str(f.type)](data[name], f"'{name}' in {what}")
+    return out
+
+
+def merge_overrides(base: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """The one merge of configs, from preset to file to checkpoint to flags: ``base`` with ``overrides``
+    applied. ``None`` means "not given"; a nested table merges key by key, except that a table whose
+    kind changes (``source.kind``, ``model.arch``: :data:`TABLE_KINDS`) is replaced, since the keys of
+    one kind mean nothing to another."""
+    out = dict(base)
+    for key, value in overrides.items():
+        if value is None:
+            continue
+        old = out.get(key)
+        if isinstance(value, Mapping) and isinstance(old, Mapping):
+            given = {k: v for k, v in value.items() if v is not None}
+            tag = TABLE_KINDS.get(key)
+            if tag is not None and old.get(tag) is not None and given.get(tag, old[tag]) != old[tag]:
+                out[key] = given
+            else:
+                out[key] = merge_overrides(old, given)
+        elif isinstance(value, Mapping):
+            out[key] = {k: v for k, v in value.items() if v is not None}
+        else:
+            out[key] = value
     return out

@@ -15,7 +15,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from synthgen.errors import ConfigError
-from synthgen.schemas import check_range, fields_from_dict, parse_int, parse_mapping, parse_str
+from synthgen.schemas import (
+    check_range,
+    fields_from_dict,
+    merge_overrides,
+    parse_int,
+    parse_mapping,
+    parse_str,
+)
 
 SPLITS = ("all", "train", "test")
 DEVICES = ("auto", "cpu", "cuda")
@@ -105,12 +112,6 @@ def merge_config(
 ) -> TrainConfig:
     """A config from a base dict (a JSON file, a checkpoint's config, or nothing) and the values given
     on the command line (``None`` values are not given). A different ``arch`` starts a fresh model config."""
-    data = dict(base or {})
-    model = dict(data.get("model", {}))
-    if arch is not None and model.get("arch") not in (None, arch):
-        model = {}
-    model["arch"] = arch or model.get("arch", "spade")
-    model |= {k: v for k, v in model_overrides.items() if v is not None}
-    data |= {k: v for k, v in overrides.items() if v is not None}
-    data["model"] = model
+    data = merge_overrides(base or {}, {**overrides, "model": {**model_overrides, "arch": arch}})
+    data["model"] = {"arch": "spade"} | data.get("model", {})
     return TrainConfig.from_dict(data)
