@@ -6,6 +6,7 @@ A :class:`~synthgen.errors.SynthgenError` becomes one line on stderr and exit st
 
 from __future__ import annotations
 
+import os
 import sys
 
 import click
@@ -15,15 +16,44 @@ from synthgen.errors import SynthgenError
 
 
 class _Group(click.Group):
-    def invoke(self, ctx: click.Context):
+    """Every failure a user can cause ends as one line ``synthgen: error: ...`` and a non-zero exit:
+    synthgen's own errors (1), click's usage errors (2), a full disk or another system error (1), and
+    anything unexpected (1; ``SYNTHGEN_DEBUG=1`` shows the traceback)."""
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode, **extra)
         try:
-            return super().invoke(ctx)
+            return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except click.exceptions.Exit as e:
+            sys.exit(e.exit_code)
+        except click.Abort:
+            _fail("interrupted", 130)
+        except click.ClickException as e:
+            _fail(f"{e.format_message()} (see 'synthgen --help')", e.exit_code)
         except SynthgenError as e:
-            click.echo(f"synthgen: error: {e}", err=True)
-            sys.exit(1)
+            _fail(str(e), 1)
         except KeyboardInterrupt:
-            click.echo("synthgen: interrupted", err=True)
-            sys.exit(130)
+            _fail("interrupted", 130)
+        except OSError as e:  # a full disk, a file-size limit, a permission...
+            _debug()
+            _fail(f"{e.strerror or e} ({e.filename})" if e.filename else f"{e.strerror or e}", 1)
+        except Exception as e:
+            _debug()
+            _fail(f"unexpected {type(e).__name__}: {e} (SYNTHGEN_DEBUG=1 shows where)", 1)
+
+
+def _debug() -> None:
+    if os.environ.get("SYNTHGEN_DEBUG") == "1":
+        import traceback
+
+        traceback.print_exc()
+
+
+def _fail(message: str, status: int) -> None:
+    first = str(message).strip().splitlines()[0] if str(message).strip() else "failed"
+    click.echo(f"synthgen: error: {first}", err=True)
+    sys.exit(status)
 
 
 def _use_fast_codecs() -> None:
@@ -121,6 +151,26 @@ def inspect_command(store, preview, n, max_shards) -> None:
         click.echo(f"preview      {preview} ({len(shown)} samples)")
 
 
+@cli.command("verify")
+@click.argument("store")
+@click.option(
+    "--repair", is_flag=True, help="Unlist damaged shards, so that rerunning the build rewrites them."
+)
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def verify_command(store, repair, quiet) -> None:
+    """Check every complete shard of STORE: its files against the digest recorded when it was written,
+    and that every chunk decodes (zstd checksums). Exit status 1 where a shard is damaged (0 once
+    --repair has unlisted them)."""
+    from synthgen.storage import verify_store
+
+    _use_fast_codecs()
+    report = verify_store(store, repair=repair, progress=not quiet)
+    for line in report.lines():
+        click.echo(line)
+    if not report.intact and not report.repaired:
+        sys.exit(1)
+
+
 @cli.command("build-dataset")
 @click.option("--out", required=True, help="Output store: a path or fsspec URL (memory://, s3://...).")
 @click.option("--n", "n", type=int, default=None, help="Number of samples [default: 10000].")
@@ -158,8 +208,17 @@ def inspect_command(store, preview, n, max_shards) -> None:
 @click.option("--sector-mask/--no-sector-mask", default=None, help="Blank outside the echo sector.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing output instead of resuming it.")
 @click.option("--dry-run", is_flag=True, help="Print the plan (shards, size, estimated time) and stop.")
+@click.option(
+    "--max-give-up",
+    type=float,
+    default=0.01,
+    show_default=True,
+    help="Stop when more than this fraction of samples ran out of gate attempts (they are flagged).",
+)
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def build_dataset_cmd(out, config_path, scheduler, workers, overwrite, dry_run, quiet, **flags) -> None:
+def build_dataset_cmd(
+    out, config_path, scheduler, workers, overwrite, dry_run, max_give_up, quiet, **flags
+) -> None:
     """Stream deformed-label / generated-image pairs into a Zarr store (resumes an interrupted build)."""
     from synthgen.engine import RunOptions, build_dataset, plan_build
     from synthgen.schemas import load_build_config
@@ -175,7 +234,9 @@ def build_dataset_cmd(out, config_path, scheduler, workers, overwrite, dry_run, 
     if source:
         overrides["source"] = source
     config = load_build_config(config_path, overrides)
-    options = RunOptions(scheduler=scheduler, workers=workers, overwrite=overwrite, progress=not quiet)
+    options = RunOptions(
+        scheduler=scheduler, workers=workers, overwrite=overwrite, progress=not quiet, max_give_up=max_give_up
+    )
     if dry_run:
         for line in plan_build(out, config, options).lines():
             click.echo(line)

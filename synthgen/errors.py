@@ -41,6 +41,14 @@ class StoreFormatError(StoreError, ValueError):
     """The store is not a synthgen store, or is of an unsupported format version."""
 
 
+class StoreLockedError(StoreError):
+    """Another writer holds the store's lease."""
+
+
+class CorruptShardError(StoreError):
+    """A shard recorded as complete is missing, altered or cannot be decoded."""
+
+
 class IncompleteShardError(StoreError, KeyError):
     """A sample was asked for that lies in a shard not recorded as complete."""
 
@@ -58,6 +66,14 @@ class CheckpointError(SynthgenError, ValueError):
 
 class KernelInputError(SynthgenError, ValueError):
     """An array given to a kernel has the wrong shape, dtype or values (use LabelValueError for labels)."""
+
+
+class GateError(SynthgenError, RuntimeError):
+    """Too many samples gave up the plausibility gate: the label source draws implausible maps."""
+
+
+class TrainingDivergedError(SynthgenError, RuntimeError):
+    """A training loss became NaN or infinite; nothing of that step is saved."""
 
 
 class BackendUnavailableError(SynthgenError, RuntimeError):

@@ -164,7 +164,7 @@ def test_overwrite_refuses_a_folder_that_is_not_a_store(tmp_path):
     (tmp_path / "keep").mkdir()
     (tmp_path / "keep" / "precious.txt").write_text("x")
     result = run("ingest", tmp_path / "src", tmp_path / "keep", "--overwrite")
-    assert result.exit_code == 1 and "not a Zarr store" in result.stderr
+    assert result.exit_code == 1 and "not a synthgen store" in result.stderr
     assert (tmp_path / "keep" / "precious.txt").exists()
 
 

@@ -1,9 +1,12 @@
 """``synthgen build-dataset``: plan the shards, run one task per shard, record each, resume after a crash.
 
-The coordinating process creates the store (or reopens it to resume), runs :func:`pipeline.build_shard`
-for every shard not yet complete on the chosen scheduler, and records each shard in the store's
-attributes as its task returns. A store whose attributes hold a different build config is refused, so a
-resumed build can only ever finish the build it started.
+The coordinating process takes the store's lease (one writer at a time), creates the store (or reopens
+it to resume), runs :func:`pipeline.build_shard` for every shard not yet complete on the chosen
+scheduler, and records each shard and its digest in the store's attributes as its task returns. A
+store whose attributes hold a different build config is refused (unless it holds no complete shard:
+then nothing is lost by replacing it), so a resumed build can only ever finish the build it started.
+``--overwrite`` builds the new store aside (``OUT.synthgen-new``, resumable in turn) and swaps it in
+when it is complete: until then the old store stays as it was.
 """
 
 from __future__ import annotations
@@ -19,10 +22,25 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from synthgen.engine import pipeline
-from synthgen.engine.schedule import parse_scheduler, run_shards
-from synthgen.errors import ConfigError, StoreError, StoreFormatError
+from synthgen.engine.schedule import check_scheduler, parse_scheduler, run_shards
+from synthgen.errors import ConfigError, GateError, StoreError, StoreFormatError
 from synthgen.schemas import BuildConfig
-from synthgen.storage import StoreReader, StoreWriter, is_local, store_exists, use_fast_codecs
+from synthgen.storage import (
+    StoreReader,
+    StoreWriter,
+    aside_url,
+    clear_scratch,
+    is_local,
+    recover,
+    renew_lease,
+    store_exists,
+    store_lease,
+    store_state,
+    swap_in,
+    use_fast_codecs,
+)
+
+RENEW_EVERY_S = 60.0  # how often a running build renews its lease
 
 
 @dataclass(frozen=True)
@@ -33,11 +51,14 @@ class RunOptions:
     workers: int = 2
     overwrite: bool = False
     progress: bool = True
+    max_give_up: float = 0.01  # the build stops when more samples than this gave up the gate
 
     def __post_init__(self) -> None:
         parse_scheduler(self.scheduler)
         if self.workers < 1:
             raise ConfigError(f"Expected --workers >= 1. Got {self.workers} instead.")
+        if not 0.0 <= self.max_give_up <= 1.0:
+            raise ConfigError(f"Expected --max-give-up in [0, 1]. Got {self.max_give_up} instead.")
 
 
 @dataclass
@@ -53,6 +74,7 @@ class BuildSummary:
     reasons: dict[str, int] = field(default_factory=dict)
     stage_seconds: dict[str, float] = field(default_factory=dict)
     backend: str = ""
+    gave_up: int = 0  # samples kept although the gate rejected every draw (flagged in meta/plausibility)
 
     @property
     def samples_per_second(self) -> float:
@@ -72,6 +94,10 @@ class BuildSummary:
                 f"gate: {self.gate_checked} label maps drawn, {self.gate_rejected} rejected ({rate:.1%})"
                 + (f": {reasons}" if reasons else "")
             )
+        if self.gave_up:
+            out.append(
+                f"gate gave up on {self.gave_up} sample(s) (kept, flagged in meta/plausibility; readers skip them)"
+            )
         if self.stage_seconds:
             total = sum(self.stage_seconds.values())
             parts = ", ".join(f"{k} {v / total:.0%}" for k, v in self.stage_seconds.items())
@@ -79,31 +105,60 @@ class BuildSummary:
         return out
 
 
+def _this_process() -> tuple[int, float]:
+    import os
+
+    import psutil
+
+    return os.getpid(), psutil.Process().create_time()
+
+
 def config_token(config: BuildConfig) -> str:
     return hashlib.sha256(json.dumps(config.to_dict(), sort_keys=True).encode()).hexdigest()[:16]
 
 
-def _open_or_create(out: str, config: BuildConfig, options: RunOptions) -> tuple[StoreWriter, list[int]]:
-    """The writer and the shards still to build. Refuses a store that holds something else."""
-    if store_exists(out) and not options.overwrite:
-        try:
-            reader = StoreReader(out)
-        except StoreFormatError as e:
-            raise StoreError(
-                f"Output {out} exists and is not a synthgen dataset build ({e}). Choose another --out."
-            ) from e
-        held = reader.attrs.provenance.get("build_config")
-        if held != json.loads(json.dumps(config.to_dict())):
-            diff = sorted(k for k in config.to_dict() if (held or {}).get(k) != config.to_dict()[k])
-            raise StoreError(
-                f"Output {out} holds a different build (differs in {diff or 'its origin'}). "
-                "Use another --out, the same config to resume, or --overwrite to replace it."
-            )
+def _resumable(url: str, config: BuildConfig, *, replace: bool) -> list[int] | None:
+    """The shards still to build where ``url`` holds this build; None where a new store is to be
+    created there. Refuses a store that holds another build with complete shards, unless ``replace``
+    (the aside store of ``--overwrite``, which is ours). Writes nothing."""
+    state = store_state(url)
+    if state == "other":
+        raise StoreError(
+            f"Output {url} exists and is not a synthgen dataset build (nor any synthgen store): refusing to "
+            "touch it. Choose another --out."
+        )
+    if state != "synthgen":
+        return None
+    try:
+        reader = StoreReader(url)
+    except StoreFormatError as e:
+        raise StoreError(f"Output {url} is not a readable synthgen store ({e}). Choose another --out.") from e
+    held = reader.attrs.provenance.get("build_config")
+    if held == json.loads(json.dumps(config.to_dict())):
         done = set(reader.complete_shards)
-        return StoreWriter.open(out), [k for k in range(reader.layout.num_shards) if k not in done]
-    _check_space(out, config)
+        return [k for k in range(reader.layout.num_shards) if k not in done]
+    if held is None and not replace:
+        raise StoreError(
+            f"Output {url} holds a store that build-dataset did not write (ingested data?). Choose another "
+            "--out, or --overwrite to replace it."
+        )
+    if reader.complete_shards and not replace:
+        diff = sorted(k for k in config.to_dict() if (held or {}).get(k) != config.to_dict()[k])
+        raise StoreError(
+            f"Output {url} holds a different build (differs in {diff or 'its origin'}). "
+            "Use another --out, the same config to resume, or --overwrite to replace it."
+        )
+    return None  # another build without a complete shard: nothing is lost by replacing it
+
+
+def _open_or_create(url: str, config: BuildConfig, *, replace: bool) -> tuple[StoreWriter, list[int]]:
+    """The writer and the shards still to build (see :func:`_resumable`)."""
+    todo = _resumable(url, config, replace=replace)
+    if todo is not None:
+        return StoreWriter.open(url), todo
+    _check_space(url, config)
     attrs = pipeline.store_attrs(config)
-    writer = StoreWriter.create(out, attrs, overwrite=options.overwrite)
+    writer = StoreWriter.create(url, attrs, overwrite=True)  # absent, ours and empty, or being replaced
     return writer, list(range(attrs.layout.num_shards))
 
 
@@ -126,10 +181,29 @@ def _check_space(out: str, config: BuildConfig) -> None:
 
 def build_dataset(out: str, config: BuildConfig, options: RunOptions) -> BuildSummary:
     """Build (or finish building) the dataset ``config`` describes into the store at ``out``."""
+    use_fast_codecs()
+    recover(out)  # a swap that a killed --overwrite left half done
+    check_scheduler(options.scheduler, progress=options.progress)  # before anything is written
+    with store_lease(out, "build-dataset") as lease:
+        if options.overwrite and store_state(out) == "other":
+            raise StoreError(
+                f"Output {out} exists and is not a synthgen dataset build (nor any synthgen store): refusing "
+                "to replace it. Choose another --out."
+            )
+        target = aside_url(out) if options.overwrite and store_exists(out) else out
+        summary = _build(target, config, options, lease, lease_url=out)
+        if target != out:
+            swap_in(target, out)
+            summary.out = out
+    return summary
+
+
+def _build(out: str, config: BuildConfig, options: RunOptions, lease, *, lease_url: str) -> BuildSummary:
+    """Build into ``out`` (the output, or the aside store of ``--overwrite``) under ``lease``."""
     from tqdm import tqdm
 
-    use_fast_codecs()
-    writer, todo = _open_or_create(out, config, options)
+    writer, todo = _open_or_create(out, config, replace=out != lease_url)
+    clear_scratch(out)  # what killed writers left; this process holds the lease
     layout = writer.attrs.layout
     total_shards = layout.num_shards
     summary = BuildSummary(out, config.n, total_shards, 0, total_shards - len(todo), 0.0)
@@ -147,21 +221,35 @@ def build_dataset(out: str, config: BuildConfig, options: RunOptions) -> BuildSu
     start = time.perf_counter()
     built_samples = 0
 
+    renewed = time.monotonic()
+
     def on_done(k: int, stats: pipeline.ShardStats) -> None:
-        nonlocal built_samples
-        writer.mark_complete([k])
+        nonlocal built_samples, renewed, lease
+        writer.mark_complete([k], digests={k: stats.digest})
+        if time.monotonic() - renewed > RENEW_EVERY_S:
+            lease, renewed = renew_lease(lease_url, lease), time.monotonic()
         summary.shards_built += 1
         summary.gate_checked += stats.gate_checked
         summary.gate_rejected += stats.gate_rejected
         summary.backend = stats.backend
+        summary.gave_up += stats.gave_up
         reasons.update(stats.reasons)
         stages.update(stats.stage_seconds)
         a, b = layout.shard_bounds(k)
         built_samples += b - a
         bar.set_postfix_str(f"{built_samples / (time.perf_counter() - start):.1f} samples/s")
         bar.update(1)
+        if summary.gave_up > options.max_give_up * built_samples:
+            raise GateError(
+                f"Expected at most {options.max_give_up:.1%} of samples to give up the plausibility gate. Got "
+                f"{summary.gave_up} of {built_samples} after shard {k} (rejections: "
+                f"{', '.join(f'{r} {c}' for r, c in reasons.most_common(3))}): the label source draws implausible "
+                "maps. Fix the source, raise --max-attempts, or allow more with --max-give-up; rerunning resumes."
+            )
 
     payload = {"out": out, "config": config.to_dict()}
+    if options.scheduler == "processes":  # local worker processes end with their coordinator
+        payload["coordinator"] = _this_process()
     if todo:
         pipeline.prepare_workers(config)
     try:
@@ -223,8 +311,8 @@ def plan_build(out: str, config: BuildConfig, options: RunOptions, calibration: 
     from numcodecs import Zstd
 
     todo_shards = list(range(-(-config.n // config.shard_size)))
-    if store_exists(out) and not options.overwrite:
-        _, todo_shards = _open_or_create(out, config, options)
+    if not options.overwrite:
+        todo_shards = _resumable(out, config, replace=False) or todo_shards
     attrs = pipeline.store_attrs(config)
     layout = attrs.layout
     n = min(calibration, config.n)

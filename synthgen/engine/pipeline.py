@@ -11,6 +11,7 @@ compiled generator in :data:`WORKER` and reuses them for every shard it builds.
 from __future__ import annotations
 
 import contextlib
+import os
 import threading
 import time
 from collections import Counter
@@ -57,6 +58,31 @@ class WorkerCache:
 
 
 WORKER = WorkerCache()  # this process's cache
+
+
+_WATCHING: list[int] = []
+
+
+def watch_coordinator(pid: int, started: float) -> None:
+    """In a local worker process: exit as soon as the coordinating process ``pid`` is gone (killed
+    with -9 included), so that no worker outlives its build. Started once per process."""
+    if pid == os.getpid() or _WATCHING:
+        return
+    _WATCHING.append(pid)
+
+    def watch() -> None:
+        import psutil
+
+        while True:
+            try:
+                alive = abs(psutil.Process(pid).create_time() - started) < 1.0
+            except psutil.Error:
+                alive = False
+            if not alive:
+                os._exit(3)
+            time.sleep(1.0)
+
+    threading.Thread(target=watch, name="synthgen-watch-coordinator", daemon=True).start()
 
 
 def bundled_generator() -> Path:
@@ -366,11 +392,15 @@ class ShardStats:
     reasons: dict[str, int]
     stage_seconds: dict[str, float]
     backend: str
+    digest: str  # of the shard's files, recorded when it is marked complete
+    gave_up: int = 0  # samples whose gate attempts ran out (kept, flagged in meta/plausibility)
 
 
 def build_shard(payload: Mapping[str, Any], k: int) -> ShardStats:
     """Build shard ``k`` of the store ``payload["out"]`` and write it whole. Returns its statistics."""
     config = BuildConfig.from_dict(payload["config"])
+    if "coordinator" in payload:
+        watch_coordinator(*payload["coordinator"])
     use_fast_codecs()  # this task may run in a worker process of its own
     writer = StoreWriter.open(payload["out"])
     layout = writer.attrs.layout
@@ -383,7 +413,7 @@ def build_shard(payload: Mapping[str, Any], k: int) -> ShardStats:
     t = time.perf_counter()
     available = drawn.meta() | ({"style": styles} if styles is not None else {})
     meta = {m.name: available[m.name] for m in layout.meta if m.name in available}
-    writer.write_shard(k, images, drawn.labels, meta)
+    digest = writer.write_shard(k, images, drawn.labels, meta)
     times["write"] += time.perf_counter() - t
 
     report = GateReport.from_flags(drawn.flags_seen, writer.attrs.schema) if config.gate else GateReport()
@@ -393,4 +423,6 @@ def build_shard(payload: Mapping[str, Any], k: int) -> ShardStats:
         reasons=dict(report.reasons),
         stage_seconds=dict(times),
         backend=gen.backend,
+        digest=digest,
+        gave_up=int(np.count_nonzero(drawn.plausibility)) if config.gate else 0,
     )

@@ -16,6 +16,8 @@ attributes.
 
 from __future__ import annotations
 
+import os
+import sys
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -85,13 +87,57 @@ def _run_local(fn, payload, shards, scheduler, workers, token, on_done) -> None:
         get(graph, list(keys), num_workers=workers)
 
 
-def _run_distributed(fn, payload, shards, address, token, on_done) -> None:
-    from distributed import Client, as_completed
+# seconds to reach a scheduler, then to see its first worker
+CONNECT_TIMEOUT_S = float(os.environ.get("SYNTHGEN_CONNECT_TIMEOUT_S", "20"))
 
+
+def connect(address: str, timeout: float = CONNECT_TIMEOUT_S, *, progress: bool = False):
+    """A Dask client of the scheduler at ``address`` with at least one worker, or a one-line error
+    within about ``timeout`` seconds each (an address that is not a Dask scheduler never hangs)."""
+    import threading
+
+    from distributed import Client
+
+    box: dict[str, Any] = {}
+
+    def attempt() -> None:
+        try:
+            box["client"] = Client(address, timeout=f"{timeout}s")
+        except Exception as e:  # reported below, in the calling thread
+            box["error"] = e
+
+    thread = threading.Thread(target=attempt, name="synthgen-connect", daemon=True)
+    thread.start()
+    thread.join(timeout + 5)
+    if "client" not in box:
+        why = box.get("error") or f"no answer within {timeout:.0f} s"
+        raise ConfigError(
+            f"Cannot reach a Dask scheduler at {address}: {why}. Is it a Dask scheduler, and up?"
+        )
+    client = box["client"]
+    if progress and not client.scheduler_info().get("workers"):
+        print(f"waiting up to {timeout:.0f} s for a worker of {address}...", file=sys.stderr, flush=True)
     try:
-        client = Client(address, timeout="20s")
-    except OSError as e:
-        raise ConfigError(f"Cannot reach the Dask scheduler at {address}: {e}.") from e
+        client.wait_for_workers(1, timeout=timeout)
+    except TimeoutError as e:
+        client.close()
+        raise ConfigError(
+            f"The Dask scheduler at {address} has no worker after {timeout:.0f} s: start one "
+            f"('dask worker {address}') and rerun."
+        ) from e
+    return client
+
+
+def check_scheduler(scheduler: str, *, progress: bool = False) -> None:
+    """Preflight: a distributed scheduler answers and has a worker (local schedulers always do)."""
+    if parse_scheduler(scheduler) not in LOCAL_SCHEDULERS:
+        connect(scheduler, progress=progress).close()
+
+
+def _run_distributed(fn, payload, shards, address, token, on_done) -> None:
+    from distributed import as_completed
+
+    client = connect(address)
     try:
         futures = {
             client.submit(fn, dict(payload), k, key=task_key(token, k), pure=False, retries=3): k

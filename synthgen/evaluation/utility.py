@@ -126,10 +126,13 @@ def write_subset(reader: StoreReader, url: str, indices: np.ndarray, note: Mappi
     images, labels = np.concatenate(images), np.concatenate(labels)
     meta = {name: np.concatenate(parts) for name, parts in meta.items()}
     writer = StoreWriter.create(url, attrs, overwrite=True)
+    digests = {}
     for k in range(layout.num_shards):
         a, b = layout.shard_bounds(k)
-        writer.write_shard(k, images[a:b], labels[a:b], {name: v[a:b] for name, v in meta.items()})
-    writer.mark_complete(range(layout.num_shards))
+        digests[k] = writer.write_shard(
+            k, images[a:b], labels[a:b], {name: v[a:b] for name, v in meta.items()}
+        )
+    writer.mark_complete(digests, digests=digests)
     return url
 
 

@@ -198,6 +198,7 @@ class StoreAttrs:
     provenance: Mapping[str, Any] = field(default_factory=dict)
     complete_shards: tuple[int, ...] = ()
     format_version: int = FORMAT_VERSION
+    shard_digests: Mapping[int, str] = field(default_factory=dict)  # SHA-256 of each complete shard's files
 
     @property
     def is_complete(self) -> bool:
@@ -212,6 +213,7 @@ class StoreAttrs:
             "spacing": list(self.spacing) if self.spacing is not None else None,
             "provenance": dict(self.provenance),
             "complete_shards": sorted(self.complete_shards),
+            "shard_digests": {str(k): self.shard_digests[k] for k in sorted(self.shard_digests)},
         }
 
     @classmethod
@@ -242,10 +244,11 @@ class StoreAttrs:
                 provenance=dict(data.get("provenance", {})),
                 complete_shards=tuple(sorted(set(complete))),
                 format_version=version,
+                shard_digests={int(k): str(v) for k, v in dict(data.get("shard_digests", {})).items()},
             )
         except KeyError as e:
             raise StoreFormatError(
                 f"Expected key {e.args[0]!r} under {ATTR_KEY!r} in {where}. It is missing."
             ) from e
-        except (ConfigError, TypeError) as e:
+        except (ConfigError, TypeError, ValueError) as e:
             raise StoreFormatError(f"Malformed {ATTR_KEY!r} attributes in {where}: {e}") from e

@@ -6,6 +6,22 @@ Other packages import these names from here, never from the modules (the layer c
 from synthgen._lazy import lazy_exports
 
 _EXPORTS = {
+    "StoreFiles": "integrity",
+    "Lease": "integrity",
+    "acquire_lease": "integrity",
+    "release_lease": "integrity",
+    "renew_lease": "integrity",
+    "read_lease": "integrity",
+    "store_lease": "integrity",
+    "aside_url": "integrity",
+    "swap_in": "integrity",
+    "recover": "integrity",
+    "clear_scratch": "integrity",
+    "shard_keys": "integrity",
+    "store_state": "store",
+    "verify_store": "verify",
+    "VerifyReport": "verify",
+    "check_shard": "verify",
     "IngestConfig": "ingestion",
     "DEFAULT_PATTERNS": "layouts",
     "ingest": "ingestion",

@@ -36,6 +36,7 @@ from synthgen.schemas import (
     parse_str,
     reject_unknown_keys,
 )
+from synthgen.storage.integrity import aside_url, is_local, recover, store_lease, swap_in
 from synthgen.storage.layouts import (
     DEFAULT_PATTERNS,
     LAYOUTS,
@@ -201,6 +202,12 @@ def _samples(
                 f"Expected data of shape {expected} as the header says. Got image {image.shape} in {p.image} "
                 f"and label {raw.shape} in {p.label}."
             )
+        if image.dtype.kind in "fc" and not np.isfinite(image).all():
+            bad = int(np.size(image) - np.count_nonzero(np.isfinite(image)))
+            raise InputDataError(
+                f"Expected finite image values. Got {bad} NaN or infinite value(s) in {p.image}: fix or leave "
+                "out that file."
+            )
         labels = schema.encode_source(raw, p.label)
         native = info.shape[1:]
         spacing = (
@@ -214,25 +221,37 @@ def _samples(
 
 
 def _check_output(config: IngestConfig, source: Path) -> None:
-    from synthgen.storage.store import is_local, store_exists
+    from synthgen.storage.store import store_state
 
-    if not store_exists(config.out):
+    state = store_state(config.out)
+    if state == "absent":
         return
-    if not config.overwrite:
+    if state == "other":
+        raise StoreExistsError(
+            f"Output {config.out} exists and is not a synthgen store: refusing to replace it. Choose another path."
+        )
+    if state == "synthgen" and not config.overwrite:
         raise StoreExistsError(
             f"Output {config.out} already exists. Choose another path or pass --overwrite to replace it."
         )
     if is_local(config.out):
         out = Path(config.out.removeprefix("file://")).resolve()
-        if not (out / "zarr.json").is_file():
-            raise StoreExistsError(f"Output {out} exists and is not a Zarr store: refusing to overwrite it.")
         if out == source or out in source.parents:
             raise StoreExistsError(f"Output {out} holds SOURCE {source}: refusing to overwrite it.")
 
 
 def ingest(config: IngestConfig, *, progress: bool | None = None) -> IngestResult:
-    """Ingest ``config.source`` into a new store at ``config.out``. ``progress`` None: only on a TTY."""
-    from synthgen.storage.store import StoreWriter, delete_store, is_local
+    """Ingest ``config.source`` into a new store at ``config.out``. ``progress`` None: only on a TTY.
+
+    The store is written aside (``OUT.synthgen-new``) and moved into place when complete, under the
+    output's lease: a failed or killed ingest leaves ``OUT`` as it was (absent, or the old store)."""
+    recover(config.out)
+    with store_lease(config.out, "ingest"):
+        return _ingest(config, progress)
+
+
+def _ingest(config: IngestConfig, progress: bool | None) -> IngestResult:
+    from synthgen.storage.store import StoreWriter, delete_store
 
     t0 = time.perf_counter()
     source = Path(config.source).resolve()
@@ -285,17 +304,19 @@ def ingest(config: IngestConfig, *, progress: bool | None = None) -> IngestResul
         ),
     }
     attrs = StoreAttrs(layout=store_layout, schema=schema, intensity=_intensity(dtype), provenance=provenance)
+    aside = aside_url(config.out)
     try:
-        writer = StoreWriter.create(config.out, attrs, overwrite=config.overwrite)
+        writer = StoreWriter.create(aside, attrs, overwrite=True)  # a leftover aside store is ours
         image_range = _write_all(writer, _samples(source, pairs, infos, schema, size, dtype), progress)
         attrs = writer.mark_complete(
             [], {"image_range": image_range, "seconds": round(time.perf_counter() - t0, 2)}
         )
-    except StoreExistsError:  # someone else's store appeared meanwhile: leave it alone
+    except StoreExistsError:  # someone else's files are where the aside store would go: leave them
         raise
-    except BaseException:  # remove what this run created, so no half-written store remains
-        delete_store(config.out)
+    except BaseException:  # remove what this run created; the output stays as it was
+        delete_store(aside)
         raise
+    swap_in(aside, config.out)
     return IngestResult(attrs, layout, time.perf_counter() - t0)
 
 
@@ -311,7 +332,8 @@ def _write_all(writer, samples: Iterator, progress: bool | None) -> list[float |
 
     layout = writer.attrs.layout
     lo, hi = np.inf, -np.inf
-    pending, last_mark = [], time.monotonic()
+    pending: dict[int, str] = {}
+    last_mark = time.monotonic()
     with tqdm(
         total=layout.n, unit="sample", desc="ingest", disable=None if progress is None else not progress
     ) as bar:
@@ -328,11 +350,10 @@ def _write_all(writer, samples: Iterator, progress: bool | None) -> list[float |
             finite = images[np.isfinite(images)] if images.dtype.kind == "f" else images
             if finite.size:
                 lo, hi = min(lo, float(finite.min())), max(hi, float(finite.max()))
-            writer.write_shard(k, images, labels, meta)
-            pending.append(k)
+            pending[k] = writer.write_shard(k, images, labels, meta)
             if time.monotonic() - last_mark >= _MARK_EVERY_S:
-                writer.mark_complete(pending)
-                pending, last_mark = [], time.monotonic()
+                writer.mark_complete(pending, digests=pending)
+                pending, last_mark = {}, time.monotonic()
     if pending:
-        writer.mark_complete(pending)
+        writer.mark_complete(pending, digests=pending)
     return [lo, hi] if lo <= hi else [None, None]

@@ -87,6 +87,7 @@ class LoaderConfig:
     drop_unmatched: bool = False  # remapping to a schema: classes it lacks become background
     rank: int = 0  # this process among world_size distributed ranks
     world_size: int = 1
+    include_flagged: bool = False  # also serve samples whose gate attempts ran out (meta/plausibility != 0)
 
     def __post_init__(self) -> None:
         for name in ("batch_size", "block_size", "window"):
@@ -147,7 +148,8 @@ def plan_stream(
     size: tuple[int, int] | None = None,
     indices=None,
 ) -> StreamPlan:
-    """Plan the stream over the stores ``readers`` hold open (their attributes only: no array data read).
+    """Plan the stream over the stores ``readers`` hold open (their attributes, and ``meta/plausibility``
+    where a store has it: samples the gate gave up on are left out unless ``config.include_flagged``).
 
     ``schema`` is the label schema of the batches (default: the one all stores share); ``size`` the
     (H, W) samples are resized to; ``indices`` the sample subsets kept (see :class:`StoreStream`).
@@ -163,6 +165,8 @@ def plan_stream(
     if len(shapes) > 1:
         raise ConfigError(f"Expected stores with one image shape. Got {sorted(shapes)}.")
     keep = _keep_masks(indices, readers)
+    if not config.include_flagged:
+        keep = [_without_flagged(r, k) for r, k in zip(readers, keep, strict=True)]
     available = [r.num_available if k is None else int(k.sum()) for r, k in zip(readers, keep, strict=True)]
     if not all(available):
         empty = [r.url for r, n in zip(readers, available, strict=True) if not n]
@@ -210,6 +214,22 @@ def _blocks_of(reader: StoreReader, block_size: int, keep: np.ndarray | None) ->
             run = rows[s : s + block_size]
             blocks.append(Block(int(run[0]), int(run[-1]) + 1, run))
     return blocks
+
+
+def _without_flagged(reader: StoreReader, keep: np.ndarray | None) -> np.ndarray | None:
+    """``keep`` less the samples flagged in ``meta/plausibility`` (kept although the gate rejected them)."""
+    if "plausibility" not in {m.name for m in reader.layout.meta}:
+        return keep
+    flagged = np.zeros(reader.layout.n, bool)
+    for k in reader.complete_shards:
+        start, stop = reader.layout.shard_bounds(k)
+        flagged[start:stop] = reader.read_meta("plausibility", start, stop) != 0
+    if not flagged.any():
+        return keep
+    if keep is None:
+        keep = np.zeros(reader.layout.n, bool)
+        keep[reader.available_indices()] = True
+    return keep & ~flagged
 
 
 def _keep_masks(indices, readers: list[StoreReader]) -> list[np.ndarray | None]:

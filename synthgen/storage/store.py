@@ -14,8 +14,13 @@ with ``spawn``.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
+import json
 import os
+import shutil
+import tempfile
+import uuid
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
@@ -26,6 +31,7 @@ from zarr.codecs import ZstdCodec
 
 from synthgen import __version__
 from synthgen.errors import (
+    CorruptShardError,
     IncompleteShardError,
     StoreError,
     StoreExistsError,
@@ -33,8 +39,19 @@ from synthgen.errors import (
     StoreNotFoundError,
 )
 from synthgen.schemas import ATTR_KEY, StoreAttrs, StoreLayout
+from synthgen.storage.integrity import (
+    SCRATCH_SUFFIX,
+    StoreFiles,
+    digest_files,
+    file_hash,
+    is_local,
+    local_path,
+    shard_digest,
+    shard_keys,
+)
 
 COMPRESSION_LEVEL = 1  # zstd level 1: labels shrink ~30x, images ~2x, at ~8,000 pairs/s
+CREATING_KEY = "synthgen_creating"  # the root attribute of a store being created (replaced when done)
 
 
 ZARRS_PIPELINE = "zarrs.ZarrsCodecPipeline"  # zarr's ``codec_pipeline.path`` for the zarrs pipeline
@@ -62,17 +79,9 @@ def fast_codecs_in_use() -> bool:
     return zarr.config.get("codec_pipeline.path") == ZARRS_PIPELINE
 
 
-def is_local(url: str) -> bool:
-    return "://" not in url or url.startswith("file://")
-
-
-def _local_path(url: str) -> str:
-    return url.removeprefix("file://")
-
-
 def _zarr_store(url: str, *, read_only: bool) -> zarr.abc.store.Store:
     if is_local(url):
-        return zarr.storage.LocalStore(_local_path(url), read_only=read_only)
+        return zarr.storage.LocalStore(local_path(url), read_only=read_only)
     try:
         return zarr.storage.FsspecStore.from_url(url, read_only=read_only)
     except (ImportError, ValueError) as e:
@@ -82,19 +91,35 @@ def _zarr_store(url: str, *, read_only: bool) -> zarr.abc.store.Store:
 def store_exists(url: str) -> bool:
     """Whether anything Zarr-like (a root ``zarr.json``) is at ``url``."""
     if is_local(url):
-        return os.path.exists(_local_path(url))
+        return os.path.exists(local_path(url))
     import fsspec
 
     fs, path = fsspec.core.url_to_fs(url)
     return fs.exists(f"{path.rstrip('/')}/zarr.json")
 
 
-def delete_store(url: str) -> None:
-    """Remove a store entirely (used to clean up a store this process created and failed to finish)."""
-    if is_local(url):
-        import shutil
+def store_state(url: str) -> str:
+    """What is at ``url``: ``absent``, ``synthgen`` (a synthgen store), ``creating`` (a store whose
+    creation was interrupted: it holds nothing) or ``other`` (anything else: never replaced)."""
+    files = StoreFiles(url)
+    if not files.exists():
+        return "absent"
+    try:
+        attrs = json.loads(files.read("zarr.json")).get("attributes") or {}
+    except (FileNotFoundError, IsADirectoryError, NotADirectoryError, ValueError, AttributeError):
+        return "other"
+    if ATTR_KEY in attrs:
+        return "synthgen"
+    return "creating" if CREATING_KEY in attrs else "other"
 
-        shutil.rmtree(_local_path(url), ignore_errors=True)
+
+def delete_store(url: str) -> None:
+    """Remove a synthgen store entirely (one this process created and failed to finish, or one being
+    replaced). Refuses anything that is not a synthgen store."""
+    if store_state(url) == "other":
+        raise StoreExistsError(f"{url} is not a synthgen store: refusing to delete it.")
+    if is_local(url):
+        shutil.rmtree(local_path(url), ignore_errors=True)
         return
     import fsspec
 
@@ -111,14 +136,14 @@ def _array_specs(layout: StoreLayout) -> dict[str, dict[str, Any]]:
             "dtype": layout.image_dtype,
             "chunks": (c, *layout.image_shape),
             "shards": (s, *layout.image_shape),
-            "compressors": ZstdCodec(level=COMPRESSION_LEVEL),
+            "compressors": ZstdCodec(level=COMPRESSION_LEVEL, checksum=True),
         },
         "labels": {
             "shape": (layout.n, *layout.label_shape),
             "dtype": "uint8",
             "chunks": (c, *layout.label_shape),
             "shards": (s, *layout.label_shape),
-            "compressors": ZstdCodec(level=COMPRESSION_LEVEL),
+            "compressors": ZstdCodec(level=COMPRESSION_LEVEL, checksum=True),
         },
     }
     for m in layout.meta:
@@ -128,7 +153,7 @@ def _array_specs(layout: StoreLayout) -> dict[str, dict[str, Any]]:
             "dtype": m.dtype,
             "chunks": (s, *m.shape),
             "shards": None,
-            "compressors": ZstdCodec(level=COMPRESSION_LEVEL),
+            "compressors": ZstdCodec(level=COMPRESSION_LEVEL, checksum=True),
         }
     return specs
 
@@ -143,15 +168,22 @@ class StoreWriter:
     def __init__(self, url: str, attrs: StoreAttrs) -> None:
         self.url = url
         self.attrs = attrs
-        self._arrays: dict[str, zarr.Array] | None = None
 
     @classmethod
     def create(cls, url: str, attrs: StoreAttrs, *, overwrite: bool = False) -> StoreWriter:
-        if store_exists(url):
-            if not overwrite:
-                raise StoreExistsError(
-                    f"Output {url} already exists. Choose another path or pass --overwrite to replace it."
-                )
+        """Create an empty store. ``overwrite`` replaces a synthgen store (never anything else); a store
+        whose creation was interrupted is replaced in any case. The root attributes are written last,
+        so a store is a synthgen store only once it is whole."""
+        state = store_state(url)
+        if state == "other":
+            raise StoreExistsError(
+                f"Output {url} exists and is not a synthgen store: refusing to replace it. Choose another path."
+            )
+        if state == "synthgen" and not overwrite:
+            raise StoreExistsError(
+                f"Output {url} already exists. Choose another path or pass --overwrite to replace it."
+            )
+        if state != "absent":
             delete_store(url)
         provenance = {"synthgen_version": __version__, "created": _now(), **attrs.provenance}
         attrs = StoreAttrs(
@@ -163,11 +195,16 @@ class StoreWriter:
             complete_shards=(),
         )
         try:
-            root = zarr.open_group(_zarr_store(url, read_only=False), mode="w", zarr_format=3)
-            root.attrs[ATTR_KEY] = attrs.to_dict()
+            root = zarr.open_group(
+                _zarr_store(url, read_only=False),
+                mode="w",
+                zarr_format=3,
+                attributes={CREATING_KEY: {"started": _now()}},
+            )
             root.create_group("meta")
             for name, spec in _array_specs(attrs.layout).items():
                 root.create_array(name=name, fill_value=0, **spec)
+            root.attrs.put({ATTR_KEY: attrs.to_dict()})
         except OSError as e:
             raise StoreError(f"Cannot create store {url}: {e}") from e
         return cls(url, attrs)
@@ -177,11 +214,25 @@ class StoreWriter:
         """Open an existing store to add shards (resuming a build)."""
         return cls(url, StoreReader(url).attrs)
 
-    def _open_arrays(self) -> dict[str, zarr.Array]:
-        if self._arrays is None:
-            root = zarr.open_group(_zarr_store(self.url, read_only=False), mode="r+")
-            self._arrays = {name: root[name] for name in _array_specs(self.attrs.layout)}
-        return self._arrays
+    def _scratch(self) -> tuple[str, dict[str, zarr.Array]]:
+        """A private folder holding a copy of the store's array metadata, where one shard is encoded
+        before its files move in; the caller removes it (:func:`_drop_scratch`)."""
+        if is_local(self.url):  # beside the store: the same file system, so files move by rename
+            base = os.path.join(local_path(self.url).rstrip("/") + SCRATCH_SUFFIX, uuid.uuid4().hex)
+        else:
+            base = tempfile.mkdtemp(prefix="synthgen-shard-")
+        files = StoreFiles(self.url)
+        keys = ["zarr.json", *(f"{name}/zarr.json" for name in ("meta", *_array_specs(self.attrs.layout)))]
+        try:
+            for key in keys:
+                os.makedirs(os.path.dirname(os.path.join(base, key)), exist_ok=True)
+                with open(os.path.join(base, key), "wb") as f:
+                    f.write(files.read(key))
+            root = zarr.open_group(zarr.storage.LocalStore(base), mode="r+")
+            return base, {name: root[name] for name in _array_specs(self.attrs.layout)}
+        except (OSError, KeyError) as e:
+            _drop_scratch(base)
+            raise StoreError(f"Cannot prepare writing to {self.url}: {e}") from e
 
     def write_shard(
         self,
@@ -189,8 +240,9 @@ class StoreWriter:
         images: np.ndarray,
         labels: np.ndarray,
         meta: Mapping[str, np.ndarray] | None = None,
-    ) -> None:
-        """Write shard ``k`` in one go. Does not mark it complete."""
+    ) -> str:
+        """Write shard ``k`` whole: each of its files appears at once, never torn. Returns the shard's
+        digest, for :meth:`mark_complete`. Does not mark it complete."""
         layout = self.attrs.layout
         start, stop = layout.shard_bounds(k)
         n = stop - start
@@ -215,23 +267,56 @@ class StoreWriter:
                     f"Expected {name} of shard {k} as {shape} {dtype}. Got {arr.shape} {arr.dtype} instead."
                 )
             data[name] = arr
-        arrays = self._open_arrays()
+        base, arrays = self._scratch()
+        keys = shard_keys(layout, k)
+        files = StoreFiles(self.url)
         try:
             for name, arr in data.items():
                 arrays[name][start:stop] = arr
+            hashes = {}
+            for key in keys:  # a file whose chunks are all fill value is not written
+                if os.path.exists(os.path.join(base, key)):
+                    with open(os.path.join(base, key), "rb") as f:
+                        hashes[key] = file_hash(f.read())
+            for key in hashes:
+                files.move_in(os.path.join(base, key), key)
+            for key in keys:
+                if key not in hashes and files.exists(key):  # left by an earlier write of this shard
+                    files.remove(key)
         except OSError as e:
             raise StoreError(f"Writing shard {k} of {self.url} failed: {e}") from e
+        finally:
+            _drop_scratch(base)
+        return shard_digest(keys, hashes)
 
-    def mark_complete(self, shards: Iterable[int], provenance: Mapping[str, Any] | None = None) -> StoreAttrs:
-        """Record shards as complete (and optionally merge provenance) in the root attributes."""
+    def mark_complete(
+        self,
+        shards: Iterable[int],
+        provenance: Mapping[str, Any] | None = None,
+        digests: Mapping[int, str] | None = None,
+    ) -> StoreAttrs:
+        """Record shards as complete, with their digests (from :meth:`write_shard`), and optionally
+        merge provenance into the root attributes."""
+        return self._update(set(shards), set(), provenance, digests or {})
+
+    def unmark(self, shards: Iterable[int]) -> StoreAttrs:
+        """Unlist shards (``synthgen verify --repair``), so that resuming the build writes them again."""
+        return self._update(set(), set(shards), None, {})
+
+    def _update(self, add: set[int], remove: set[int], provenance, digests: Mapping[int, str]) -> StoreAttrs:
         root = zarr.open_group(_zarr_store(self.url, read_only=False), mode="r+")
         current = StoreAttrs.from_dict(root.attrs.get(ATTR_KEY), self.url)
-        done = set(current.complete_shards) | {int(k) for k in shards}
+        done = (set(current.complete_shards) | {int(k) for k in add}) - {int(k) for k in remove}
         for k in done:
             self.attrs.layout.shard_bounds(k)  # range check
         prov = dict(current.provenance) | dict(provenance or {})
         if len(done) == current.layout.num_shards and "completed" not in prov:
             prov["completed"] = _now()
+        if remove:
+            prov.pop("completed", None)
+        kept = {
+            k: v for k, v in (dict(current.shard_digests) | {int(k): v for k, v in digests.items()}).items()
+        }
         self.attrs = StoreAttrs(
             layout=current.layout,
             schema=current.schema,
@@ -239,6 +324,7 @@ class StoreWriter:
             spacing=current.spacing,
             provenance=prov,
             complete_shards=tuple(sorted(done)),
+            shard_digests={k: v for k, v in kept.items() if k in done},
         )
         root.attrs[ATTR_KEY] = self.attrs.to_dict()
         return self.attrs
@@ -262,6 +348,7 @@ class StoreReader:
             raise StoreFormatError(f"Expected array {e.args[0]!r} in store {url}. It is missing.") from e
         self._complete = np.zeros(self.layout.num_shards, bool)
         self._complete[list(self.attrs.complete_shards)] = True
+        self._files_checked: set[int] = set()
 
     @property
     def layout(self) -> StoreLayout:
@@ -294,16 +381,43 @@ class StoreReader:
             raise IncompleteShardError(
                 f"Samples [{start}, {stop}) of {self.url} lie in shard(s) {missing[:5]} that are not complete."
             )
+        for k in range(first, last + 1):
+            if k not in self._files_checked:
+                self.check_files(k)
+                self._files_checked.add(k)
+
+    def check_files(self, k: int) -> None:
+        """Raise :class:`CorruptShardError` where a file of complete shard ``k`` that its digest lists is
+        missing (a missing file would read as fill value: zeros)."""
+        digest = self.attrs.shard_digests.get(k)
+        if digest is None:  # written before synthgen recorded digests
+            return
+        files = StoreFiles(self.url)
+        gone = [key for key in digest_files(shard_keys(self.layout, k), digest) if not files.exists(key)]
+        if gone:
+            raise CorruptShardError(
+                f"Shard {k} of {self.url} is listed complete but its file(s) {gone} are missing. "
+                f"Run 'synthgen verify {self.url} --repair', then rerun the command that built it."
+            )
+
+    def _read(self, name: str, start: int, stop: int) -> np.ndarray:
+        self._check(start, stop)
+        try:
+            return self._arrays[name][start:stop]
+        except (OSError, RuntimeError, ValueError) as e:
+            shards = sorted({start // self.layout.shard_size, (stop - 1) // self.layout.shard_size})
+            raise CorruptShardError(
+                f"Cannot decode {name} of shard(s) {shards} of {self.url}: {e}. "
+                f"Run 'synthgen verify {self.url}' to find every damaged shard."
+            ) from e
 
     def read_block(self, start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
         """Images and labels of samples ``start`` to ``stop`` (all in complete shards)."""
-        self._check(start, stop)
-        return self._arrays["images"][start:stop], self._arrays["labels"][start:stop]
+        return self._read("images", start, stop), self._read("labels", start, stop)
 
     def read_labels(self, start: int, stop: int) -> np.ndarray:
         """Labels only of samples ``start`` to ``stop`` (all in complete shards)."""
-        self._check(start, stop)
-        return self._arrays["labels"][start:stop]
+        return self._read("labels", start, stop)
 
     def read_sample(self, i: int) -> tuple[np.ndarray, np.ndarray]:
         images, labels = self.read_block(i, i + 1)
@@ -315,13 +429,18 @@ class StoreReader:
     def read_meta(self, name: str, start: int = 0, stop: int | None = None) -> np.ndarray:
         self.layout.meta_field(name)
         stop = self.layout.n if stop is None else stop
-        self._check(start, stop)
-        return self._arrays[f"meta/{name}"][start:stop]
+        return self._read(f"meta/{name}", start, stop)
 
     def iter_shards(self) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
         for k in self.complete_shards:
             images, labels = self.read_shard(k)
             yield k, images, labels
+
+
+def _drop_scratch(base: str) -> None:
+    shutil.rmtree(base, ignore_errors=True)
+    with contextlib.suppress(OSError):  # the shared parent, once no writer uses it
+        os.rmdir(os.path.dirname(base))
 
 
 def _now() -> str:

@@ -29,6 +29,7 @@ from synthgen.trainers.augment import GanAugment
 from synthgen.trainers.config import TrainConfig, lr_at
 from synthgen.trainers.data import TrainingStream, augment_batch
 from synthgen.trainers.runs import (
+    check_finite,
     check_resumable,
     check_run_folder,
     latest_checkpoint,
@@ -158,6 +159,7 @@ def train_gan(cfg: TrainConfig, *, resume: bool = False, progress: bool = True) 
         set_requires_grad(d_params, False)
         with torch.autocast(device.type, enabled=use_amp):
             g = model.generator_step(batch, rngs["noise"])
+        check_finite(g.loss, step, "generator loss")
         optimizers["g"].zero_grad(set_to_none=True)
         scaler.scale(g.loss).backward()
         scaler.step(optimizers["g"])
@@ -166,6 +168,7 @@ def train_gan(cfg: TrainConfig, *, resume: bool = False, progress: bool = True) 
         # discriminator step on the detached fakes
         with torch.autocast(device.type, enabled=use_amp):
             d_loss, d_logs = model.discriminator_step(batch, g.fakes)
+        check_finite(d_loss, step, "discriminator loss")
         optimizers["d"].zero_grad(set_to_none=True)
         scaler.scale(d_loss).backward()
         scaler.step(optimizers["d"])

@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 
-from synthgen.errors import CheckpointError, ConfigError
+from synthgen.errors import CheckpointError, ConfigError, TrainingDivergedError
 from synthgen.schemas import GENERATOR_JSON
 from synthgen.seeding import stream_seed
 
@@ -80,3 +80,13 @@ def latest_checkpoint(out_dir: str | Path, name: str = "checkpoint") -> Path | N
         if (candidate / GENERATOR_JSON).is_file():
             return candidate
     return None
+
+
+def check_finite(loss: torch.Tensor, step: int, what: str = "loss") -> None:
+    """Stop at the first non-finite loss, before it reaches the weights or any checkpoint."""
+    if not bool(torch.isfinite(loss.detach()).all()):
+        raise TrainingDivergedError(
+            f"Expected a finite {what}. Got {float(loss.detach().float().mean())} at step {step + 1}: training "
+            "diverged and nothing of this step was saved. Lower the learning rate, or check the data for "
+            "NaN or extreme values ('synthgen inspect')."
+        )

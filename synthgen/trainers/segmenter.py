@@ -41,7 +41,7 @@ from synthgen.models import (
 from synthgen.schemas import LabelSchema, label_lut
 from synthgen.storage import LoaderConfig, StoreStream, make_loader
 from synthgen.trainers.augment import SegAugment
-from synthgen.trainers.runs import replace_folder, resolve_device, seeded
+from synthgen.trainers.runs import check_finite, replace_folder, resolve_device, seeded
 
 PLOT_EVERY = 10  # redraw curves.png every this many validations (and at the end): a plot costs ~0.5 s
 
@@ -269,6 +269,7 @@ def train_seg(cfg: SegTrainConfig, *, progress: bool = True, overwrite: bool = F
             x = batch["image"].to(device)
             y = to_indices(batch["label"], lut, cfg.train).to(device)
             loss = seg_loss(model(x), y, cfg.dice_weight)
+            check_finite(loss, step)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()

@@ -54,7 +54,14 @@ from synthgen.sources import GateReport, gate_samples
 from synthgen.storage import StoreReader
 from synthgen.trainers.config import DEVICES, SPLITS
 from synthgen.trainers.data import TrainingStream
-from synthgen.trainers.runs import check_resumable, check_run_folder, replace_folder, resolve_device, seeded
+from synthgen.trainers.runs import (
+    check_finite,
+    check_resumable,
+    check_run_folder,
+    replace_folder,
+    resolve_device,
+    seeded,
+)
 from synthgen.trainers.train_state import load_train_state, save_train_state
 from synthgen.trainers.trainlog import LossLog, colour_labels, save_png
 
@@ -192,6 +199,7 @@ def train_shape(cfg: ShapeTrainConfig, *, resume: bool = False, progress: bool =
         eps = torch.randn(cfg.batch_size, cfg.model.latent_dim, generator=rngs["noise"]).to(device)
         beta = kl_at(step, cfg.kl_weight, cfg.kl_anneal_steps)
         loss, logs = vae_loss(model, labels, eps, beta)
+        check_finite(loss, step)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

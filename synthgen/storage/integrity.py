@@ -1,0 +1,317 @@
+"""Ownership, atomic writes and digests of synthgen stores (the README's integrity guarantees).
+
+- **Files.** :class:`StoreFiles` reads and writes the files of a store at any fsspec URL. A write is
+  atomic: on a local file system the bytes go to a temporary file that is renamed over the target
+  (readers see the old file or the new one, never a torn one); on an object store one PUT is atomic.
+- **Ownership.** One writer at a time holds a store's lease (the file ``URL.synthgen-lease`` beside it:
+  an owner token, host, process id and its start time, the command). It lives beside the store, not in
+  it, so that Zarr tools see nothing but Zarr there, and it exists only while a writer runs. A second writer is refused with a line
+  naming the first. A lease is stale when its process is gone (same host: the process id is not
+  running, or runs another program) or, from another host, when it was not renewed for
+  :data:`LEASE_TIMEOUT_S`; a stale lease is taken over (written, then read back to check that this
+  writer won). Local files are created with an exclusive link; on object stores creation is
+  check-then-put, so two writers starting within the same instant are not excluded there.
+- **Replacement.** ``--overwrite`` writes the new store aside (``URL.synthgen-new``) and swaps it in only
+  when it is complete (:func:`swap_in`); the old store stays intact until then. A swap interrupted half
+  way is finished or undone by :func:`recover` at the next start. On a local file system each step is
+  a rename; on object stores a move copies, so a swap there is not atomic (it is still resumable).
+- **Shards.** A shard is encoded into a scratch folder beside the store (``URL.synthgen-scratch``, same
+  file system) and each of its files is then renamed into place (uploaded in one PUT on object stores).
+  Each file is hashed on the way; the shard's digest (:func:`shard_digest`: SHA-256 over the files'
+  names and hashes, and which of the shard's files exist: a file whose chunks are all fill value is not
+  written) is recorded when the shard is marked complete, and checked by ``synthgen verify``; readers
+  check that the files it lists exist. Chunks also carry zstd checksums, checked by every read.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import socket
+import time
+import uuid
+from collections.abc import Iterator, Mapping
+from dataclasses import asdict, dataclass
+
+from synthgen.errors import StoreError, StoreLockedError
+from synthgen.schemas import StoreLayout
+
+LEASE_SUFFIX = ".synthgen-lease"  # beside the store: who writes it
+SCRATCH_SUFFIX = ".synthgen-scratch"  # beside the store: shards being encoded
+ASIDE_SUFFIX = ".synthgen-new"  # a replacement store being written
+OLD_SUFFIX = ".synthgen-old"  # the replaced store, during a swap
+LEASE_TIMEOUT_S = 600.0  # a lease of another host not renewed for this long is stale
+
+
+def is_local(url: str) -> bool:
+    return "://" not in url or url.startswith("file://")
+
+
+def local_path(url: str) -> str:
+    return url.removeprefix("file://")
+
+
+class StoreFiles:
+    """The files of the store at ``url`` (a local path or any fsspec URL), by key relative to its root."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url.rstrip("/")
+        self.local = is_local(url)
+        if self.local:
+            self.root = os.path.abspath(local_path(self.url))
+            self.fs = None
+        else:
+            import fsspec
+
+            self.fs, self.root = fsspec.core.url_to_fs(self.url)
+            self.root = self.root.rstrip("/")
+
+    def path(self, key: str) -> str:
+        return f"{self.root}/{key}" if key else self.root
+
+    def exists(self, key: str = "") -> bool:
+        return os.path.exists(self.path(key)) if self.local else self.fs.exists(self.path(key))
+
+    def read(self, key: str) -> bytes:
+        if self.local:
+            with open(self.path(key), "rb") as f:
+                return f.read()
+        return self.fs.cat_file(self.path(key))
+
+    def write(self, key: str, data: bytes, *, exclusive: bool = False) -> None:
+        """Write ``data`` atomically; ``exclusive``: fail with FileExistsError if ``key`` exists."""
+        path = self.path(key)
+        if not self.local:
+            if exclusive and self.fs.exists(path):
+                raise FileExistsError(path)
+            self.fs.pipe_file(path, data)
+            return
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        tmp = f"{path}.{uuid.uuid4().hex}.partial"
+        try:
+            with open(tmp, "wb") as f:
+                f.write(data)
+            if exclusive:
+                os.link(tmp, path)  # fails if path exists: exclusive and atomic
+            else:
+                os.replace(tmp, path)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+
+    def move_in(self, local_file: str, key: str) -> None:
+        """Move a finished local file to ``key`` atomically (a rename, or one upload)."""
+        path = self.path(key)
+        if self.local:
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            os.replace(local_file, path)
+        else:
+            self.fs.put_file(local_file, path)
+            os.unlink(local_file)
+
+    def remove(self, key: str, *, recursive: bool = False) -> None:
+        path = self.path(key)
+        if self.local:
+            if os.path.isdir(path):
+                import shutil
+
+                shutil.rmtree(path, ignore_errors=False)
+            elif os.path.exists(path):
+                os.unlink(path)
+        elif self.fs.exists(path):
+            self.fs.rm(path, recursive=recursive)
+
+
+# -- ownership ----------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Lease:
+    """Who writes a store: recorded in the store while the writer runs."""
+
+    token: str
+    host: str
+    pid: int
+    process_started: float  # the process's start time (seconds since the epoch), against pid reuse
+    command: str
+    acquired: float
+    renewed: float
+
+    @classmethod
+    def new(cls, command: str) -> Lease:
+        now = time.time()
+        return cls(
+            uuid.uuid4().hex,
+            socket.gethostname(),
+            os.getpid(),
+            _process_started(os.getpid()) or 0.0,
+            command,
+            now,
+            now,
+        )
+
+    def describe(self) -> str:
+        since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(self.acquired))
+        return f"'synthgen {self.command}' (pid {self.pid} on {self.host}, since {since})"
+
+    def is_stale(self, now: float | None = None) -> bool:
+        if self.host == socket.gethostname():
+            started = _process_started(self.pid)
+            return started is None or abs(started - self.process_started) > 1.0
+        return (now or time.time()) - self.renewed > LEASE_TIMEOUT_S
+
+
+def _process_started(pid: int) -> float | None:
+    """Start time of process ``pid``, or None where no such process runs."""
+    import psutil
+
+    try:
+        return psutil.Process(pid).create_time()
+    except (psutil.NoSuchProcess, psutil.ZombieProcess):
+        return None
+    except psutil.AccessDenied:
+        return 0.0
+
+
+def _lease_file(url: str) -> StoreFiles:
+    return StoreFiles(url.rstrip("/") + LEASE_SUFFIX)
+
+
+def read_lease(url: str) -> Lease | None:
+    files = _lease_file(url)
+    try:
+        return Lease(**json.loads(files.read("")))
+    except FileNotFoundError:
+        return None
+    except (ValueError, TypeError) as e:  # not ours or damaged: nobody can be holding it
+        raise StoreError(f"Unreadable lease {files.path('')}: {e}. Remove it if no writer runs.") from e
+
+
+def acquire_lease(url: str, command: str) -> Lease:
+    """Take the store's lease for this process, or raise :class:`StoreLockedError` naming its holder."""
+    files = _lease_file(url)
+    lease = Lease.new(command)
+    data = json.dumps(asdict(lease)).encode()
+    try:
+        files.write("", data, exclusive=True)
+        return lease
+    except FileExistsError:
+        pass
+    held = read_lease(url)
+    if held is not None and not held.is_stale():
+        raise StoreLockedError(
+            f"Expected no other writer on {url}. {held.describe()} is writing it: wait for it to finish or "
+            "stop it."
+        )
+    files.write("", data)  # take over the stale lease, then check that no one else did too
+    if (read_lease(url) or lease).token != lease.token:
+        raise StoreLockedError(f"Expected no other writer on {url}. Another one took it over just now.")
+    return lease
+
+
+def renew_lease(url: str, lease: Lease) -> Lease:
+    """Record that the holder still runs (for holders on other hosts); refuses a lease lost meanwhile."""
+    held = read_lease(url)
+    if held is None or held.token != lease.token:
+        who = held.describe() if held is not None else "nobody"
+        raise StoreLockedError(f"Lost the lease of {url}: it is held by {who} now. Stopping.")
+    renewed = Lease(**(asdict(lease) | {"renewed": time.time()}))
+    _lease_file(url).write("", json.dumps(asdict(renewed)).encode())
+    return renewed
+
+
+def release_lease(url: str, lease: Lease) -> None:
+    held = read_lease(url)
+    if held is not None and held.token == lease.token:
+        _lease_file(url).remove("")
+
+
+@contextlib.contextmanager
+def store_lease(url: str, command: str) -> Iterator[Lease]:
+    """Hold the lease of the store at ``url`` (which need not exist yet) for the block."""
+    lease = acquire_lease(url, command)
+    try:
+        yield lease
+    finally:
+        with contextlib.suppress(StoreError, OSError):
+            release_lease(url, lease)
+
+
+def clear_scratch(url: str) -> None:
+    """Remove the scratch folders that killed writers left beside the store (call under its lease)."""
+    if is_local(url):
+        import shutil
+
+        shutil.rmtree(local_path(url).rstrip("/") + SCRATCH_SUFFIX, ignore_errors=True)
+
+
+# -- replacement ----------------------------------------------------------------------------------------
+def aside_url(url: str) -> str:
+    return url.rstrip("/") + ASIDE_SUFFIX
+
+
+def _move(src: StoreFiles, dst: StoreFiles) -> None:
+    if src.local:
+        os.rename(src.root, dst.root)
+    else:
+        src.fs.mv(src.root, dst.root, recursive=True)
+
+
+def swap_in(aside: str, url: str) -> None:
+    """Replace the store at ``url`` (if any) by the complete store at ``aside``."""
+    new, target, old = StoreFiles(aside), StoreFiles(url), StoreFiles(url.rstrip("/") + OLD_SUFFIX)
+    if old.exists():
+        old.remove("", recursive=True)
+    if target.exists():
+        _move(target, old)
+    _move(new, target)
+    if old.exists():
+        old.remove("", recursive=True)
+
+
+def recover(url: str) -> None:
+    """Finish or undo a swap that a killed process left half done."""
+    target, old = StoreFiles(url), StoreFiles(url.rstrip("/") + OLD_SUFFIX)
+    if not old.exists():
+        return
+    if target.exists():  # the new store is in place: drop the old one
+        old.remove("", recursive=True)
+        return
+    new = StoreFiles(aside_url(url))
+    _move(new if new.exists() else old, target)  # the complete new one, else put the old one back
+    if old.exists():
+        old.remove("", recursive=True)
+
+
+# -- digests --------------------------------------------------------------------------------------------
+def shard_keys(layout: StoreLayout, k: int) -> tuple[str, ...]:
+    """The files that hold shard ``k`` (zarr v3 default chunk keys: one shard file per array)."""
+    keys = [
+        f"images/c/{k}" + "/0" * len(layout.image_shape),
+        f"labels/c/{k}" + "/0" * len(layout.label_shape),
+    ]
+    keys += [f"meta/{m.name}/c/{k}" + "/0" * len(m.shape) for m in layout.meta]
+    return tuple(keys)
+
+
+def shard_digest(keys: tuple[str, ...], file_hashes: Mapping[str, str]) -> str:
+    """``HASH:MASK``: HASH is SHA-256 (128 bits, hex) over the shard's files (each file's key and the
+    SHA-256 of its bytes, in key order); MASK (hex) has bit ``i`` set where file ``keys[i]`` exists."""
+    h = hashlib.sha256()
+    for key in sorted(file_hashes):
+        h.update(f"{key}\0{file_hashes[key]}\n".encode())
+    mask = sum(1 << i for i, key in enumerate(keys) if key in file_hashes)
+    return f"{h.hexdigest()[:32]}:{mask:x}"
+
+
+def digest_files(keys: tuple[str, ...], digest: str) -> tuple[str, ...]:
+    """The files of a shard that its digest says exist."""
+    try:
+        mask = int(digest.partition(":")[2], 16)
+    except ValueError as e:
+        raise StoreError(f"Expected a shard digest 'HASH:MASK'. Got {digest!r} instead.") from e
+    return tuple(key for i, key in enumerate(keys) if mask >> i & 1)
+
+
+def file_hash(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()

@@ -1,0 +1,426 @@
+"""The integrity layer through the CLI: ownership, atomic replacement and creation, one writer at a time,
+digests, ``synthgen verify``. Each case checks the exit status, the one error line and the state of the
+output afterwards (untouched, absent, or resumable to the bytes of an uninterrupted run)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import zarr
+from click.testing import CliRunner
+from helpers.checkpoints import random_checkpoint
+from helpers.data import disc_labels
+from PIL import Image
+
+from synthgen.cli import cli
+from synthgen.schemas import CAMUS
+from synthgen.storage import (
+    StoreReader,
+    acquire_lease,
+    aside_url,
+    read_lease,
+    recover,
+    release_lease,
+    shard_keys,
+    store_state,
+)
+from synthgen.storage.integrity import LEASE_SUFFIX, OLD_SUFFIX, SCRATCH_SUFFIX
+
+SIZE = 32
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    return random_checkpoint(tmp_path_factory.mktemp("gen") / "spade", "spade", CAMUS, image_size=SIZE)
+
+
+def run(*args) -> object:
+    return CliRunner().invoke(cli, [str(a) for a in args])
+
+
+def build_args(checkpoint, out, *extra) -> list:
+    return [
+        "build-dataset", "--out", out, "--generator", checkpoint, "--image-size", SIZE, SIZE,
+        "--n", 24, "--shard-size", 8, "--batch-size", 8, "--backend", "onnxruntime",
+        "--scheduler", "sync", "--quiet", *extra,
+    ]  # fmt: skip
+
+
+def one_error_line(result, *needles: str) -> str:
+    assert result.exit_code == 1, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("synthgen: error: "), result.stderr
+    for needle in needles:
+        assert needle.lower() in lines[0].lower(), lines[0]
+    return lines[0]
+
+
+def arrays(url) -> dict[str, np.ndarray]:
+    root = zarr.open_group(str(url), mode="r")
+    names = ["images", "labels", *(f"meta/{k}" for k in root["meta"].array_keys())]
+    return {name: root[name][:] for name in names}
+
+
+def assert_same_arrays(a, b) -> None:
+    left, right = arrays(a), arrays(b)
+    assert left.keys() == right.keys()
+    for name in left:
+        np.testing.assert_array_equal(left[name], right[name], err_msg=name)
+
+
+def siblings(path: Path) -> list[str]:
+    return sorted(p.name for p in path.parent.iterdir() if p.name.startswith(path.name) and p != path)
+
+
+def pairs_folder(root: Path, n: int = 6, bad: bool = False) -> Path:
+    """A 'pairs' layout folder of PNG images and CAMUS label maps (one label 9 where ``bad``)."""
+    root.mkdir(parents=True)
+    labels = disc_labels(n, 24, 24, seed=1)
+    for i, lab in enumerate(labels):
+        image = (lab * 60 + 20).astype(np.uint8)
+        if bad and i == n - 1:
+            lab = lab.copy()
+            lab[0, 0] = 9
+        Image.fromarray(image).save(root / f"case{i}.png")
+        Image.fromarray(lab).save(root / f"case{i}_gt.png")
+    return root
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory, checkpoint):
+    """An uninterrupted build: what every resumed or repaired build must equal, byte for byte."""
+    out = tmp_path_factory.mktemp("ref") / "ref.zarr"
+    assert run(*build_args(checkpoint, out)).exit_code == 0
+    return out
+
+
+# -- ownership -----------------------------------------------------------------------------------------
+@pytest.mark.parametrize("command", ["build", "ingest"])
+def test_overwrite_never_replaces_a_folder_of_other_files(tmp_path, checkpoint, command):
+    out = tmp_path / "d"
+    (out / "sub").mkdir(parents=True)
+    (out / "notes.txt").write_text("precious")
+    if command == "build":
+        result = run(*build_args(checkpoint, out, "--overwrite"))
+    else:
+        result = run("ingest", pairs_folder(tmp_path / "src"), out, "--schema", "camus", "--overwrite")
+    one_error_line(result, "not a synthgen", "refusing")
+    assert (out / "notes.txt").read_text() == "precious" and (out / "sub").is_dir()
+    assert siblings(out) == []  # no lease, aside store or scratch left behind
+
+
+def test_a_failed_ingest_overwrite_leaves_the_old_store_as_it_was(tmp_path):
+    out = tmp_path / "s.zarr"
+    assert run("ingest", pairs_folder(tmp_path / "good"), out, "--schema", "camus").exit_code == 0
+    before = arrays(out)
+    result = run("ingest", pairs_folder(tmp_path / "bad", bad=True), out, "--schema", "camus", "--overwrite")
+    one_error_line(result, "9")
+    after = arrays(out)
+    for name in before:
+        np.testing.assert_array_equal(before[name], after[name])
+    assert store_state(str(out)) == "synthgen" and siblings(out) == []
+
+
+def test_ingest_overwrite_replaces_a_synthgen_store(tmp_path):
+    out = tmp_path / "s.zarr"
+    assert run("ingest", pairs_folder(tmp_path / "a", n=4), out, "--schema", "camus").exit_code == 0
+    assert run("ingest", pairs_folder(tmp_path / "b", n=6), out, "--schema", "camus").exit_code == 1
+    assert (
+        run("ingest", pairs_folder(tmp_path / "c", n=6), out, "--schema", "camus", "--overwrite").exit_code
+        == 0
+    )
+    assert StoreReader(str(out)).layout.n == 6 and siblings(out) == []
+
+
+def test_build_overwrite_swaps_in_only_a_complete_store(tmp_path, checkpoint, reference):
+    out = tmp_path / "o.zarr"
+    assert run(*build_args(checkpoint, out, "--seed", "1")).exit_code == 0
+    old = arrays(out)
+    # a build that fails once it has started (no TensorRT here) leaves the old store untouched
+    result = run(*build_args(checkpoint, out, "--overwrite", "--backend", "tensorrt"))
+    assert result.exit_code == 1 and result.stderr.startswith("synthgen: error:")
+    for name, values in arrays(out).items():
+        np.testing.assert_array_equal(values, old[name], err_msg=name)
+    assert run(*build_args(checkpoint, out, "--overwrite")).exit_code == 0
+    assert_same_arrays(out, reference)
+    assert StoreReader(str(out)).attrs.provenance["build_config"]["seed"] == 0
+    assert siblings(out) == []
+
+
+def test_a_second_writer_is_refused_and_a_dead_ones_lease_taken_over(tmp_path, checkpoint, reference):
+    out = tmp_path / "l.zarr"
+    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        lease = acquire_lease(str(out), "build-dataset")
+        # pretend the sleeping process holds it
+        data = json.loads(Path(str(out) + LEASE_SUFFIX).read_text())
+        from psutil import Process
+
+        data |= {"pid": holder.pid, "process_started": Process(holder.pid).create_time()}
+        Path(str(out) + LEASE_SUFFIX).write_text(json.dumps(data))
+        result = run(*build_args(checkpoint, out))
+        one_error_line(result, "Expected no other writer", f"pid {holder.pid}")
+        assert not out.exists()  # nothing was written
+    finally:
+        holder.kill()
+        holder.wait()
+    # the holder is gone: its lease is stale and the next writer takes it over
+    assert read_lease(str(out)).pid == holder.pid and read_lease(str(out)).is_stale()
+    assert run(*build_args(checkpoint, out)).exit_code == 0
+    assert_same_arrays(out, reference)
+    assert read_lease(str(out)) is None  # released at the end
+    release_lease(str(out), lease)  # a lease that is no longer ours is left alone
+
+
+# -- atomic creation, replacement and shard writes ---------------------------------------------------
+def test_a_build_killed_while_creating_the_store_resumes(tmp_path, checkpoint, reference):
+    out = tmp_path / "c.zarr"
+    # what a kill between the group and its arrays leaves: a root marked as being created
+    zarr.open_group(str(out), mode="w", attributes={"synthgen_creating": {"started": "now"}})
+    zarr.open_group(str(out), mode="r+").create_group("meta")
+    assert store_state(str(out)) == "creating"
+    assert run(*build_args(checkpoint, out)).exit_code == 0
+    assert_same_arrays(out, reference)
+
+
+def test_a_swap_killed_half_way_is_finished_at_the_next_start(tmp_path, checkpoint, reference):
+    out = tmp_path / "w.zarr"
+    assert run(*build_args(checkpoint, out, "--seed", "2")).exit_code == 0
+    new = Path(aside_url(str(out)))
+    assert run(*build_args(checkpoint, new)).exit_code == 0  # a complete replacement, aside
+    os.rename(out, str(out) + OLD_SUFFIX)  # killed between the two renames of the swap
+    recover(str(out))
+    assert_same_arrays(out, reference) and siblings(out) == []
+    # killed after moving the old store away but before the new one was written: the old one comes back
+    os.rename(out, str(out) + OLD_SUFFIX)
+    recover(str(out))
+    assert_same_arrays(out, reference)
+
+
+def test_shards_are_written_whole_and_leave_no_scratch(tmp_path, checkpoint):
+    out = tmp_path / "s.zarr"
+    assert run(*build_args(checkpoint, out)).exit_code == 0
+    files = [p for p in out.rglob("*") if p.is_file()]
+    assert not [p for p in files if p.name.endswith(".partial")]
+    assert not Path(str(out) + SCRATCH_SUFFIX).exists()
+    reader = StoreReader(str(out))
+    for k in reader.complete_shards:
+        for key in shard_keys(reader.layout, k):
+            assert (out / key).is_file() or key.startswith("meta/")
+    # Zarr tools see a plain Zarr hierarchy: nothing else inside the store (warnings are errors here)
+    assert sorted(zarr.open_group(str(out), mode="r").keys()) == ["images", "labels", "meta"]
+
+
+# -- digests and verify -----------------------------------------------------------------------------
+def flip_a_bit(path: Path) -> None:
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0x04
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("damage", ["bit flip", "deleted file"])
+def test_damage_is_found_named_and_repaired_to_the_same_bytes(tmp_path, checkpoint, reference, damage):
+    out = tmp_path / "v.zarr"
+    assert run(*build_args(checkpoint, out)).exit_code == 0
+    assert run("verify", out, "--quiet").exit_code == 0
+    shard_file = out / "images" / "c" / "1" / "0" / "0"
+    if damage == "bit flip":
+        flip_a_bit(shard_file)
+    else:
+        shard_file.unlink()
+    # every reader stops with one line naming the shard, instead of serving altered or black images
+    one_error_line(run("inspect", out), "shard(s) [1]" if damage == "bit flip" else "shard 1 ")
+    result = run("verify", out, "--quiet")
+    assert result.exit_code == 1 and "shard 1:" in result.output and "1 of 3" in result.output
+    result = run("verify", out, "--repair", "--quiet")
+    assert result.exit_code == 0 and "unlisted 1 damaged shard(s) [1]" in result.output
+    assert StoreReader(str(out)).complete_shards == (0, 2)
+    assert run(*build_args(checkpoint, out)).exit_code == 0  # the same command writes shard 1 again
+    assert_same_arrays(out, reference)
+    assert run("verify", out, "--quiet").exit_code == 0
+
+
+def test_verify_refuses_what_is_not_a_store(tmp_path):
+    one_error_line(run("verify", tmp_path / "nothing.zarr"), "No Zarr store")
+
+
+# -- finite and plausible data ------------------------------------------------------------------------
+def float_store(url: Path, *, nan_at: int | None) -> str:
+    """A complete float32 store of disc labels and grey images, NaN in sample ``nan_at``."""
+    from synthgen.schemas import Intensity, StoreAttrs, StoreLayout
+    from synthgen.storage import StoreWriter
+
+    labels = disc_labels(16, 32, 32, seed=3)
+    images = (labels * 0.25 + 0.1).astype(np.float32)
+    if nan_at is not None:
+        images[nan_at, 5, 5] = np.nan
+    layout = StoreLayout(n=16, image_shape=(32, 32), image_dtype="float32", shard_size=8)
+    writer = StoreWriter.create(str(url), StoreAttrs(layout, CAMUS, Intensity(0.0, 1.0)))
+    digests = {k: writer.write_shard(k, images[8 * k : 8 * k + 8], labels[8 * k : 8 * k + 8]) for k in (0, 1)}
+    writer.mark_complete(digests, digests=digests)
+    return str(url)
+
+
+def test_ingest_refuses_non_finite_images(tmp_path):
+    import nibabel as nib
+
+    src = tmp_path / "src"
+    src.mkdir()
+    labels = disc_labels(1, 24, 24)[0]
+    image = labels.astype(np.float32)
+    image[3, 3] = np.inf
+    nib.save(nib.Nifti1Image(image[:, :, None], np.eye(4)), src / "case.nii.gz")
+    nib.save(nib.Nifti1Image(labels[:, :, None], np.eye(4)), src / "case_gt.nii.gz")
+    out = tmp_path / "s.zarr"
+    one_error_line(run("ingest", src, out, "--schema", "camus"), "finite", "case.nii.gz")
+    assert not out.exists() and siblings(out) == []
+
+
+def test_training_stops_at_the_first_non_finite_loss_and_saves_nothing(tmp_path):
+    train = float_store(tmp_path / "t.zarr", nan_at=0)
+    val = float_store(tmp_path / "v.zarr", nan_at=None)
+    args = ["train-seg", train, tmp_path / "run", "--val", val, "--steps", "4", "--batch-size", "16"]
+    one_error_line(
+        run(*args, "--width", "4", "--depth", "2", "--image-size", "32", "32", "--no-progress"), "finite"
+    )
+    assert not (tmp_path / "run" / "best").exists()
+
+
+def test_a_source_whose_maps_all_fail_the_gate_stops_the_build(tmp_path, checkpoint):
+    from synthgen.schemas import Intensity, StoreAttrs, StoreLayout
+    from synthgen.storage import StoreWriter
+
+    empty = str(tmp_path / "cavity.zarr")  # a cavity without wall or atrium: every draw fails the gate
+    layout = StoreLayout(n=8, image_shape=(SIZE, SIZE), shard_size=8)
+    writer = StoreWriter.create(empty, StoreAttrs(layout, CAMUS, Intensity.for_dtype("uint8")))
+    cavity = np.where(disc_labels(8, SIZE, SIZE) == 1, 1, 0).astype(np.uint8)
+    writer.mark_complete([0], digests={0: writer.write_shard(0, cavity * 50, cavity)})
+    out = tmp_path / "g.zarr"
+    args = build_args(checkpoint, out, "--source", "store", "--source-url", empty, "--max-attempts", "2")
+    one_error_line(run(*args), "give up the plausibility gate", "8 of 8")
+    reader = StoreReader(str(out))  # what was built stays, flagged, and readers do not serve it
+    assert reader.complete_shards == (0,) and (reader.read_meta("plausibility", 0, 8) != 0).all()
+    from synthgen.storage import LoaderConfig, StoreStream
+
+    with pytest.raises(Exception, match="complete shards"):
+        StoreStream(str(out), LoaderConfig(batch_size=4))
+    flagged = next(iter(StoreStream(str(out), LoaderConfig(batch_size=4, include_flagged=True))))
+    assert flagged["image"].shape[0] == 4
+    assert run(*args, "--max-give-up", "1").exit_code == 0  # allowed: the build finishes, and says so
+
+
+# -- schedulers, workers, usage ---------------------------------------------------------------------
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_a_server_that_is_not_dask_is_refused_in_time(tmp_path, checkpoint, monkeypatch):
+    import socket
+    import threading
+    import time
+
+    monkeypatch.setenv("SYNTHGEN_CONNECT_TIMEOUT_S", "2")
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(4)
+    accepted = []
+    threading.Thread(target=lambda: accepted.append(server.accept()), daemon=True).start()
+    out = tmp_path / "n.zarr"
+    args = [a for a in build_args(checkpoint, out) if a not in ("--scheduler", "sync")]
+    start = time.monotonic()
+    result = subprocess.run(
+        [sys.executable, "-m", "synthgen.cli", *map(str, args), "--scheduler", f"tcp://127.0.0.1:{server.getsockname()[1]}"],
+        capture_output=True, text=True, timeout=60, env=os.environ | {"SYNTHGEN_CONNECT_TIMEOUT_S": "2"},
+    )  # fmt: skip
+    for conn, _ in accepted:
+        conn.close()
+    server.close()
+    assert result.returncode == 1 and time.monotonic() - start < 30
+    assert result.stderr.strip().splitlines()[-1].startswith("synthgen: error: Cannot reach a Dask scheduler")
+    assert not out.exists() and siblings(out) == []
+
+
+@pytest.mark.slow
+def test_a_scheduler_without_workers_is_refused_in_time(tmp_path, checkpoint):
+    port = _free_port()
+    scheduler = subprocess.Popen(
+        [sys.executable, "-m", "distributed.cli.dask_scheduler", "--host", "127.0.0.1", "--port", str(port),
+         "--no-dashboard"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        out = tmp_path / "w.zarr"
+        args = [a for a in build_args(checkpoint, out) if a not in ("--scheduler", "sync")]
+        result = subprocess.run(
+            [sys.executable, "-m", "synthgen.cli", *map(str, args), "--scheduler", f"tcp://127.0.0.1:{port}"],
+            capture_output=True, text=True, timeout=90, env=os.environ | {"SYNTHGEN_CONNECT_TIMEOUT_S": "8"},
+        )  # fmt: skip
+        assert result.returncode == 1, result.stderr
+        assert "has no worker" in result.stderr.strip().splitlines()[-1]
+        assert not out.exists()
+    finally:
+        scheduler.kill()
+        scheduler.wait()
+
+
+@pytest.mark.slow
+def test_workers_end_when_their_coordinator_is_killed(tmp_path, checkpoint):
+    import signal
+    import time
+
+    import psutil
+
+    out = tmp_path / "k.zarr"
+    args = [a for a in build_args(checkpoint, out) if a not in ("--scheduler", "sync", "--n", 24)]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "synthgen.cli", *map(str, args), "--n", "4000", "--scheduler", "processes", "--workers", "2"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    deadline = time.time() + 120
+    workers = []
+    while time.time() < deadline:  # until two workers run and a shard is recorded
+        try:
+            workers = [
+                c
+                for c in psutil.Process(proc.pid).children(recursive=True)
+                if "resource_tracker" not in " ".join(c.cmdline())
+            ]
+            if (
+                len(workers) >= 2
+                and store_state(str(out)) == "synthgen"
+                and StoreReader(str(out)).complete_shards
+            ):
+                break
+        except (psutil.Error, Exception):
+            pass
+        time.sleep(0.2)
+    assert workers, "the build started no worker process"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    _, alive = psutil.wait_procs(workers, timeout=15)
+    assert not alive, f"{len(alive)} worker(s) outlived their coordinator"
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["build-dataset", "--nn", "3"],
+        ["verify"],
+        ["build-dataset", "--out", "x.zarr", "--n", "abc"],
+        ["no-such-command"],
+    ],
+)
+def test_usage_errors_are_one_line(args):
+    result = run(*args)
+    assert result.exit_code == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("synthgen: error: "), result.stderr
