@@ -21,6 +21,7 @@ import os
 import shutil
 import tempfile
 import uuid
+import weakref
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
@@ -168,6 +169,7 @@ class StoreWriter:
     def __init__(self, url: str, attrs: StoreAttrs) -> None:
         self.url = url
         self.attrs = attrs
+        self._scratch_folder: tuple[str, dict[str, zarr.Array]] | None = None
 
     @classmethod
     def create(cls, url: str, attrs: StoreAttrs, *, overwrite: bool = False) -> StoreWriter:
@@ -215,8 +217,11 @@ class StoreWriter:
         return cls(url, StoreReader(url).attrs)
 
     def _scratch(self) -> tuple[str, dict[str, zarr.Array]]:
-        """A private folder holding a copy of the store's array metadata, where one shard is encoded
-        before its files move in; the caller removes it (:func:`_drop_scratch`)."""
+        """This writer's private folder holding a copy of the store's array metadata, where shards are
+        encoded before their files move in. Removed when the writer is (a killed writer's is removed by
+        the next build, which holds the lease: :func:`~synthgen.storage.integrity.clear_scratch`)."""
+        if self._scratch_folder is not None:
+            return self._scratch_folder
         if is_local(self.url):  # beside the store: the same file system, so files move by rename
             base = os.path.join(local_path(self.url).rstrip("/") + SCRATCH_SUFFIX, uuid.uuid4().hex)
         else:
@@ -229,10 +234,13 @@ class StoreWriter:
                 with open(os.path.join(base, key), "wb") as f:
                     f.write(files.read(key))
             root = zarr.open_group(zarr.storage.LocalStore(base), mode="r+")
-            return base, {name: root[name] for name in _array_specs(self.attrs.layout)}
+            arrays = {name: root[name] for name in _array_specs(self.attrs.layout)}
         except (OSError, KeyError) as e:
             _drop_scratch(base)
             raise StoreError(f"Cannot prepare writing to {self.url}: {e}") from e
+        weakref.finalize(self, _drop_scratch, base)
+        self._scratch_folder = (base, arrays)
+        return self._scratch_folder
 
     def write_shard(
         self,
@@ -285,8 +293,6 @@ class StoreWriter:
                     files.remove(key)
         except OSError as e:
             raise StoreError(f"Writing shard {k} of {self.url} failed: {e}") from e
-        finally:
-            _drop_scratch(base)
         return shard_digest(keys, hashes)
 
     def mark_complete(
