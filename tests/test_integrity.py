@@ -15,8 +15,7 @@ import pytest
 import zarr
 from click.testing import CliRunner
 from helpers.checkpoints import random_checkpoint
-from helpers.data import disc_labels
-from PIL import Image
+from helpers.data import disc_labels, pairs_folder
 
 from synthgen.cli import cli
 from synthgen.schemas import CAMUS
@@ -76,20 +75,6 @@ def assert_same_arrays(a, b) -> None:
 
 def siblings(path: Path) -> list[str]:
     return sorted(p.name for p in path.parent.iterdir() if p.name.startswith(path.name) and p != path)
-
-
-def pairs_folder(root: Path, n: int = 6, bad: bool = False) -> Path:
-    """A 'pairs' layout folder of PNG images and CAMUS label maps (one label 9 where ``bad``)."""
-    root.mkdir(parents=True)
-    labels = disc_labels(n, 24, 24, seed=1)
-    for i, lab in enumerate(labels):
-        image = (lab * 60 + 20).astype(np.uint8)
-        if bad and i == n - 1:
-            lab = lab.copy()
-            lab[0, 0] = 9
-        Image.fromarray(image).save(root / f"case{i}.png")
-        Image.fromarray(lab).save(root / f"case{i}_gt.png")
-    return root
 
 
 @pytest.fixture(scope="module")
@@ -424,3 +409,144 @@ def test_usage_errors_are_one_line(args):
     assert result.exit_code == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("synthgen: error: "), result.stderr
+
+
+# -- kill -9 at random moments: the rerun gives the bytes of an uninterrupted run ---------------------
+def _cli(*args) -> list[str]:
+    return [sys.executable, "-m", "synthgen.cli", *map(str, args)]
+
+
+def _kill_at(argv: list[str], out: Path, delay: float) -> None:
+    """Start ``argv``, wait until it holds the lease of ``out``, then ``delay`` seconds, then kill -9."""
+    import signal
+    import time
+
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 60
+    while time.time() < deadline and proc.poll() is None and not Path(str(out) + LEASE_SUFFIX).exists():
+        time.sleep(0.01)
+    time.sleep(delay)
+    if proc.poll() is None:
+        os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", range(4))
+def test_a_build_killed_at_a_random_moment_resumes_to_the_same_bytes(tmp_path, checkpoint, reference, seed):
+    delay = float(np.random.default_rng(seed).uniform(0.0, 2.5))  # from store creation to the last shards
+    out = tmp_path / "k.zarr"
+    _kill_at(_cli(*build_args(checkpoint, out)), out, delay)
+    rerun = run(*build_args(checkpoint, out))
+    assert rerun.exit_code == 0, (delay, rerun.output)
+    assert_same_arrays(out, reference)
+    assert run("verify", out, "--quiet").exit_code == 0 and siblings(out) == []
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", range(4))
+def test_an_ingest_killed_at_a_random_moment_leaves_nothing_or_the_old_store(tmp_path, seed):
+    src = pairs_folder(tmp_path / "src", n=1000)
+    whole = tmp_path / "whole.zarr"
+    assert run("ingest", src, whole, "--schema", "camus", "--shard-size", "16").exit_code == 0
+    out = tmp_path / "k.zarr"
+    delay = float(np.random.default_rng(seed).uniform(0.0, 0.8))
+    old = seed % 2 == 1  # half the runs replace an existing store
+    if old:
+        assert run("ingest", pairs_folder(tmp_path / "old", n=4), out, "--schema", "camus").exit_code == 0
+        before = arrays(out)
+    args = ["ingest", src, out, "--schema", "camus", "--shard-size", "16", *(["--overwrite"] if old else [])]
+    _kill_at(_cli(*args), out, delay)
+    if (
+        out.exists() and StoreReader(str(out)).layout.n == 4
+    ):  # killed before the swap: the old store, as it was
+        for name, values in arrays(out).items():
+            np.testing.assert_array_equal(values, before[name], err_msg=name)
+    elif out.exists():  # the ingest finished before the kill
+        assert_same_arrays(out, whole)
+    else:
+        assert not old, "the old store was lost"
+    assert run(*args).exit_code == 0  # the same command again: the whole store, nothing left beside it
+    assert_same_arrays(out, whole)
+    assert siblings(out) == []
+
+
+# -- files that a rerun reads back ----------------------------------------------------------------------
+def test_a_loss_log_torn_by_a_kill_is_read_and_resumed(tmp_path):
+    from synthgen.trainers.trainlog import LossLog
+
+    path = tmp_path / "losses.jsonl"
+    log = LossLog(path)
+    for step in (10, 20, 30):
+        log.append(step, {"g": 1.0 / step})
+    with path.open("a") as f:
+        f.write('{"step": 40, "g": 0.0')  # killed mid-append
+    assert [r["step"] for r in log.read()] == [10, 20, 30]
+    resumed = LossLog(path, resume_step=20)  # the checkpoint was at step 20
+    assert [r["step"] for r in resumed.read()] == [10, 20] and path.read_text().endswith("\n")
+
+
+def test_a_torn_arm_summary_runs_the_arm_again(tmp_path):
+    from synthgen.evaluation.utility import _read_summary
+
+    (tmp_path / "summary.json").write_text('{"arm": "real", "train_con')
+    assert _read_summary(tmp_path / "summary.json") == {}
+    assert _read_summary(tmp_path / "absent.json") == {}
+    (tmp_path / "summary.json").write_text('{"arm": "real"}')
+    assert _read_summary(tmp_path / "summary.json") == {"arm": "real"}
+
+
+def test_atomic_write_leaves_the_old_file_when_it_fails(tmp_path, monkeypatch):
+    from synthgen.storage import atomic_write
+
+    target = tmp_path / "summary.json"
+    atomic_write(target, "old\n")
+
+    def no_space(*args):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "replace", no_space)
+    with pytest.raises(OSError, match="No space"):
+        atomic_write(target, "new\n")
+    assert target.read_text() == "old\n" and [p.name for p in tmp_path.iterdir()] == ["summary.json"]
+
+
+# -- a full disk or a failing device while shards are written --------------------------------------------
+def _failing_moves(monkeypatch, after: int, errno_: int) -> None:
+    """Every store file write after the first ``after`` fails with ``errno_`` (ENOSPC, EIO...)."""
+    from synthgen.storage.integrity import StoreFiles
+
+    real = StoreFiles.move_in
+    calls = []
+
+    def move_in(self, local_file, key):
+        calls.append(key)
+        if len(calls) > after:
+            raise OSError(errno_, os.strerror(errno_), str(key))
+        return real(self, local_file, key)
+
+    monkeypatch.setattr(StoreFiles, "move_in", move_in)
+
+
+@pytest.mark.parametrize("errno_", [28, 5])  # ENOSPC, EIO
+def test_a_build_that_runs_out_of_disk_resumes_to_the_same_bytes(
+    tmp_path, checkpoint, reference, monkeypatch, errno_
+):
+    out = tmp_path / "f.zarr"
+    with monkeypatch.context() as m:
+        first = [k for k in shard_keys(StoreReader(str(reference)).layout, 0) if (reference / k).exists()]
+        _failing_moves(m, after=len(first), errno_=errno_)  # shard 0 lands, shard 1 does not
+        one_error_line(run(*build_args(checkpoint, out)), os.strerror(errno_))
+    assert StoreReader(str(out)).complete_shards == (0,) and siblings(out) == []
+    assert run(*build_args(checkpoint, out)).exit_code == 0
+    assert_same_arrays(out, reference)
+
+
+def test_an_ingest_that_runs_out_of_disk_leaves_nothing(tmp_path, monkeypatch):
+    src = pairs_folder(tmp_path / "src", n=40)
+    out = tmp_path / "s.zarr"
+    with monkeypatch.context() as m:
+        _failing_moves(m, after=4, errno_=28)
+        one_error_line(run("ingest", src, out, "--schema", "camus", "--shard-size", "8"), "No space left")
+    assert not out.exists() and siblings(out) == []
+    assert run("ingest", src, out, "--schema", "camus", "--shard-size", "8").exit_code == 0

@@ -310,9 +310,7 @@ def plan_build(out: str, config: BuildConfig, options: RunOptions, calibration: 
     """What a build would do, with a timing and size estimate from ``calibration`` samples built in memory."""
     from numcodecs import Zstd
 
-    todo_shards = list(range(-(-config.n // config.shard_size)))
-    if not options.overwrite:
-        todo_shards = _resumable(out, config, replace=False) or todo_shards
+    todo_shards = None if options.overwrite else _resumable(out, config, replace=False)
     attrs = pipeline.store_attrs(config)
     layout = attrs.layout
     n = min(calibration, config.n)
@@ -326,13 +324,17 @@ def plan_build(out: str, config: BuildConfig, options: RunOptions, calibration: 
     seconds = (time.perf_counter() - t) / n
     codec = Zstd(level=1)
     compressed = sum(len(codec.encode(np.ascontiguousarray(a))) for a in (*images, *drawn.labels))
-    todo_samples = sum(b - a for a, b in map(layout.shard_bounds, todo_shards))
+    if todo_shards is None:  # a new store: every shard (counted, not listed: n may be huge)
+        shards_todo, todo_samples = layout.num_shards, config.n
+    else:
+        shards_todo = len(todo_shards)
+        todo_samples = sum(b - a for a, b in map(layout.shard_bounds, todo_shards))
     return BuildPlan(
         out=out,
         config=config,
         options=options,
         shards_total=layout.num_shards,
-        shards_todo=len(todo_shards),
+        shards_todo=shards_todo,
         samples_todo=todo_samples,
         bytes_per_sample=compressed / n
         + layout.bytes_per_sample()

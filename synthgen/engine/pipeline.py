@@ -413,7 +413,10 @@ def build_shard(payload: Mapping[str, Any], k: int) -> ShardStats:
     t = time.perf_counter()
     available = drawn.meta() | ({"style": styles} if styles is not None else {})
     meta = {m.name: available[m.name] for m in layout.meta if m.name in available}
-    digest = writer.write_shard(k, images, drawn.labels, meta)
+    try:
+        digest = writer.write_shard(k, images, drawn.labels, meta)
+    finally:
+        writer.close()
     times["write"] += time.perf_counter() - t
 
     report = GateReport.from_flags(drawn.flags_seen, writer.attrs.schema) if config.gate else GateReport()

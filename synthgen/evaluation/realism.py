@@ -39,7 +39,7 @@ from synthgen.evaluation.segmentation import (
 from synthgen.inference import open_generator
 from synthgen.kernels import from_unit, resize_images
 from synthgen.models import SegmenterSpec, load_segmenter
-from synthgen.storage import StoreReader, split_indices
+from synthgen.storage import StoreReader, atomic_write, split_indices
 from synthgen.trainers import load_training_pairs, sample_grid, save_png
 
 
@@ -210,7 +210,7 @@ def evaluate_realism(cfg: RealismConfig) -> dict[str, Any]:
     if cfg.out_dir is not None:
         out = Path(cfg.out_dir)
         out.mkdir(parents=True, exist_ok=True)
-        (out / "realism.json").write_text(json.dumps(report, indent=1) + "\n")
+        atomic_write(out / "realism.json", json.dumps(report, indent=1) + "\n")
         write_csv(out / "label_adherence.csv", adherence)
         write_csv(
             out / "memorisation.csv",

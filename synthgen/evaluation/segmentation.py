@@ -24,7 +24,7 @@ from synthgen.evaluation.metrics import METRICS, class_metrics, summarize
 from synthgen.kernels import resize_images
 from synthgen.models import SegmenterSpec, load_segmenter
 from synthgen.schemas import label_lut
-from synthgen.storage import StoreReader, split_indices
+from synthgen.storage import StoreReader, atomic_write, split_indices
 
 META_COLUMNS = ("patient", "view", "phase")
 
@@ -185,5 +185,5 @@ def write_seg_outputs(out: Path, result: SegEvaluation, context: dict[str, Any])
     out.mkdir(parents=True, exist_ok=True)
     write_csv(out / "per_sample.csv", result.rows)
     payload = context | {"n": result.n, "distance_unit": result.unit, "summary": result.summary}
-    (out / "summary.json").write_text(json.dumps(payload, indent=1) + "\n")
-    (out / "summary.md").write_text(seg_table(result) + "\n")
+    atomic_write(out / "summary.json", json.dumps(payload, indent=1) + "\n")
+    atomic_write(out / "summary.md", seg_table(result) + "\n")

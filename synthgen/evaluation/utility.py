@@ -34,7 +34,14 @@ from synthgen.errors import ConfigError
 from synthgen.evaluation.segmentation import evaluate_segmentation, seg_table
 from synthgen.models import SegModelConfig
 from synthgen.schemas import StoreAttrs, StoreLayout
-from synthgen.storage import StoreReader, StoreWriter, split_indices, store_exists, store_patients
+from synthgen.storage import (
+    StoreReader,
+    StoreWriter,
+    atomic_write,
+    split_indices,
+    store_exists,
+    store_patients,
+)
 from synthgen.trainers import SegTrainConfig, train_seg
 
 ARMS = ("real", "synthetic", "real+synthetic", "real10+synthetic", "real25+synthetic", "real10", "real25")
@@ -168,6 +175,15 @@ def arm_mix(arm: str, urls: Mapping[str, str], cfg: UtilityConfig) -> str:
     return f"{real}:{1 - cfg.synth_share},{cfg.synth}:{cfg.synth_share}"
 
 
+def _read_summary(path: Path) -> dict[str, Any]:
+    """An arm's summary, or {} where there is none (or a torn one: the arm is then run again)."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
 def run_arm(arm: str, urls: Mapping[str, str], cfg: UtilityConfig, progress: bool) -> dict[str, Any]:
     folder = Path(cfg.out_dir) / "arms" / arm.replace("+", "_plus_")
     done = folder / "eval" / "summary.json"
@@ -175,12 +191,13 @@ def run_arm(arm: str, urls: Mapping[str, str], cfg: UtilityConfig, progress: boo
         cfg.train, train=arm_mix(arm, urls, cfg), val=urls["val"], out_dir=str(folder)
     )
     config_json = json.loads(json.dumps(train_cfg.to_dict()))
-    if done.exists() and json.loads(done.read_text()).get("train_config") == config_json:
-        return json.loads(done.read_text())
+    previous = _read_summary(done)
+    if previous.get("train_config") == config_json:
+        return previous
     result = train_seg(train_cfg, progress=progress, overwrite=True)
     evaluation = evaluate_segmentation(result.best, urls["test"], folder / "eval")
     real = arm_real_store(arm, urls)
-    payload = json.loads(done.read_text()) | {
+    payload = _read_summary(done) | {
         "arm": arm,
         "train_config": config_json,
         "best_step": result.best_step,
@@ -189,7 +206,7 @@ def run_arm(arm: str, urls: Mapping[str, str], cfg: UtilityConfig, progress: boo
         "real_train_samples": 0 if real is None else StoreReader(real).num_available,
         "test_table": seg_table(evaluation),
     }
-    done.write_text(json.dumps(payload, indent=1) + "\n")
+    atomic_write(done, json.dumps(payload, indent=1) + "\n")
     return payload
 
 
@@ -218,8 +235,8 @@ def run_utility(cfg: UtilityConfig, *, progress: bool = True) -> tuple[str, dict
     table = utility_table(results, schema.names)
     report = {"config": cfg.to_dict(), "stores": urls, "arms": results}
     out = Path(cfg.out_dir)
-    (out / "utility.json").write_text(json.dumps(report, indent=1) + "\n")
-    (out / "utility.md").write_text(table + "\n")
+    atomic_write(out / "utility.json", json.dumps(report, indent=1) + "\n")
+    atomic_write(out / "utility.md", table + "\n")
     return table, report
 
 

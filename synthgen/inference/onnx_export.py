@@ -39,6 +39,7 @@ from synthgen.schemas import (
     parse_int,
     parse_mapping,
 )
+from synthgen.storage import atomic_write
 
 ONNX_FORMAT = "synthgen-onnx-generator"
 ONNX_FORMAT_VERSION = 1
@@ -78,23 +79,6 @@ def cache_root() -> Path:
 def sidecar_path(path: str | Path) -> Path:
     path = Path(path)
     return path.with_name(path.name + ".json")
-
-
-def atomic_write(path: str | Path, data: bytes) -> None:
-    """Write ``data`` to a temporary file beside ``path``, then rename it over ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
 
 
 def publish_folder(tmp: Path, final: Path) -> None:

@@ -122,7 +122,10 @@ class BuildConfig:
             reject_unknown_keys(deform, {f.name for f in fields(DeformConfig)}, "deform")
             data["deform"] = DeformConfig(**deform)
         if "image_size" in data:
-            data["image_size"] = tuple(data["image_size"])
+            size = data["image_size"]
+            if isinstance(size, str) or not isinstance(size, list | tuple):
+                raise ConfigError(f"Expected image_size as [H, W]. Got {size!r} instead.")
+            data["image_size"] = tuple(size)
         return cls(**data)
 
     def with_overrides(self, overrides: Mapping[str, Any]) -> BuildConfig:

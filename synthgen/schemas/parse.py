@@ -6,6 +6,7 @@ The one parse module of synthgen: every config dataclass passes its fields throu
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any, TypeVar
 
@@ -40,6 +41,8 @@ def parse_float(value: Any, what: str, *, lo: float | None = None, hi: float | N
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise ConfigError(f"Expected {what} to be a number. Got {value!r} instead.")
     value = float(value)
+    if not math.isfinite(value):
+        raise ConfigError(f"Expected {what} to be a finite number. Got {value} instead.")
     check_range(value, what, lo, hi)
     return value
 

@@ -6,6 +6,7 @@ Other packages import these names from here, never from the modules (the layer c
 from synthgen._lazy import lazy_exports
 
 _EXPORTS = {
+    "atomic_write": "integrity",
     "StoreFiles": "integrity",
     "Lease": "integrity",
     "acquire_lease": "integrity",

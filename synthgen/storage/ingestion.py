@@ -36,7 +36,7 @@ from synthgen.schemas import (
     parse_str,
     reject_unknown_keys,
 )
-from synthgen.storage.integrity import aside_url, is_local, recover, store_lease, swap_in
+from synthgen.storage.integrity import aside_url, clear_scratch, is_local, recover, store_lease, swap_in
 from synthgen.storage.layouts import (
     DEFAULT_PATTERNS,
     LAYOUTS,
@@ -306,8 +306,12 @@ def _ingest(config: IngestConfig, progress: bool | None) -> IngestResult:
     attrs = StoreAttrs(layout=store_layout, schema=schema, intensity=_intensity(dtype), provenance=provenance)
     aside = aside_url(config.out)
     try:
+        clear_scratch(aside)  # what a killed ingest left
         writer = StoreWriter.create(aside, attrs, overwrite=True)  # a leftover aside store is ours
-        image_range = _write_all(writer, _samples(source, pairs, infos, schema, size, dtype), progress)
+        try:
+            image_range = _write_all(writer, _samples(source, pairs, infos, schema, size, dtype), progress)
+        finally:
+            writer.close()
         attrs = writer.mark_complete(
             [], {"image_range": image_range, "seconds": round(time.perf_counter() - t0, 2)}
         )

@@ -17,10 +17,11 @@
   a rename; on object stores a move copies, so a swap there is not atomic (it is still resumable).
 - **Shards.** A shard is encoded into a scratch folder beside the store (``URL.synthgen-scratch``, same
   file system) and each of its files is then renamed into place (uploaded in one PUT on object stores).
-  Each file is hashed on the way (CRC32C); the shard's digest (:func:`shard_digest`: SHA-256 over the
-  files' names and CRC32Cs, and which of the shard's files exist: a file whose chunks are all fill value is not
-  written) is recorded when the shard is marked complete, and checked by ``synthgen verify``; readers
-  check that the files it lists exist. Chunks also carry zstd checksums, checked by every read.
+  The shard's digest (:func:`shard_digest`: SHA-256 over the CRC32C of each array's content, computed
+  from the data as it is written, and which of the shard's files exist: a file whose chunks are all fill
+  value is not written) is recorded when the shard is marked complete, and checked by ``synthgen
+  verify`` against the decoded data; readers check that the files it lists exist. Chunks also carry
+  zstd checksums, checked by every read.
 """
 
 from __future__ import annotations
@@ -30,10 +31,12 @@ import hashlib
 import json
 import os
 import socket
+import tempfile
 import time
 import uuid
 from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 from synthgen.errors import StoreError, StoreLockedError
 from synthgen.schemas import StoreLayout
@@ -124,6 +127,25 @@ class StoreFiles:
             self.fs.rm(path, recursive=recursive)
 
 
+def atomic_write(path: str | Path, data: bytes | str) -> None:
+    """Write ``data`` to a temporary file beside ``path``, then rename it over ``path``: the file is
+    the old one or the new one, never torn (for whatever a rerun reads back: logs, summaries, caches)."""
+    path = Path(path)
+    data = data.encode() if isinstance(data, str) else data
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
 # -- ownership ----------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Lease:
@@ -190,6 +212,10 @@ def read_lease(url: str) -> Lease | None:
 def acquire_lease(url: str, command: str) -> Lease:
     """Take the store's lease for this process, or raise :class:`StoreLockedError` naming its holder."""
     files = _lease_file(url)
+    if files.local and not os.path.isdir(os.path.dirname(files.root)):
+        raise StoreError(
+            f"Expected the parent folder of {url} to exist. {os.path.dirname(files.root)} does not: create it first."
+        )
     lease = Lease.new(command)
     data = json.dumps(asdict(lease)).encode()
     try:
@@ -294,13 +320,21 @@ def shard_keys(layout: StoreLayout, k: int) -> tuple[str, ...]:
     return tuple(keys)
 
 
-def shard_digest(keys: tuple[str, ...], file_hashes: Mapping[str, str]) -> str:
-    """``HASH:MASK``: HASH is SHA-256 (128 bits, hex) over the shard's files (each file's key and the
-    CRC32C of its bytes, in key order); MASK (hex) has bit ``i`` set where file ``keys[i]`` exists."""
+def shard_arrays(layout: StoreLayout) -> tuple[str, ...]:
+    """The arrays a shard spans, in the order of :func:`shard_keys`."""
+    return ("images", "labels", *(f"meta/{m.name}" for m in layout.meta))
+
+
+def shard_digest(
+    keys: tuple[str, ...], contents: Mapping[str, str], present: set[str] | frozenset[str]
+) -> str:
+    """``HASH:MASK``: HASH is SHA-256 (128 bits, hex) over the shard's arrays (each file's key and the
+    CRC32C of the array's decoded content, :func:`content_hash`, in key order); MASK (hex) has bit ``i``
+    set where file ``keys[i]`` exists (a shard whose chunks are all fill value is not written)."""
     h = hashlib.sha256()
-    for key in sorted(file_hashes):
-        h.update(f"{key}\0{file_hashes[key]}\n".encode())
-    mask = sum(1 << i for i, key in enumerate(keys) if key in file_hashes)
+    for key in keys:
+        h.update(f"{key}\0{contents[key]}\n".encode())
+    mask = sum(1 << i for i, key in enumerate(keys) if key in present)
     return f"{h.hexdigest()[:32]}:{mask:x}"
 
 
@@ -313,8 +347,12 @@ def digest_files(keys: tuple[str, ...], digest: str) -> tuple[str, ...]:
     return tuple(key for i, key in enumerate(keys) if mask >> i & 1)
 
 
-def file_hash(data: bytes) -> str:
-    """CRC32C of a file's bytes (hardware-accelerated: hashing stays a small part of writing a shard)."""
+def content_hash(array) -> str:
+    """CRC32C (hardware-accelerated) of an array's bytes in C order: what the shard holds, not how it is
+    encoded, so it is computed from the data in memory as it is written, and from decoded data by verify."""
     import google_crc32c
+    import numpy as np
 
+    data = np.ascontiguousarray(array).view()
+    data.setflags(write=False)
     return f"{google_crc32c.value(data):08x}"

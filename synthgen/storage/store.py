@@ -43,10 +43,11 @@ from synthgen.schemas import ATTR_KEY, StoreAttrs, StoreLayout
 from synthgen.storage.integrity import (
     SCRATCH_SUFFIX,
     StoreFiles,
+    content_hash,
     digest_files,
-    file_hash,
     is_local,
     local_path,
+    shard_arrays,
     shard_digest,
     shard_keys,
 )
@@ -216,6 +217,12 @@ class StoreWriter:
         """Open an existing store to add shards (resuming a build)."""
         return cls(url, StoreReader(url).attrs)
 
+    def close(self) -> None:
+        """Remove this writer's scratch folder now (it goes in any case when the writer does)."""
+        if self._scratch_folder is not None:
+            self._drop()
+            self._scratch_folder = None
+
     def _scratch(self) -> tuple[str, dict[str, zarr.Array]]:
         """This writer's private folder holding a copy of the store's array metadata, where shards are
         encoded before their files move in. Removed when the writer is (a killed writer's is removed by
@@ -238,7 +245,7 @@ class StoreWriter:
         except (OSError, KeyError) as e:
             _drop_scratch(base)
             raise StoreError(f"Cannot prepare writing to {self.url}: {e}") from e
-        weakref.finalize(self, _drop_scratch, base)
+        self._drop = weakref.finalize(self, _drop_scratch, base)
         self._scratch_folder = (base, arrays)
         return self._scratch_folder
 
@@ -281,19 +288,18 @@ class StoreWriter:
         try:
             for name, arr in data.items():
                 arrays[name][start:stop] = arr
-            hashes = {}
-            for key in keys:  # a file whose chunks are all fill value is not written
-                if os.path.exists(os.path.join(base, key)):
-                    with open(os.path.join(base, key), "rb") as f:
-                        hashes[key] = file_hash(f.read())
-            for key in hashes:
+            present = {key for key in keys if os.path.exists(os.path.join(base, key))}  # all-fill: none
+            for key in present:
                 files.move_in(os.path.join(base, key), key)
-            for key in keys:
-                if key not in hashes and files.exists(key):  # left by an earlier write of this shard
+            for key in set(keys) - present:
+                if files.exists(key):  # left by an earlier write of this shard
                     files.remove(key)
         except OSError as e:
             raise StoreError(f"Writing shard {k} of {self.url} failed: {e}") from e
-        return shard_digest(keys, hashes)
+        contents = {
+            key: content_hash(data[name]) for name, key in zip(shard_arrays(layout), keys, strict=True)
+        }
+        return shard_digest(keys, contents, present)
 
     def mark_complete(
         self,
@@ -345,7 +351,7 @@ class StoreReader:
             root = zarr.open_group(_zarr_store(url, read_only=True), mode="r")
         except FileNotFoundError as e:
             raise StoreNotFoundError(f"No Zarr store at {url}.") from e
-        except (ValueError, KeyError, TypeError) as e:
+        except (ValueError, KeyError, TypeError, OSError) as e:
             raise StoreFormatError(f"Expected a Zarr format 3 store at {url}. Cannot read it: {e}") from e
         self.attrs = StoreAttrs.from_dict(root.attrs.get(ATTR_KEY), url)
         try:

@@ -13,8 +13,9 @@ from dataclasses import dataclass
 from synthgen.errors import CorruptShardError
 from synthgen.storage.integrity import (
     StoreFiles,
+    content_hash,
     digest_files,
-    file_hash,
+    shard_arrays,
     shard_digest,
     shard_keys,
     store_lease,
@@ -68,19 +69,20 @@ def check_shard(reader: StoreReader, k: int) -> str | None:
     digest = reader.attrs.shard_digests.get(k)
     files = StoreFiles(reader.url)
     if digest is not None:
-        listed = digest_files(keys, digest)
-        gone = [key for key in listed if not files.exists(key)]
+        gone = [key for key in digest_files(keys, digest) if not files.exists(key)]
         if gone:
             return f"file(s) missing: {', '.join(gone)}"
-        hashes = {key: file_hash(files.read(key)) for key in keys if files.exists(key)}
-        if shard_digest(keys, hashes) != digest:
-            return "its files differ from the digest recorded when it was written"
+    start, stop = reader.layout.shard_bounds(k)
+    contents = {}
     try:
-        reader.read_shard(k)
-        for m in reader.layout.meta:
-            reader.read_meta(m.name, *reader.layout.shard_bounds(k))
+        for name, key in zip(shard_arrays(reader.layout), keys, strict=True):
+            contents[key] = content_hash(reader._read(name, start, stop))
     except CorruptShardError as e:
         return str(e.__cause__ or e)
+    if digest is not None:
+        present = {key for key in keys if files.exists(key)}
+        if shard_digest(keys, contents, present) != digest:
+            return "its data differ from the digest recorded when it was written"
     return None
 
 

@@ -39,7 +39,7 @@ from synthgen.models import (
     save_segmenter,
 )
 from synthgen.schemas import LabelSchema, label_lut
-from synthgen.storage import LoaderConfig, StoreStream, make_loader
+from synthgen.storage import LoaderConfig, StoreStream, atomic_write, make_loader
 from synthgen.trainers.augment import SegAugment
 from synthgen.trainers.runs import check_finite, replace_folder, resolve_device, seeded
 
@@ -200,7 +200,7 @@ def _save(out: Path, name: str, model: torch.nn.Module, spec: SegmenterSpec) -> 
 
 def write_log(out: Path, rows: list[dict[str, float]], plot: bool = True) -> None:
     """``log.csv``, ``log.json`` and, with ``plot``, ``curves.png`` (loss and Dice against step)."""
-    (out / "log.json").write_text(json.dumps(rows, indent=1) + "\n")
+    atomic_write(out / "log.json", json.dumps(rows, indent=1) + "\n")
     keys = list(dict.fromkeys(k for r in rows for k in r))
     with (out / "log.csv").open("w", newline="") as f:
         writer = csv.DictWriter(f, keys)

@@ -14,6 +14,7 @@ import numpy as np
 from PIL import Image
 
 from synthgen.schemas import LabelSchema
+from synthgen.storage import atomic_write
 
 
 class LossLog:
@@ -22,12 +23,8 @@ class LossLog:
     def __init__(self, path: Path, resume_step: int = 0) -> None:
         self.path = path
         if resume_step and path.exists():
-            kept = [
-                line
-                for line in path.read_text().splitlines()
-                if line and json.loads(line)["step"] <= resume_step
-            ]
-            path.write_text("".join(line + "\n" for line in kept))
+            kept = [row for row in self.read() if row["step"] <= resume_step]
+            atomic_write(path, "".join(json.dumps(row) + "\n" for row in kept))
         elif path.exists():
             path.unlink()
 
@@ -38,7 +35,15 @@ class LossLog:
     def read(self) -> list[dict[str, float]]:
         if not self.path.exists():
             return []
-        return [json.loads(line) for line in self.path.read_text().splitlines() if line]
+        rows = []
+        for line in self.path.read_text().splitlines():
+            try:
+                row = json.loads(line)
+            except ValueError:  # a line torn by a kill mid-append: the run resumes from its checkpoint
+                continue
+            if isinstance(row, dict) and "step" in row:
+                rows.append(row)
+        return rows
 
     def plot(self, out: Path) -> None:
         """One panel per loss against step (matplotlib, Agg backend, no display needed)."""

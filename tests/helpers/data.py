@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 
 REPO = Path(__file__).resolve().parents[2]
 SHARED_DATA = REPO.parent / "shared" / "data"
@@ -31,3 +32,17 @@ def disc_labels(n: int, h: int = 32, w: int = 32, seed: int = 0) -> np.ndarray:
         out[i][r2 < (0.2 * h) ** 2] = 1
         out[i][(yy > cy + 0.3 * h) & (yy < cy + 0.45 * h) & (np.abs(xx - cx) < 0.15 * w)] = 3
     return out
+
+
+def pairs_folder(root: Path, n: int = 6, bad: bool = False) -> Path:
+    """A 'pairs' layout folder of PNG images and CAMUS label maps (one label 9 where ``bad``)."""
+    root.mkdir(parents=True)
+    labels = disc_labels(n, 24, 24, seed=1)
+    for i, lab in enumerate(labels):
+        image = (lab * 60 + 20).astype(np.uint8)
+        if bad and i == n - 1:
+            lab = lab.copy()
+            lab[0, 0] = 9
+        Image.fromarray(image).save(root / f"case{i}.png")
+        Image.fromarray(lab).save(root / f"case{i}_gt.png")
+    return root
