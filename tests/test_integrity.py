@@ -270,6 +270,7 @@ def test_ingest_refuses_non_finite_images(tmp_path):
 def test_training_stops_at_the_first_non_finite_loss_and_saves_nothing(tmp_path):
     train = float_store(tmp_path / "t.zarr", nan_at=0)
     val = float_store(tmp_path / "v.zarr", nan_at=None)
+    assert "1 NaN or infinite image value(s)" in run("inspect", train).output  # inspect shows it
     args = ["train-seg", train, tmp_path / "run", "--val", val, "--steps", "4", "--batch-size", "16"]
     one_error_line(
         run(*args, "--width", "4", "--depth", "2", "--image-size", "32", "32", "--no-progress"), "finite"
@@ -289,6 +290,7 @@ def test_a_source_whose_maps_all_fail_the_gate_stops_the_build(tmp_path, checkpo
     out = tmp_path / "g.zarr"
     args = build_args(checkpoint, out, "--source", "store", "--source-url", empty, "--max-attempts", "2")
     one_error_line(run(*args), "give up the plausibility gate", "8 of 8")
+    assert "8 sample(s) kept although the gate rejected every draw" in run("inspect", out).output
     reader = StoreReader(str(out))  # what was built stays, flagged, and readers do not serve it
     assert reader.complete_shards == (0,) and (reader.read_meta("plausibility", 0, 8) != 0).all()
     from synthgen.storage import LoaderConfig, StoreStream
@@ -550,3 +552,12 @@ def test_an_ingest_that_runs_out_of_disk_leaves_nothing(tmp_path, monkeypatch):
         one_error_line(run("ingest", src, out, "--schema", "camus", "--shard-size", "8"), "No space left")
     assert not out.exists() and siblings(out) == []
     assert run("ingest", src, out, "--schema", "camus", "--shard-size", "8").exit_code == 0
+
+
+def test_a_failed_build_does_not_block_the_corrected_rerun(tmp_path, checkpoint, reference):
+    out = tmp_path / "e.zarr"
+    result = run(*build_args(checkpoint, out, "--backend", "tensorrt"))  # fails once the store exists
+    assert result.exit_code == 1 and len(result.stderr.strip().splitlines()) == 1
+    assert StoreReader(str(out)).complete_shards == ()
+    assert run(*build_args(checkpoint, out)).exit_code == 0  # another config, nothing lost: replaced
+    assert_same_arrays(out, reference)

@@ -29,6 +29,8 @@ class StoreSummary:
     image_min: float | None
     image_max: float | None
     image_mean: float | None
+    non_finite: int = 0  # NaN or infinite image values over the counted shards
+    flagged: int = 0  # samples the gate gave up on (meta/plausibility != 0), over all complete shards
 
     @property
     def schema(self) -> LabelSchema:
@@ -48,16 +50,21 @@ def summarize_store(reader, max_shards: int = MAX_SHARDS) -> StoreSummary:
     if len(complete) > max_shards:
         complete = complete[np.linspace(0, len(complete) - 1, max_shards).round().astype(np.int64)]
     counts = np.zeros(256, np.int64)
-    lo, hi, total, pixels, samples = np.inf, -np.inf, 0.0, 0, 0
+    lo, hi, total, pixels, samples, non_finite = np.inf, -np.inf, 0.0, 0, 0, 0
     for k in complete.tolist():
         images, labels = reader.read_shard(k)
         counts += np.bincount(labels.ravel(), minlength=256)
         finite = images[np.isfinite(images)] if images.dtype.kind == "f" else images
+        non_finite += images.size - finite.size
         if finite.size:
             lo, hi = min(lo, float(finite.min())), max(hi, float(finite.max()))
             total += float(finite.sum(dtype=np.float64))
             pixels += finite.size
         samples += len(labels)
+    flagged = 0
+    if "plausibility" in {m.name for m in reader.layout.meta}:
+        for k in reader.complete_shards:
+            flagged += int(np.count_nonzero(reader.read_meta("plausibility", *reader.layout.shard_bounds(k))))
     return StoreSummary(
         url=reader.url,
         attrs=reader.attrs,
@@ -68,6 +75,8 @@ def summarize_store(reader, max_shards: int = MAX_SHARDS) -> StoreSummary:
         image_min=lo if pixels else None,
         image_max=hi if pixels else None,
         image_mean=total / pixels if pixels else None,
+        non_finite=non_finite,
+        flagged=flagged,
     )
 
 
@@ -105,9 +114,23 @@ def format_summary(s: StoreSummary) -> str:
         for v, frac in s.class_fractions().items():
             name = names.get(v, "NOT IN SCHEMA")
             lines.append(f"  {v:>3}  {name:<24} {frac:9.4%}")
-        lines.append(f"image values {s.image_min:g} .. {s.image_max:g}, mean {s.image_mean:.4g}")
+        if s.image_min is not None:
+            lines.append(f"image values {s.image_min:g} .. {s.image_max:g}, mean {s.image_mean:.4g}")
+        if s.non_finite:
+            lines.append(
+                f"WARNING      {s.non_finite} NaN or infinite image value(s): training on them stops"
+            )
     else:
         lines.append("class pixel fractions: no complete shards to count")
+    if s.flagged:
+        lines.append(
+            f"gate         {s.flagged} sample(s) kept although the gate rejected every draw (meta/plausibility); "
+            "loaders skip them"
+        )
+    digests = len(set(a.shard_digests) & set(a.complete_shards))
+    lines.append(
+        f"integrity    digests of {digests} of {len(a.complete_shards)} complete shards ('synthgen verify')"
+    )
     if lay.meta:
         lines.append("metadata arrays (meta/):")
         lines += [
