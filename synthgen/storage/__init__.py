@@ -1,5 +1,5 @@
-"""L2: the Zarr store (writer, reader), ingestion with its readers and folder layouts, patient splits, the
-streaming loader, summary and preview.
+"""L2: the Zarr store (writer, reader) and its integrity (leases, atomic writes, digests, verify),
+ingestion with its readers and folder layouts, patient splits, the streaming loader, summary and preview.
 
 Other packages import these names from here, never from the modules (the layer contract in the README)."""
 
