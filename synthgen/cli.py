@@ -51,7 +51,10 @@ def _debug() -> None:
 
 
 def _fail(message: str, status: int) -> None:
-    first = str(message).strip().splitlines()[0] if str(message).strip() else "failed"
+    lines = str(message).strip().splitlines() or ["failed"]
+    first = lines[0]
+    if first.startswith("Caught ") and "worker process" in first and len(lines) > 1:
+        first = lines[-1].split(": ", 1)[-1]  # a DataLoader worker's error: its own message, last
     click.echo(f"synthgen: error: {first}", err=True)
     sys.exit(status)
 

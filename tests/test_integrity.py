@@ -561,3 +561,14 @@ def test_a_failed_build_does_not_block_the_corrected_rerun(tmp_path, checkpoint,
     assert StoreReader(str(out)).complete_shards == ()
     assert run(*build_args(checkpoint, out)).exit_code == 0  # another config, nothing lost: replaced
     assert_same_arrays(out, reference)
+
+
+@pytest.mark.slow
+def test_a_damaged_shard_stops_training_in_a_loader_worker_with_one_line(tmp_path, checkpoint, reference):
+    out = tmp_path / "t.zarr"
+    assert run(*build_args(checkpoint, out)).exit_code == 0
+    flip_a_bit(out / "images" / "c" / "2" / "0" / "0")
+    args = ["train-seg", out, tmp_path / "run", "--val", reference, "--steps", "6", "--batch-size", "8",
+            "--width", "4", "--depth", "2", "--image-size", "32", "32", "--workers", "1", "--no-progress",
+            "--no-augment"]  # fmt: skip
+    one_error_line(run(*args), "shard(s) [2]")
