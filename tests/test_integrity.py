@@ -556,8 +556,18 @@ def test_an_ingest_that_runs_out_of_disk_leaves_nothing(tmp_path, monkeypatch):
 
 def test_a_failed_build_does_not_block_the_corrected_rerun(tmp_path, checkpoint, reference):
     out = tmp_path / "e.zarr"
-    result = run(*build_args(checkpoint, out, "--backend", "tensorrt"))  # fails once the store exists
+    result = run(*build_args(checkpoint, out, "--backend", "tensorrt"))  # no TensorRT: fails in preflight
     assert result.exit_code == 1 and len(result.stderr.strip().splitlines()) == 1
+    assert not out.exists() and siblings(out) == []
+    # a build that created its store, then failed (a worker died, say), holds no complete shard
+    from synthgen.schemas import load_build_config
+    from synthgen.storage import StoreWriter
+
+    other = load_build_config(None, {"n": 16, "image_size": [SIZE, SIZE], "shard_size": 8, "seed": 9,
+                                     "generator": str(checkpoint)})  # fmt: skip
+    from synthgen.engine.pipeline import store_attrs
+
+    StoreWriter.create(str(out), store_attrs(other))
     assert StoreReader(str(out)).complete_shards == ()
     assert run(*build_args(checkpoint, out)).exit_code == 0  # another config, nothing lost: replaced
     assert_same_arrays(out, reference)
@@ -572,3 +582,41 @@ def test_a_damaged_shard_stops_training_in_a_loader_worker_with_one_line(tmp_pat
             "--width", "4", "--depth", "2", "--image-size", "32", "32", "--workers", "1", "--no-progress",
             "--no-augment"]  # fmt: skip
     one_error_line(run(*args), "shard(s) [2]")
+
+
+def test_a_reader_racing_a_rewriting_writer_never_sees_a_torn_shard(tmp_path, reference):
+    """A retried task rewrites complete shards (the same bytes) while a reader reads them: every read
+    decodes, and gives the data the digest was taken of."""
+    import shutil
+    import threading
+
+    from synthgen.storage import StoreWriter, check_shard
+
+    out = tmp_path / "r.zarr"
+    shutil.copytree(reference, out)
+    source = StoreReader(str(out))
+    shards = {k: source.read_shard(k) for k in source.complete_shards}
+    metas = {
+        k: {m.name: source.read_meta(m.name, *source.layout.shard_bounds(k)) for m in source.layout.meta}
+        for k in shards
+    }
+    stop, problems = threading.Event(), []
+
+    def read_all():
+        while not stop.is_set():
+            reader = StoreReader(str(out))  # a new reader each pass: nothing cached
+            for k in reader.complete_shards:
+                problem = check_shard(reader, k)
+                if problem is not None:
+                    problems.append((k, problem))
+
+    thread = threading.Thread(target=read_all)
+    thread.start()
+    writer = StoreWriter.open(str(out))
+    for _ in range(5):
+        for k, (images, labels) in shards.items():
+            writer.write_shard(k, images, labels, metas[k])
+    writer.close()
+    stop.set()
+    thread.join()
+    assert problems == []

@@ -202,6 +202,8 @@ def _build(out: str, config: BuildConfig, options: RunOptions, lease, *, lease_u
     """Build into ``out`` (the output, or the aside store of ``--overwrite``) under ``lease``."""
     from tqdm import tqdm
 
+    if _resumable(out, config, replace=out != lease_url) != []:  # work to do: preflight before writing
+        pipeline.prepare_workers(config)
     writer, todo = _open_or_create(out, config, replace=out != lease_url)
     clear_scratch(out)  # what killed writers left; this process holds the lease
     layout = writer.attrs.layout
@@ -250,8 +252,6 @@ def _build(out: str, config: BuildConfig, options: RunOptions, lease, *, lease_u
     payload = {"out": out, "config": config.to_dict()}
     if options.scheduler == "processes":  # local worker processes end with their coordinator
         payload["coordinator"] = _this_process()
-    if todo:
-        pipeline.prepare_workers(config)
     try:
         run_shards(
             pipeline.build_shard,

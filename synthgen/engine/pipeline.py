@@ -107,8 +107,10 @@ def generator_spec(config: BuildConfig):
 
 
 def prepare_workers(config: BuildConfig) -> None:
-    """Build what workers share on disk once, in the coordinator, so that they never race to build it:
-    the Numba kernel cache (concurrent cache builds have crashed Numba, numba #4807) and the ONNX export."""
+    """Preflight, in the coordinator, before the store is created: open the label source and the
+    generator (a broken checkpoint or a missing backend fails here, with nothing written), and build
+    what workers share on disk once, so that they never race to build it: the Numba kernel cache
+    (concurrent cache builds have crashed Numba, numba #4807) and the ONNX export."""
     label_source(config)  # warms the kernels and the source's renderer
     if config.backend in ("auto", "onnxruntime") and generator_path(config).is_dir():
         from synthgen.inference import cached_onnx
@@ -117,6 +119,7 @@ def prepare_workers(config: BuildConfig) -> None:
             ExportError
         ):  # auto falls back to torch; onnxruntime reports it in the worker
             cached_onnx(generator_path(config))
+    generator(config)  # opened once here; the sync and threads schedulers reuse it
 
 
 def label_source(config: BuildConfig):
