@@ -49,7 +49,9 @@ def _stage_times(args, n: int) -> dict[str, float]:
     import torch
 
     from synthgen.engine import pipeline
-    from synthgen.storage.store import StoreWriter
+    from synthgen.storage import StoreWriter, use_fast_codecs
+
+    use_fast_codecs()  # as the build's own processes do
 
     torch.set_num_threads(1)
     config = _config(args, n)
