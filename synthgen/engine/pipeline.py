@@ -111,6 +111,7 @@ def prepare_workers(config: BuildConfig) -> None:
     generator (a broken checkpoint or a missing backend fails here, with nothing written), and build
     what workers share on disk once, so that they never race to build it: the Numba kernel cache
     (concurrent cache builds have crashed Numba, numba #4807) and the ONNX export."""
+    generator_spec(config)  # a malformed generator.json is named first
     label_source(config)  # warms the kernels and the source's renderer
     if config.backend in ("auto", "onnxruntime") and generator_path(config).is_dir():
         from synthgen.inference import cached_onnx

@@ -17,11 +17,11 @@
   a rename; on object stores a move copies, so a swap there is not atomic (it is still resumable).
 - **Shards.** A shard is encoded into a scratch folder beside the store (``URL.synthgen-scratch``, same
   file system) and each of its files is then renamed into place (uploaded in one PUT on object stores).
-  The shard's digest (:func:`shard_digest`: SHA-256 over the CRC32C of each array's content, computed
-  from the data as it is written, and which of the shard's files exist: a file whose chunks are all fill
-  value is not written) is recorded when the shard is marked complete, and checked by ``synthgen
-  verify`` against the decoded data; readers check that the files it lists exist. Chunks also carry
-  zstd checksums, checked by every read.
+  The shard's digest (:func:`shard_digest`: SHA-256 over each file's size and the CRC32C of its
+  chunks' compressed lengths, read from its index, and which of the shard's files exist: a file whose chunks are all fill value is not written)
+  is recorded when the shard is marked complete, and checked by ``synthgen verify``; readers check that
+  the files it lists exist. Every chunk carries a zstd checksum, checked by every read (and by verify,
+  which decodes every chunk), so a digest needs no read of the data.
 """
 
 from __future__ import annotations
@@ -103,6 +103,14 @@ class StoreFiles:
         finally:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)
+
+    def fingerprint(self, key: str, chunks: int) -> str:
+        """:func:`file_fingerprint` of ``key`` (reading only a shard file's index)."""
+        if self.local:
+            return file_fingerprint(self.path(key), chunks)
+        size = self.fs.size(self.path(key))
+        start = max(0, size - (16 * chunks + 4)) if chunks else 0
+        return fingerprint_bytes(size, self.fs.cat_file(self.path(key), start=start), chunks)
 
     def move_in(self, local_file: str, key: str) -> None:
         """Move a finished local file to ``key`` atomically (a rename, or one upload)."""
@@ -325,16 +333,15 @@ def shard_arrays(layout: StoreLayout) -> tuple[str, ...]:
     return ("images", "labels", *(f"meta/{m.name}" for m in layout.meta))
 
 
-def shard_digest(
-    keys: tuple[str, ...], contents: Mapping[str, str], present: set[str] | frozenset[str]
-) -> str:
-    """``HASH:MASK``: HASH is SHA-256 (128 bits, hex) over the shard's arrays (each file's key and the
-    CRC32C of the array's decoded content, :func:`content_hash`, in key order); MASK (hex) has bit ``i``
-    set where file ``keys[i]`` exists (a shard whose chunks are all fill value is not written)."""
+def shard_digest(keys: tuple[str, ...], fingerprints: Mapping[str, str]) -> str:
+    """``HASH:MASK``: HASH is SHA-256 (128 bits, hex) over the fingerprints of the shard's files
+    (:func:`file_fingerprint`, in key order); MASK (hex) has bit ``i`` set where file ``keys[i]`` exists
+    (a shard whose chunks are all fill value is not written)."""
     h = hashlib.sha256()
     for key in keys:
-        h.update(f"{key}\0{contents[key]}\n".encode())
-    mask = sum(1 << i for i, key in enumerate(keys) if key in present)
+        if key in fingerprints:
+            h.update(f"{key}\0{fingerprints[key]}\n".encode())
+    mask = sum(1 << i for i, key in enumerate(keys) if key in fingerprints)
     return f"{h.hexdigest()[:32]}:{mask:x}"
 
 
@@ -347,12 +354,34 @@ def digest_files(keys: tuple[str, ...], digest: str) -> tuple[str, ...]:
     return tuple(key for i, key in enumerate(keys) if mask >> i & 1)
 
 
-def content_hash(array) -> str:
-    """CRC32C (hardware-accelerated) of an array's bytes in C order: what the shard holds, not how it is
-    encoded, so it is computed from the data in memory as it is written, and from decoded data by verify."""
+def fingerprint_bytes(size: int, tail: bytes, chunks: int) -> str:
+    """``SIZE-CRC``. For a shard file (``chunks`` > 0) the CRC32C is taken over the compressed length of
+    every chunk, read from the shard index at its end (16 bytes per chunk, then the index's CRC32C):
+    what was written, independent of the order in which the encoder placed the chunks, so a rewrite of
+    the same data (a retried task) gives the same fingerprint. For a plain file (``chunks`` 0): the
+    CRC32C of its bytes. The chunks' bytes are covered by their zstd checksums, checked on every decode."""
     import google_crc32c
     import numpy as np
 
-    data = np.ascontiguousarray(array).view()
-    data.setflags(write=False)
-    return f"{google_crc32c.value(data):08x}"
+    if chunks:
+        index = bytes(tail[-(16 * chunks + 4) : -4]) if len(tail) >= 16 * chunks + 4 else b""
+        lengths = np.frombuffer(index, "<u8").reshape(-1, 2)[:, 1].copy() if index else np.zeros(0, "<u8")
+        lengths.setflags(write=False)
+        return f"{size:x}-{google_crc32c.value(lengths):08x}"
+    return f"{size:x}-{google_crc32c.value(bytes(tail)):08x}"
+
+
+def file_fingerprint(path: str, chunks: int) -> str:
+    """:func:`fingerprint_bytes` of a local file (reading only a shard file's index)."""
+    size = os.path.getsize(path)
+    with open(path, "rb") as f:
+        if chunks:
+            f.seek(max(0, size - (16 * chunks + 4)))
+        return fingerprint_bytes(size, f.read(), chunks)
+
+
+def fingerprint_chunks(layout: StoreLayout) -> tuple[int, ...]:
+    """Inner chunks per file of each of :func:`shard_keys`: images and labels are sharded, the small
+    metadata arrays are one plain chunk per file (0: fingerprint the whole file)."""
+    per_shard = -(-layout.shard_size // layout.chunk_size)
+    return (per_shard, per_shard, *(0 for _ in layout.meta))

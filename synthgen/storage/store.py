@@ -43,11 +43,11 @@ from synthgen.schemas import ATTR_KEY, StoreAttrs, StoreLayout
 from synthgen.storage.integrity import (
     SCRATCH_SUFFIX,
     StoreFiles,
-    content_hash,
     digest_files,
+    file_fingerprint,
+    fingerprint_chunks,
     is_local,
     local_path,
-    shard_arrays,
     shard_digest,
     shard_keys,
 )
@@ -288,18 +288,19 @@ class StoreWriter:
         try:
             for name, arr in data.items():
                 arrays[name][start:stop] = arr
-            present = {key for key in keys if os.path.exists(os.path.join(base, key))}  # all-fill: none
-            for key in present:
+            fingerprints = {  # a file whose chunks are all fill value is not written
+                key: file_fingerprint(os.path.join(base, key), chunks)
+                for key, chunks in zip(keys, fingerprint_chunks(layout), strict=True)
+                if os.path.exists(os.path.join(base, key))
+            }
+            for key in fingerprints:
                 files.move_in(os.path.join(base, key), key)
-            for key in set(keys) - present:
+            for key in set(keys) - set(fingerprints):
                 if files.exists(key):  # left by an earlier write of this shard
                     files.remove(key)
         except OSError as e:
             raise StoreError(f"Writing shard {k} of {self.url} failed: {e}") from e
-        contents = {
-            key: content_hash(data[name]) for name, key in zip(shard_arrays(layout), keys, strict=True)
-        }
-        return shard_digest(keys, contents, present)
+        return shard_digest(keys, fingerprints)
 
     def mark_complete(
         self,
