@@ -117,16 +117,22 @@ def config_token(config: BuildConfig) -> str:
     return hashlib.sha256(json.dumps(config.to_dict(), sort_keys=True).encode()).hexdigest()[:16]
 
 
-def _resumable(url: str, config: BuildConfig, *, replace: bool) -> list[int] | None:
-    """The shards still to build where ``url`` holds this build; None where a new store is to be
-    created there. Refuses a store that holds another build with complete shards, unless ``replace``
-    (the aside store of ``--overwrite``, which is ours). Writes nothing."""
+def _refuse_other(url: str) -> str:
+    """The state of ``url`` (:func:`~synthgen.storage.store_state`), refusing what is not synthgen's."""
     state = store_state(url)
     if state == "other":
         raise StoreError(
             f"Output {url} exists and is not a synthgen dataset build (nor any synthgen store): refusing to "
             "touch it. Choose another --out."
         )
+    return state
+
+
+def _resumable(url: str, config: BuildConfig, *, replace: bool) -> list[int] | None:
+    """The shards still to build where ``url`` holds this build; None where a new store is to be
+    created there. Refuses a store that holds another build with complete shards, unless ``replace``
+    (the aside store of ``--overwrite``, which is ours). Writes nothing."""
+    state = _refuse_other(url)
     if state != "synthgen":
         return None
     try:
@@ -151,9 +157,8 @@ def _resumable(url: str, config: BuildConfig, *, replace: bool) -> list[int] | N
     return None  # another build without a complete shard: nothing is lost by replacing it
 
 
-def _open_or_create(url: str, config: BuildConfig, *, replace: bool) -> tuple[StoreWriter, list[int]]:
-    """The writer and the shards still to build (see :func:`_resumable`)."""
-    todo = _resumable(url, config, replace=replace)
+def _open_or_create(url: str, config: BuildConfig, todo: list[int] | None) -> tuple[StoreWriter, list[int]]:
+    """The writer and the shards still to build (``todo`` from :func:`_resumable`; None: create)."""
     if todo is not None:
         return StoreWriter.open(url), todo
     _check_space(url, config)
@@ -182,14 +187,11 @@ def _check_space(out: str, config: BuildConfig) -> None:
 def build_dataset(out: str, config: BuildConfig, options: RunOptions) -> BuildSummary:
     """Build (or finish building) the dataset ``config`` describes into the store at ``out``."""
     use_fast_codecs()
-    recover(out)  # a swap that a killed --overwrite left half done
     check_scheduler(options.scheduler, progress=options.progress)  # before anything is written
     with store_lease(out, "build-dataset") as lease:
-        if options.overwrite and store_state(out) == "other":
-            raise StoreError(
-                f"Output {out} exists and is not a synthgen dataset build (nor any synthgen store): refusing "
-                "to replace it. Choose another --out."
-            )
+        recover(out)  # a swap that a killed --overwrite left half done
+        if options.overwrite:
+            _refuse_other(out)
         target = aside_url(out) if options.overwrite and store_exists(out) else out
         summary = _build(target, config, options, lease, lease_url=out)
         if target != out:
@@ -202,9 +204,10 @@ def _build(out: str, config: BuildConfig, options: RunOptions, lease, *, lease_u
     """Build into ``out`` (the output, or the aside store of ``--overwrite``) under ``lease``."""
     from tqdm import tqdm
 
-    if _resumable(out, config, replace=out != lease_url) != []:  # work to do: preflight before writing
+    todo = _resumable(out, config, replace=out != lease_url)
+    if todo != []:  # work to do: preflight before anything is written
         pipeline.prepare_workers(config)
-    writer, todo = _open_or_create(out, config, replace=out != lease_url)
+    writer, todo = _open_or_create(out, config, todo)
     clear_scratch(out)  # what killed writers left; this process holds the lease
     layout = writer.attrs.layout
     total_shards = layout.num_shards

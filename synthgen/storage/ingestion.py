@@ -245,8 +245,8 @@ def ingest(config: IngestConfig, *, progress: bool | None = None) -> IngestResul
 
     The store is written aside (``OUT.synthgen-new``) and moved into place when complete, under the
     output's lease: a failed or killed ingest leaves ``OUT`` as it was (absent, or the old store)."""
-    recover(config.out)
     with store_lease(config.out, "ingest"):
+        recover(config.out)  # a swap that a killed ingest --overwrite left half done
         return _ingest(config, progress)
 
 

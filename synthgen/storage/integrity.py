@@ -91,15 +91,14 @@ class StoreFiles:
                 raise FileExistsError(path)
             self.fs.pipe_file(path, data)
             return
-        os.makedirs(os.path.dirname(path), exist_ok=True)
+        if not exclusive:
+            atomic_write(path, data)
+            return
         tmp = f"{path}.{uuid.uuid4().hex}.partial"
         try:
             with open(tmp, "wb") as f:
                 f.write(data)
-            if exclusive:
-                os.link(tmp, path)  # fails if path exists: exclusive and atomic
-            else:
-                os.replace(tmp, path)
+            os.link(tmp, path)  # fails if path exists: exclusive and atomic
         finally:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)
@@ -187,12 +186,18 @@ class Lease:
     def is_stale(self, now: float | None = None) -> bool:
         if self.host == socket.gethostname():
             started = _process_started(self.pid)
-            return started is None or abs(started - self.process_started) > 1.0
+            if started is None:  # no such process
+                return True
+            return started is not _UNKNOWN and abs(started - self.process_started) > 1.0
         return (now or time.time()) - self.renewed > LEASE_TIMEOUT_S
 
 
+_UNKNOWN = float("nan")  # a process runs with that id, but its start time cannot be read
+
+
 def _process_started(pid: int) -> float | None:
-    """Start time of process ``pid``, or None where no such process runs."""
+    """Start time of process ``pid``; None where no such process runs; :data:`_UNKNOWN` where one runs
+    but may not be inspected (another user's: it is alive, so its lease is not stale)."""
     import psutil
 
     try:
@@ -200,7 +205,7 @@ def _process_started(pid: int) -> float | None:
     except (psutil.NoSuchProcess, psutil.ZombieProcess):
         return None
     except psutil.AccessDenied:
-        return 0.0
+        return _UNKNOWN
 
 
 def _lease_file(url: str) -> StoreFiles:
@@ -326,11 +331,6 @@ def shard_keys(layout: StoreLayout, k: int) -> tuple[str, ...]:
     ]
     keys += [f"meta/{m.name}/c/{k}" + "/0" * len(m.shape) for m in layout.meta]
     return tuple(keys)
-
-
-def shard_arrays(layout: StoreLayout) -> tuple[str, ...]:
-    """The arrays a shard spans, in the order of :func:`shard_keys`."""
-    return ("images", "labels", *(f"meta/{m.name}" for m in layout.meta))
 
 
 def shard_digest(keys: tuple[str, ...], fingerprints: Mapping[str, str]) -> str:

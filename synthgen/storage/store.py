@@ -120,14 +120,7 @@ def delete_store(url: str) -> None:
     replaced). Refuses anything that is not a synthgen store."""
     if store_state(url) == "other":
         raise StoreExistsError(f"{url} is not a synthgen store: refusing to delete it.")
-    if is_local(url):
-        shutil.rmtree(local_path(url), ignore_errors=True)
-        return
-    import fsspec
-
-    fs, path = fsspec.core.url_to_fs(url)
-    if fs.exists(path):
-        fs.rm(path, recursive=True)
+    StoreFiles(url).remove("", recursive=True)
 
 
 def _array_specs(layout: StoreLayout) -> dict[str, dict[str, Any]]:
@@ -327,9 +320,7 @@ class StoreWriter:
             prov["completed"] = _now()
         if remove:
             prov.pop("completed", None)
-        kept = {
-            k: v for k, v in (dict(current.shard_digests) | {int(k): v for k, v in digests.items()}).items()
-        }
+        kept = dict(current.shard_digests) | {int(k): v for k, v in digests.items()}
         self.attrs = StoreAttrs(
             layout=current.layout,
             schema=current.schema,

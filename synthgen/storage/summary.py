@@ -30,7 +30,7 @@ class StoreSummary:
     image_max: float | None
     image_mean: float | None
     non_finite: int = 0  # NaN or infinite image values over the counted shards
-    flagged: int = 0  # samples the gate gave up on (meta/plausibility != 0), over all complete shards
+    flagged: int = 0  # samples the gate gave up on (meta/plausibility != 0), over the counted shards
 
     @property
     def schema(self) -> LabelSchema:
@@ -63,7 +63,7 @@ def summarize_store(reader, max_shards: int = MAX_SHARDS) -> StoreSummary:
         samples += len(labels)
     flagged = 0
     if "plausibility" in {m.name for m in reader.layout.meta}:
-        for k in reader.complete_shards:
+        for k in complete.tolist():
             flagged += int(np.count_nonzero(reader.read_meta("plausibility", *reader.layout.shard_bounds(k))))
     return StoreSummary(
         url=reader.url,
@@ -124,8 +124,8 @@ def format_summary(s: StoreSummary) -> str:
         lines.append("class pixel fractions: no complete shards to count")
     if s.flagged:
         lines.append(
-            f"gate         {s.flagged} sample(s) kept although the gate rejected every draw (meta/plausibility); "
-            "loaders skip them"
+            f"gate         {s.flagged} sample(s) kept although the gate rejected every draw (meta/plausibility, "
+            "over the counted shards); loaders skip them"
         )
     digests = len(set(a.shard_digests) & set(a.complete_shards))
     lines.append(
