@@ -65,7 +65,7 @@ def _stage_times(args, n: int) -> dict[str, float]:
     labels_s = time.perf_counter() - t
     styles = pipeline.draw_styles(config, indices, gen.style_dim)
     times: Counter[str] = Counter()
-    images = pipeline.generate_images(config, gen, drawn.labels, styles, attrs.intensity, times)
+    images, _ = pipeline.generate_images(config, gen, drawn.labels, styles, attrs.intensity, times)
     with tempfile.TemporaryDirectory() as d:
         t = time.perf_counter()
         writer = StoreWriter.create(str(Path(d) / "w.zarr"), attrs)

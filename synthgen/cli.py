@@ -195,7 +195,12 @@ def verify_command(store, repair, quiet) -> None:
     "--source-url", default=None, help="Store (for --source store) or volume file (for --source volume)."
 )
 @click.option("--view", default=None, help="Procedural view: apical, a4c, a2c, short_axis, ct_axial.")
-@click.option("--generator", default=None, help="Generator checkpoint folder [default: the bundled one].")
+@click.option(
+    "--generator",
+    default=None,
+    help="Generator checkpoint folder, or 'randomised' (images drawn from the label maps alone) "
+    "[default: the preset's bundled one].",
+)
 @click.option(
     "--backend", default=None, help="auto, torch, torch-compile, onnxruntime or tensorrt [default: auto]."
 )
@@ -209,6 +214,13 @@ def verify_command(store, repair, quiet) -> None:
 @click.option("--max-displacement", type=float, default=None, help="Largest elastic displacement, pixels.")
 @click.option("--spacing", type=float, default=None, help="Elastic control-point spacing, pixels.")
 @click.option("--sector-mask/--no-sector-mask", default=None, help="Blank outside the echo sector.")
+@click.option(
+    "--appearance/--no-appearance",
+    "appearance_enabled",
+    default=None,
+    help="Randomise gamma, contrast, blur, bias, noise and the echo sector after the generator "
+    "(config [appearance]) [default: on].",
+)
 @click.option("--overwrite", is_flag=True, help="Replace an existing output instead of resuming it.")
 @click.option("--dry-run", is_flag=True, help="Print the plan (shards, size, estimated time) and stop.")
 @click.option(
@@ -233,7 +245,9 @@ def build_dataset_cmd(
     flags.pop("view")
     deform = {k: flags.pop(k) for k in ("max_displacement", "spacing")}
     deform["enabled"] = flags.pop("deform")
+    appearance = {"enabled": flags.pop("appearance_enabled")}
     overrides = dict(flags) | {"deform": {k: v for k, v in deform.items() if v is not None}}
+    overrides["appearance"] = {k: v for k, v in appearance.items() if v is not None}
     if source:
         overrides["source"] = source
     config = load_build_config(config_path, overrides)

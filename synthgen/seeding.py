@@ -21,6 +21,7 @@ BLOCK_ORDER = 0x5EED  # the loader's order of one store's blocks in one pass
 UTILITY_SPLIT = 0x5EA1  # the usefulness protocol's train/validation split of patients
 NOISE_BANK = 0x9E_5E  # the pseudo-image renderer's bank of smooth noise fields
 FID_SUBSETS = 0xF1D  # the subsets of the kernel inception distance
+APPEARANCE = 0xA99E  # a sample's appearance key (randomised generator, appearance stage)
 
 
 def rng(*words: int) -> np.random.Generator:
@@ -43,6 +44,19 @@ def style_vectors(seed: int, indices: Sequence[int] | np.ndarray, style_dim: int
     return np.stack(
         [style_rng(seed, int(i)).standard_normal(style_dim).astype(np.float32) for i in indices]
     ).reshape(len(indices), style_dim)
+
+
+def appearance_keys(seed: int, indices: Sequence[int] | np.ndarray) -> np.ndarray:
+    """(N,) uint64 appearance keys of samples ``indices`` (whatever the attempt that passed the gate):
+    a SplitMix64 hash of sample index ``i`` keyed by the first word of ``SeedSequence([seed,
+    APPEARANCE])``, computed for all samples at once; the appearance kernel hashes its draws from it."""
+    base = np.random.SeedSequence([int(seed), APPEARANCE]).generate_state(1, np.uint64)[0]
+    i = np.asarray(indices, dtype=np.uint64).reshape(-1)
+    with np.errstate(over="ignore"):
+        z = base + (i + np.uint64(1)) * np.uint64(0x9E3779B97F4A7C15)
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        return z ^ (z >> np.uint64(31))
 
 
 def stream_seed(seed: int, k: int) -> int:

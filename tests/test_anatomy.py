@@ -10,7 +10,7 @@ import pytest
 
 from synthgen.errors import ConfigError
 from synthgen.sources import anatomy
-from synthgen.sources.anatomy_echo import APEX_MIN_Y, sector_mask
+from synthgen.sources.anatomy_echo import APEX_MIN_Y, LA_ASPECT, WALL_TOP_Y, sector_mask
 from synthgen.sources.gate import GateReport, check_batch
 
 SHAPES = {"echo_a4c": (112, 112), "echo_a2c": (112, 112), "sa_mr": (108, 128), "ct_axial": (96, 96)}
@@ -55,8 +55,11 @@ def test_draws_lie_in_the_documented_ranges(view):
         for name, (lo, hi) in anatomy.ranges(view).items():
             if name not in adjusted:
                 assert lo <= p[name] <= hi, (name, p[name])
-        if view.startswith("echo"):
+        if view.startswith("echo"):  # apex_y, apex_x and la_length are derived from other draws
             assert p["two_chamber"] == float(view == "echo_a2c") and p["apex_y"] >= APEX_MIN_Y
+            assert p["apex_y"] - p["wall_septal"] * p["wall_apex_ratio"] >= WALL_TOP_Y[view][0] - 1e-12
+            lo, hi = LA_ASPECT[view]
+            assert lo <= p["la_length"] / p["la_width"] <= hi + 1e-12
 
 
 @pytest.mark.parametrize("view", anatomy.VIEWS)
@@ -120,7 +123,8 @@ def test_echo_renderer_equals_the_numpy_reference_pixel_for_pixel(view):
     from synthgen.sources.anatomy_echo import ECHO_RANGES, EchoParams, _fit_in_sector
     from synthgen.sources.anatomy_shapes import draw_uniform
 
-    ranges = ECHO_RANGES[view]
+    # the derived parameters (see sample_echo_params) are drawn over their spans here
+    ranges = ECHO_RANGES[view] | {"apex_y": (0.12, 0.36), "apex_x": (0.35, 0.6), "la_length": (0.15, 0.6)}
     rng = np.random.default_rng(11)
     raw = [draw_uniform(rng, ranges) for _ in range(40)]
     # the corners of the ranges too: every parameter at its low or its high end

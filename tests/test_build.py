@@ -30,7 +30,16 @@ def checkpoint(tmp_path_factory):
     return random_checkpoint(tmp_path_factory.mktemp("gen") / "spade", "spade", CAMUS, image_size=SIZE)
 
 
-def config_for(checkpoint, **overrides):
+# the generators a build may run: a trained one with the appearance stage (the default), without it,
+# and the randomised generator
+VARIANTS = {
+    "gan+appearance": {},
+    "gan": {"appearance": {"enabled": False}},
+    "randomised": {"generator": "randomised"},
+}
+
+
+def config_for(checkpoint, variant="gan+appearance", **overrides):
     base = {
         "n": 40,
         "image_size": [SIZE, SIZE],
@@ -39,7 +48,7 @@ def config_for(checkpoint, **overrides):
         "batch_size": 8,
         "backend": "onnxruntime",
     }
-    return load_build_config(None, base | overrides)
+    return load_build_config(None, base | VARIANTS[variant] | overrides)
 
 
 def store_arrays(url) -> dict[str, np.ndarray]:
@@ -58,9 +67,10 @@ def assert_same_store(a, b):
     assert attrs_a.provenance["build_config"] == attrs_b.provenance["build_config"]
 
 
-def test_replay_rebuilds_each_stored_label_map(tmp_path, checkpoint):
+@pytest.mark.parametrize("variant", ["gan+appearance", "randomised"])
+def test_replay_rebuilds_each_stored_label_map(tmp_path, checkpoint, variant):
     out = str(tmp_path / "r.zarr")
-    build_dataset(out, config_for(checkpoint), RunOptions(scheduler="sync", progress=False))
+    build_dataset(out, config_for(checkpoint, variant), RunOptions(scheduler="sync", progress=False))
     reader = StoreReader(out)
     labels = reader.read_labels(0, 40)
     redrawn = np.flatnonzero(reader.read_meta("attempt") > 0)
@@ -69,9 +79,11 @@ def test_replay_rebuilds_each_stored_label_map(tmp_path, checkpoint):
     assert not np.array_equal(replay(out, 1), labels[0])
 
 
-def test_build_writes_a_complete_store(tmp_path, checkpoint):
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_build_writes_a_complete_store(tmp_path, checkpoint, variant):
     out = str(tmp_path / "a.zarr")
-    summary = build_dataset(out, config_for(checkpoint), RunOptions(scheduler="sync", progress=False))
+    config = config_for(checkpoint, variant)
+    summary = build_dataset(out, config, RunOptions(scheduler="sync", progress=False))
     reader = StoreReader(out)
     assert reader.attrs.is_complete and reader.num_available == 40
     assert summary.shards_built == 3 and summary.gate_checked >= 40
@@ -80,20 +92,46 @@ def test_build_writes_a_complete_store(tmp_path, checkpoint):
     assert set(np.unique(labels)) <= {0, 1, 2, 3}
     assert (reader.read_meta("plausibility") == 0).all()  # every kept map passed the gate
     assert len(np.unique(reader.read_meta("seed"))) == 40
-    # outside the ultrasound sector the images are blank
+    # outside the ultrasound sector the images are blank: the fixed one, or each sample's own
     from synthgen.kernels import sector_mask
 
-    assert (images[:, ~sector_mask((SIZE, SIZE))] == 0).all()
+    if config.restyle is None:
+        assert (images[:, ~sector_mask((SIZE, SIZE))] == 0).all()
+        assert "appearance" not in {m.name for m in reader.attrs.layout.meta}
+        return
+    params = reader.read_meta("appearance")
+    assert params.shape == (40, reader.attrs.layout.meta_field("appearance").shape[0])
+    for image, p in zip(images, params, strict=True):
+        assert (image[~sample_sector(p, (SIZE, SIZE))] == 0).all()
+    assert len({p.tobytes() for p in params}) == 40  # one draw per sample
 
 
-def test_same_seed_same_bytes_on_sync_and_threads(tmp_path, checkpoint):
-    config = config_for(checkpoint)
+def sample_sector(params, shape):
+    """Pixels that a stored draw's sector covers at all: the signed distance of the pixel centre to
+    the nearest sector edge (straight edges, elliptic far boundary) above -0.5, with a small margin."""
+    import synthgen.kernels.randomise as k
+
+    h, w = shape
+    py, px = np.mgrid[:h, :w] + 0.5
+    py, px = py - params[k.APEX_Y] * h, px - params[k.APEX_X] * w
+    half, tilt = np.radians(params[k.HALF_ANGLE]), np.radians(params[k.TILT])
+    d_left = px * np.cos(tilt - half) - py * np.sin(tilt - half)
+    d_right = py * np.sin(tilt + half) - px * np.cos(tilt + half)
+    a, b = params[k.WIDTH] * w, params[k.DEPTH] * h
+    q = np.hypot(px / a, py / b)
+    d_arc = (1 - q) * q / np.maximum(np.hypot(px / a**2, py / b**2), 1e-12)
+    return np.minimum(np.minimum(d_left, d_right), d_arc) > -0.5 - 1e-3
+
+
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_same_seed_same_bytes_on_sync_and_threads(tmp_path, checkpoint, variant):
+    config = config_for(checkpoint, variant)
     build_dataset(str(tmp_path / "sync.zarr"), config, RunOptions(scheduler="sync", progress=False))
     build_dataset(
         str(tmp_path / "thr.zarr"), config, RunOptions(scheduler="threads", workers=3, progress=False)
     )
     assert_same_store(str(tmp_path / "sync.zarr"), str(tmp_path / "thr.zarr"))
-    other = config_for(checkpoint, seed=1)
+    other = config_for(checkpoint, variant, seed=1)
     build_dataset(str(tmp_path / "seed1.zarr"), other, RunOptions(scheduler="sync", progress=False))
     assert not np.array_equal(
         store_arrays(str(tmp_path / "sync.zarr"))["labels"],
@@ -102,8 +140,9 @@ def test_same_seed_same_bytes_on_sync_and_threads(tmp_path, checkpoint):
 
 
 @pytest.mark.slow
-def test_same_bytes_with_local_processes(tmp_path, checkpoint):
-    config = config_for(checkpoint)
+@pytest.mark.parametrize("variant", ["gan+appearance", "randomised"])
+def test_same_bytes_with_local_processes(tmp_path, checkpoint, variant):
+    config = config_for(checkpoint, variant)
     build_dataset(str(tmp_path / "sync.zarr"), config, RunOptions(scheduler="sync", progress=False))
     build_dataset(
         str(tmp_path / "proc.zarr"), config, RunOptions(scheduler="processes", workers=2, progress=False)
@@ -111,8 +150,9 @@ def test_same_bytes_with_local_processes(tmp_path, checkpoint):
     assert_same_store(str(tmp_path / "sync.zarr"), str(tmp_path / "proc.zarr"))
 
 
-def test_resume_finishes_only_missing_shards(tmp_path, checkpoint):
-    config = config_for(checkpoint)
+@pytest.mark.parametrize("variant", ["gan+appearance", "randomised"])
+def test_resume_finishes_only_missing_shards(tmp_path, checkpoint, variant):
+    config = config_for(checkpoint, variant)
     full = str(tmp_path / "full.zarr")
     build_dataset(full, config, RunOptions(scheduler="sync", progress=False))
     part = str(tmp_path / "part.zarr")
@@ -155,11 +195,12 @@ def test_a_build_on_onnx_runtime_never_imports_torch(tmp_path, checkpoint):
 
 
 @pytest.mark.slow
-def test_kill_9_then_rerun_gives_the_uninterrupted_bytes(tmp_path, checkpoint):
+@pytest.mark.parametrize("generator", ["checkpoint", "randomised"])
+def test_kill_9_then_rerun_gives_the_uninterrupted_bytes(tmp_path, checkpoint, generator):
     args = [
         "build-dataset", "--n", "96", "--image-size", str(SIZE), str(SIZE), "--shard-size", "8",
-        "--generator", str(checkpoint), "--batch-size", "8", "--backend", "onnxruntime",
-        "--scheduler", "sync", "--quiet",
+        "--generator", str(checkpoint) if generator == "checkpoint" else "randomised",
+        "--batch-size", "8", "--backend", "onnxruntime", "--scheduler", "sync", "--quiet",
     ]  # fmt: skip
     killed = str(tmp_path / "killed.zarr")
     proc = subprocess.Popen(

@@ -185,6 +185,10 @@ CASES = [
     Case("config unknown deform key", toml("[deform]\nwobble = 1\n"), 1, "Unknown key", build_out),
     Case("config gate a string", toml('gate = "yes"\n'), 1, "gate", build_out),
     Case("config source a number", toml("source = 3\n"), 1, "source", build_out),
+    Case("config appearance range reversed", toml("[appearance]\ngamma = [2.0, 1.0]\n"), 1, "appearance.gamma", build_out),
+    Case("config appearance unknown key", toml("[appearance]\nsparkle = [0, 1]\n"), 1, "sparkle", build_out),
+    Case("config appearance modality", toml('[appearance]\nmodality = "xray"\n'), 1, "appearance.modality", build_out),
+    Case("config randomised range a string", toml('[randomised]\nnoise = "0.1"\n'), 1, "randomised", build_out),
     # -- build-dataset: outputs ------------------------------------------------------------------
     Case("output is a file", build(out=lambda w, d: d / "f"), 1, "not a synthgen", lambda w, d: d / "f", "kept", file_at("f")),
     Case("output is a file, overwrite", build("--overwrite", out=lambda w, d: d / "f"), 1, "not a synthgen", lambda w, d: d / "f", "kept", file_at("f")),

@@ -323,7 +323,7 @@ def plan_build(out: str, config: BuildConfig, options: RunOptions, calibration: 
     t = time.perf_counter()
     drawn = pipeline.draw_labels(config, indices)
     styles = pipeline.draw_styles(config, indices, gen.style_dim)
-    images = pipeline.generate_images(config, gen, drawn.labels, styles, attrs.intensity)
+    images, _ = pipeline.generate_images(config, gen, drawn.labels, styles, attrs.intensity)
     seconds = (time.perf_counter() - t) / n
     codec = Zstd(level=1)
     compressed = sum(len(codec.encode(np.ascontiguousarray(a))) for a in (*images, *drawn.labels))

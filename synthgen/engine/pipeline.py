@@ -26,7 +26,7 @@ import numpy as np
 from synthgen.engine.postprocess import postprocess
 from synthgen.errors import CheckpointError, ConfigError, ExportError
 from synthgen.schemas import BUNDLED, BuildConfig, Intensity, MetaField, StoreAttrs, StoreLayout
-from synthgen.seeding import sample_rng, style_vectors
+from synthgen.seeding import appearance_keys, sample_rng, style_vectors
 from synthgen.sources import GateReport, check_batch
 from synthgen.storage import StoreWriter, use_fast_codecs
 
@@ -85,18 +85,20 @@ def watch_coordinator(pid: int, started: float) -> None:
     threading.Thread(target=watch, name="synthgen-watch-coordinator", daemon=True).start()
 
 
-def bundled_generator() -> Path:
-    """The generator shipped with synthgen (pix2pix trained on CAMUS, 128 x 128)."""
+def bundled_generator(preset: str = "echo") -> Path:
+    """The generator shipped with synthgen for build preset ``preset`` (pix2pix, 128 x 128: CAMUS for
+    'echo', ACDC for 'sa-mr'); a preset without one raises a ConfigError that says to pass --generator."""
     from synthgen.schemas import default_generator_path
 
-    path = default_generator_path()
+    path = default_generator_path(preset)
     if not (path / "generator.json").is_file():
         raise CheckpointError(f"The bundled generator is missing from this installation (expected {path}).")
     return path
 
 
 def generator_path(config: BuildConfig) -> Path:
-    return bundled_generator() if config.generator == BUNDLED else Path(config.generator)
+    """The checkpoint folder of the build: --generator, or the preset's bundled generator."""
+    return bundled_generator(config.preset) if config.generator == BUNDLED else Path(config.generator)
 
 
 def generator_spec(config: BuildConfig):
@@ -111,8 +113,11 @@ def prepare_workers(config: BuildConfig) -> None:
     generator (a broken checkpoint or a missing backend fails here, with nothing written), and build
     what workers share on disk once, so that they never race to build it: the Numba kernel cache
     (concurrent cache builds have crashed Numba, numba #4807) and the ONNX export."""
-    generator_spec(config)  # a malformed generator.json is named first
     label_source(config)  # warms the kernels and the source's renderer
+    if config.randomised_generator:
+        generator(config)
+        return
+    generator_spec(config)  # a malformed generator.json is named first
     if config.backend in ("auto", "onnxruntime") and generator_path(config).is_dir():
         from synthgen.inference import cached_onnx
 
@@ -139,8 +144,16 @@ def _new_source(config: BuildConfig):
 
 
 def generator(config: BuildConfig):
-    from synthgen.inference import open_generator
+    """The build's generator, opened once per process: a trained one, or the randomised generator."""
+    from synthgen.inference import RandomisedGenerator, open_generator
 
+    if config.randomised_generator:
+        schema = label_source(config).schema
+        return WORKER.get(
+            "generator",
+            ("randomised", config.randomised),
+            lambda: RandomisedGenerator(schema, config.randomised),
+        )
     path = generator_path(config)
     return WORKER.get(
         "generator",
@@ -149,7 +162,24 @@ def generator(config: BuildConfig):
     )
 
 
-def store_layout(config: BuildConfig, params_size: int | None = None, style_dim: int = 0) -> StoreLayout:
+def restyler(config: BuildConfig):
+    """The appearance stage of the build (None where it has none): the randomised generator's own, or
+    the one after a trained generator."""
+    from synthgen.inference import Restyler
+
+    if config.randomised_generator:
+        return generator(config).restyler
+    if not config.appearance.enabled:
+        return None
+    schema = label_source(config).schema
+    return WORKER.get(
+        "generator", ("appearance", config.appearance), lambda: Restyler(schema, config.appearance)
+    )
+
+
+def store_layout(
+    config: BuildConfig, params_size: int | None = None, style_dim: int = 0, appearance_size: int = 0
+) -> StoreLayout:
     meta = [
         MetaField("seed", "uint64", description="seed of the accepted draw's elastic field"),
         MetaField("attempt", "uint16", description="gate attempts before the accepted draw (0: first)"),
@@ -161,6 +191,15 @@ def store_layout(config: BuildConfig, params_size: int | None = None, style_dim:
         meta.append(MetaField("source_params", "float32", (params_size,), description="label source draw"))
     if style_dim:
         meta.append(MetaField("style", "float32", (style_dim,), description="generator style vector"))
+    if appearance_size:
+        meta.append(
+            MetaField(
+                "appearance",
+                "float32",
+                (appearance_size,),
+                description="appearance draw (synthgen.kernels.randomise parameter vector)",
+            )
+        )
     return StoreLayout(
         n=config.n,
         image_shape=config.image_size,
@@ -174,8 +213,19 @@ def store_attrs(config: BuildConfig) -> StoreAttrs:
     """The attributes of a new build store; checks the generator against the label source first."""
     from synthgen.inference import checkpoint_hash
 
-    spec = generator_spec(config)
     source = label_source(config)
+    stage = restyler(config)
+    appearance_size = stage.params_size if stage is not None else 0
+    if config.randomised_generator:
+        layout = store_layout(config, source.params_size, 0, appearance_size)
+        provenance = {
+            "build_config": config.to_dict(),
+            "generator": {"path": config.generator, "hash": None},
+            "generator_spec": None,
+            "label_source": source.describe(),
+        }
+        return StoreAttrs(layout, source.schema, Intensity.for_dtype(config.image_dtype), None, provenance)
+    spec = generator_spec(config)
     if spec.schema.to_dict()["classes"] != source.schema.to_dict()["classes"]:
         raise CheckpointError(
             f"Expected a generator trained on label schema {source.schema.name!r} (the label source's). "
@@ -186,7 +236,7 @@ def store_attrs(config: BuildConfig) -> StoreAttrs:
             f"Expected --image-size to match the generator's {spec.image_size} {spec.image_size}. "
             f"Got {config.image_size[0]} {config.image_size[1]} instead."
         )
-    layout = store_layout(config, source.params_size, spec.style_dim)
+    layout = store_layout(config, source.params_size, spec.style_dim, appearance_size)
     provenance = {
         "build_config": config.to_dict(),
         "generator": {"path": str(generator_path(config)), "hash": checkpoint_hash(generator_path(config))},
@@ -329,24 +379,38 @@ def generate_images(
     styles: np.ndarray | None,
     intensity: Intensity,
     times: Counter[str] | None = None,
-) -> np.ndarray:
-    """Images for ``labels`` in generator batches of ``config.batch_size``, post-processed to the store dtype.
+    indices: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Images for ``labels`` (samples ``indices``, default 0..N-1) in generator batches of
+    ``config.batch_size``, through the appearance stage if any, post-processed to the store dtype; and
+    the appearance parameters of each sample (None without the stage).
 
     Batches always start at multiples of the batch size within the shard, so the same samples share a
-    batch whatever runs them.
+    batch whatever runs them; the appearance draw of a sample depends on its key alone.
     """
     times = Counter() if times is None else times
-    parts = []
+    indices = np.arange(len(labels)) if indices is None else indices
+    stage = restyler(config)
+    keys = appearance_keys(config.seed, indices) if stage is not None else None
+    parts, params = [], []
     for b in range(0, len(labels), config.batch_size):
+        batch_labels = labels[b : b + config.batch_size]
         t = time.perf_counter()
-        batch = gen(
-            labels[b : b + config.batch_size], None if styles is None else styles[b : b + config.batch_size]
-        )
+        if config.randomised_generator:
+            batch, drawn = stage(batch_labels, keys[b : b + config.batch_size])
+            params.append(drawn)
+        else:
+            batch = gen(batch_labels, None if styles is None else styles[b : b + config.batch_size])
         times["generate"] += time.perf_counter() - t
         t = time.perf_counter()
-        parts.append(postprocess(batch, intensity, config.image_dtype, config.sector_mask))
+        if stage is not None and not config.randomised_generator:
+            batch, drawn = stage(batch_labels, keys[b : b + config.batch_size], batch)
+            params.append(drawn)
+            times["appearance"] += time.perf_counter() - t
+            t = time.perf_counter()
+        parts.append(postprocess(batch, intensity, config.image_dtype, config.fixed_sector))
         times["postprocess"] += time.perf_counter() - t
-    return np.concatenate(parts)
+    return np.concatenate(parts), (np.concatenate(params) if params else None)
 
 
 def warm_generator(config: BuildConfig, gen, intensity: Intensity) -> None:
@@ -360,7 +424,7 @@ def _timed_draw(config: BuildConfig, indices: np.ndarray) -> tuple[LabelDraw, fl
     return draw_labels(config, indices), time.perf_counter() - t
 
 
-def _labels_and_images(config, indices, intensity, times) -> tuple[Any, dict[str, np.ndarray], np.ndarray]:
+def _labels_and_images(config, indices, intensity, times) -> tuple[Any, LabelDraw, Any, np.ndarray, Any]:
     """The generator, then the label maps and images of ``indices``, one generator batch at a time.
 
     The label maps of the next batch are drawn in a thread while the current batch is generated (ONNX
@@ -369,7 +433,7 @@ def _labels_and_images(config, indices, intensity, times) -> tuple[Any, dict[str
     start at the same offsets, so the bytes are the same as drawing everything first."""
     size = config.batch_size
     chunks = [indices[b : b + size] for b in range(0, len(indices), size)]
-    parts, images = [], []
+    parts, images, params = [], [], []
     with ThreadPoolExecutor(max_workers=1) as pool:
         pending = pool.submit(_timed_draw, config, chunks[0])
         t = time.perf_counter()
@@ -382,9 +446,20 @@ def _labels_and_images(config, indices, intensity, times) -> tuple[Any, dict[str
             if j + 1 < len(chunks):
                 pending = pool.submit(_timed_draw, config, chunks[j + 1])
             style = None if styles is None else styles[j * size : j * size + len(chunks[j])]
-            images.append(generate_images(config, gen, part.labels, style, intensity, times))
+            batch, drawn = generate_images(
+                config,
+                gen,
+                part.labels,
+                style,
+                intensity,
+                times,
+                indices[j * size : j * size + len(chunks[j])],
+            )
+            images.append(batch)
+            params.append(drawn)
             parts.append(part)
-    return gen, LabelDraw.concatenate(parts), styles, np.concatenate(images)
+    appearance = np.concatenate(params) if params[0] is not None else None
+    return gen, LabelDraw.concatenate(parts), styles, np.concatenate(images), appearance
 
 
 @dataclass(frozen=True)
@@ -412,10 +487,14 @@ def build_shard(payload: Mapping[str, Any], k: int) -> ShardStats:
     indices = np.arange(start, stop)
     times: Counter[str] = Counter()
 
-    gen, drawn, styles, images = _labels_and_images(config, indices, writer.attrs.intensity, times)
+    gen, drawn, styles, images, appearance = _labels_and_images(
+        config, indices, writer.attrs.intensity, times
+    )
 
     t = time.perf_counter()
     available = drawn.meta() | ({"style": styles} if styles is not None else {})
+    if appearance is not None:
+        available["appearance"] = appearance
     meta = {m.name: available[m.name] for m in layout.meta if m.name in available}
     try:
         digest = writer.write_shard(k, images, drawn.labels, meta)

@@ -12,6 +12,8 @@ _EXPORTS = {
     "checkpoint_hash": "onnx_export",
     "export_onnx": "onnx_export",
     "sample_inputs": "onnx_export",
+    "RandomisedGenerator": "randomised",
+    "Restyler": "randomised",
     "TensorRTExportConfig": "tensorrt",
     "export_tensorrt": "tensorrt",
     "tensorrt_status": "tensorrt",

@@ -14,6 +14,8 @@ from synthgen.kernels.deform import deform_labels
 from synthgen.kernels.fields import FIELD_STEP, deformation_field, elastic_field
 from synthgen.kernels.intensity import from_unit, to_unit
 from synthgen.kernels.morphology import dilate_class, erode_class
+from synthgen.kernels.randomise import appearance
+from synthgen.kernels.randomise import n_params as appearance_params_size
 from synthgen.kernels.resize import resize_images, resize_labels
 from synthgen.kernels.sector import sector_mask
 from synthgen.kernels.slicing import slice_plane
@@ -26,6 +28,8 @@ __all__ = [
     "AffineParams",
     "AffineRanges",
     "affine_field",
+    "appearance",
+    "appearance_params_size",
     "batch_dice",
     "class_stats",
     "connected_components",

@@ -189,3 +189,169 @@ def class_stats(index: np.ndarray, num_classes: int) -> tuple[np.ndarray, np.nda
         np.add.at(contacts, (a[edge], b[edge]), 1)
         np.add.at(contacts, (b[edge], a[edge]), 1)
     return areas, contacts
+
+
+# -- appearance ------------------------------------------------------------------------------------
+def _hash(key: int, stream: int, i: np.ndarray) -> np.ndarray:
+    counter = np.uint64(stream) * np.uint64(1 << 40) + np.asarray(i, np.uint64) + np.uint64(1)
+    return _mix64(np.uint64(key) + counter * _GOLDEN)
+
+
+def _uniform(key: int, stream: int, i: np.ndarray) -> np.ndarray:
+    return (_hash(key, stream, i) >> np.uint64(11)).astype(np.float64) / 2.0**53
+
+
+def _normal(key: int, stream: int, i: np.ndarray) -> np.ndarray:
+    h = _hash(key, stream, i)
+    parts = [((h >> np.uint64(s)) & np.uint64(0xFFFF)).astype(np.float64) for s in (0, 16, 32, 48)]
+    return ((sum(parts) / 65536.0 - 2.0) * np.sqrt(3.0)).astype(_F)
+
+
+def _rayleigh(key: int, stream: int, i: np.ndarray) -> np.ndarray:
+    h = _hash(key, stream, i)
+    u = [((h >> np.uint64(s)) & np.uint64(0xFFFF)).astype(np.float64) / 65536.0 for s in (0, 16, 32, 48)]
+    return np.hypot(u[0] + u[1] - 1, u[2] + u[3] - 1) / 0.5214053711942326
+
+
+def appearance_params(
+    key: int, ranges: np.ndarray, num_classes: int, labels: np.ndarray, sector: bool
+) -> np.ndarray:
+    """One sample's parameter vector, as :func:`synthgen.kernels.randomise.sample_appearance` draws it."""
+    import synthgen.kernels.randomise as k
+
+    out = np.zeros(k.n_params(num_classes), np.float64)
+    u = _uniform(key, 0, np.arange(k.N_RANGED))
+    lo, hi = ranges[: k.N_RANGED, 0], ranges[: k.N_RANGED, 1]
+    out[: k.N_RANGED] = lo + (hi - lo) * u
+    g_lo, g_hi = np.log(ranges[k.GAMMA])
+    out[k.GAMMA] = np.exp(g_lo + (g_hi - g_lo) * u[k.GAMMA])
+    out = out.astype(_F).astype(np.float64)
+    grid_size = k.BIAS_GRID * k.BIAS_GRID
+    out[k.BIAS0 : k.BIAS0 + grid_size] = _normal(key, 0, 64 + np.arange(grid_size)) * _F(out[k.BIAS])
+    for j, row in ((0, k.N_RANGED), (num_classes, k.N_RANGED + 1)):
+        u = _uniform(key, 0, 128 + j + np.arange(num_classes))
+        out[k.CLASS0 + j : k.CLASS0 + j + num_classes] = (
+            ranges[row, 0] + (ranges[row, 1] - ranges[row, 0]) * u
+        )
+    out = out.astype(_F)
+    if sector:
+        h, w = labels.shape
+        ys, xs = np.nonzero(labels)
+        ys, xs = ys[(ys % 2 == 0) & (xs % 2 == 0)], xs[(ys % 2 == 0) & (xs % 2 == 0)]
+        py = ys + 0.5 - np.float64(out[k.APEX_Y]) * h
+        px = xs + 0.5 - np.float64(out[k.APEX_X]) * w
+        half0, tilt = np.float64(out[k.HALF_ANGLE]), np.radians(np.float64(out[k.TILT]))
+        across = np.abs(px * np.cos(tilt) - py * np.sin(tilt))
+        along = px * np.sin(tilt) + py * np.cos(tilt)
+        allowed = np.float64(out[k.SPILL]) * len(ys)
+        steps = max(int(89.0 - half0), 0)
+        s = 0  # whole degrees added: the first count of side spills within half the allowance
+        while (
+            s < steps
+            and np.count_nonzero((along <= 0) | (across > along * np.tan(np.radians(half0 + s))))
+            > 0.5 * allowed
+        ):
+            s += 1
+        side = np.count_nonzero((along <= 0) | (across > along * np.tan(np.radians(half0 + s))))
+        out[k.HALF_ANGLE] = _F(half0 + s)
+        a, b = np.float64(out[k.WIDTH]) * w, np.float64(out[k.DEPTH]) * h
+        q2 = (px / a) ** 2 + (py / b) ** 2
+        j = 0
+        while j < 40 and np.count_nonzero(q2 > 1.02 ** (2 * j)) > allowed - side:
+            j += 1
+        out[k.DEPTH] *= _F(1.02**j)
+        out[k.WIDTH] *= _F(1.02**j)
+    return out
+
+
+def _taps(sigma: float) -> np.ndarray:
+    if sigma < 0.25:
+        return np.ones(1)
+    r = min(int(np.ceil(3.0 * sigma)), 8)
+    t = np.exp(-0.5 * (np.arange(-r, r + 1) / sigma) ** 2)
+    return t / t.sum()
+
+
+def _prefilter(sigma: float, f: float) -> float:
+    return sigma if f < 1.25 else float(np.float32(np.sqrt(sigma**2 + 0.25 * (f**2 - 1))))
+
+
+def _lose_resolution(image: np.ndarray, f: float, axis: int) -> np.ndarray:
+    if f < 1.25:
+        return image
+    n = image.shape[axis]
+    m = int(np.ceil((n - 1) / f)) + 1
+    coarse_at = np.minimum(np.arange(m) * f, n - 1)
+    fine_at = np.minimum(np.arange(n) / f, m - 1)
+    line = np.arange(n)
+    coarse = np.apply_along_axis(lambda v: np.interp(coarse_at, line, v), axis, image)
+    return np.apply_along_axis(lambda v: np.interp(fine_at, np.arange(m), v), axis, coarse)
+
+
+def appearance(
+    indices: np.ndarray,
+    base: np.ndarray | None,
+    key: int,
+    ranges: np.ndarray,
+    *,
+    modality: str,
+    texture: bool,
+    sector: bool,
+    num_classes: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """(image (H, W) in [0, 1], parameters) of one sample, by NumPy/SciPy: gamma by ``**``, blur by
+    ``scipy.ndimage.correlate1d``, resolution loss by ``numpy.interp``."""
+    import synthgen.kernels.randomise as k
+
+    p = appearance_params(key, ranges, num_classes, indices, sector and modality == "echo")
+    sector = sector and modality == "echo"
+    h, w = indices.shape
+    n = np.arange(h * w)
+    if texture:
+        means = p[k.CLASS0 : k.CLASS0 + num_classes].astype(np.float64)
+        stds = p[k.CLASS0 + num_classes :].astype(np.float64)
+        img = means[indices] + stds[indices] * _normal(key, 1, n).reshape(h, w)
+    else:
+        img = base.astype(np.float64)
+    if modality == "echo" and p[k.NOISE] > 0:
+        amp = np.empty((h, w))
+        for y in range(h):
+            d = max(((y + 0.5) / h - np.float64(p[k.APEX_Y])) / np.float64(p[k.DEPTH]), 0.0)
+            spacing = 1.0 + np.float64(p[k.SPECKLE]) * w * d
+            pos = np.arange(w) / spacing
+            nodes = _rayleigh(key, 2, y * (w + 2) + np.arange(w + 2))
+            amp[y] = np.interp(pos, np.arange(w + 2), nodes)
+        img = img * (1 + np.float64(p[k.NOISE]) * (amp - 1))
+    blur_x = _prefilter(float(p[k.BLUR_X]), float(p[k.RES_X]))
+    blur_y = _prefilter(float(p[k.BLUR_Y]), float(p[k.RES_Y]))
+    img = ndi.correlate1d(img, _taps(blur_x), axis=1, mode="nearest")
+    img = ndi.correlate1d(img, _taps(blur_y), axis=0, mode="nearest")
+    img = _lose_resolution(img, float(p[k.RES_X]), 1)
+    img = _lose_resolution(img, float(p[k.RES_Y]), 0)
+    g = k.BIAS_GRID
+    nodes = np.exp(p[k.BIAS0 : k.BIAS0 + g * g].astype(np.float64)).reshape(g, g)
+    across = np.stack([np.interp(np.arange(w) * (g - 1) / max(w - 1, 1), np.arange(g), r) for r in nodes])
+    img = img * np.stack(
+        [np.interp(np.arange(h) * (g - 1) / max(h - 1, 1), np.arange(g), c) for c in across.T], 1
+    )
+    sigma = np.float64(p[k.NOISE])
+    if modality == "mr":
+        img = np.hypot(
+            img + sigma * _normal(key, 4, n).reshape(h, w), sigma * _normal(key, 5, n).reshape(h, w)
+        )
+    elif modality == "ct":
+        img = img + sigma * _normal(key, 4, n).reshape(h, w)
+    img = np.clip(img, 0, 1) ** np.float64(p[k.GAMMA])
+    img = np.clip((img - 0.5) * np.float64(p[k.CONTRAST]) + 0.5 + np.float64(p[k.BRIGHTNESS]), 0, 1)
+    if sector:
+        py, px = np.mgrid[:h, :w] + 0.5
+        py, px = py - np.float64(p[k.APEX_Y]) * h, px - np.float64(p[k.APEX_X]) * w
+        half, tilt = np.radians(np.float64(p[k.HALF_ANGLE])), np.radians(np.float64(p[k.TILT]))
+        d_left = px * np.cos(tilt - half) - py * np.sin(tilt - half)
+        d_right = py * np.sin(tilt + half) - px * np.cos(tilt + half)
+        a, b = np.float64(p[k.WIDTH]) * w, np.float64(p[k.DEPTH]) * h
+        q = np.hypot(px / a, py / b)
+        grad = np.maximum(np.hypot(px / a**2, py / b**2), 1e-12)
+        d_arc = (1 - q) * q / grad
+        img = img * np.clip(np.minimum(np.minimum(d_left, d_right), d_arc) + 0.5, 0, 1)
+    return img.astype(_F), p

@@ -1,9 +1,11 @@
 """L0: label schemas and presets, the store layout, the build config, generator specs and the one parse
 module. No torch, no zarr: everything here is plain data, validated where it enters."""
 
+from synthgen.schemas.appearance import APPEARANCE, MODALITIES, RANDOMISED, AppearanceConfig
 from synthgen.schemas.build_config import (
     BACKENDS,
     BUNDLED,
+    RANDOMISED_GENERATOR,
     BuildConfig,
     load_build_config,
 )
@@ -69,6 +71,7 @@ from synthgen.schemas.store_layout import (
 
 __all__ = [
     "ACDC",
+    "APPEARANCE",
     "ATTR_KEY",
     "BACKENDS",
     "BACKGROUND",
@@ -79,9 +82,13 @@ __all__ = [
     "GENERATOR_WEIGHTS",
     "IMAGE_DTYPES",
     "MMWHS",
+    "MODALITIES",
     "PRESETS",
+    "RANDOMISED",
+    "RANDOMISED_GENERATOR",
     "VIEWS",
     "VIEW_ALIASES",
+    "AppearanceConfig",
     "BuildConfig",
     "DataShape",
     "GeneratorSpec",

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from synthgen.errors import ConfigError
+from synthgen.schemas.appearance import APPEARANCE, RANDOMISED, AppearanceConfig, appearance_from_dict
 from synthgen.schemas.parse import (
     merge_overrides,
     parse_float,
@@ -25,7 +26,8 @@ from synthgen.schemas.parse import (
 from synthgen.schemas.sources import CONFIGS, ProceduralSourceConfig, SourceConfig, source_config_from_dict
 from synthgen.schemas.store_layout import IMAGE_DTYPES
 
-BUNDLED = "bundled"
+BUNDLED = "bundled"  # the generator bundled for the preset (generator_spec.default_generator_path)
+RANDOMISED_GENERATOR = "randomised"  # --generator randomised: images drawn from the label maps alone
 BACKENDS = (
     "auto",
     "torch",
@@ -77,7 +79,9 @@ class BuildConfig:
     backend: str = "auto"
     batch_size: int = 32
     image_dtype: str = "uint8"
-    sector_mask: bool = True
+    sector_mask: bool = True  # the fixed CAMUS sector (not for the randomised generator, which draws its own)
+    appearance: AppearanceConfig = APPEARANCE  # the stage after a trained generator ([appearance])
+    randomised: AppearanceConfig = RANDOMISED  # the randomised generator's ranges ([randomised])
 
     def __post_init__(self) -> None:
         if self.preset not in PRESETS:
@@ -90,6 +94,12 @@ class BuildConfig:
                 f"Expected image_size [H, W] with each in [8, 4096]. Got {self.image_size!r} instead."
             )
         object.__setattr__(self, "image_size", size)
+        object.__setattr__(
+            self, "appearance", appearance_from_dict(self.appearance, APPEARANCE, "appearance")
+        )
+        object.__setattr__(
+            self, "randomised", appearance_from_dict(self.randomised, RANDOMISED, "randomised")
+        )
         if not isinstance(self.source, tuple(CONFIGS.values())):
             object.__setattr__(self, "source", source_config_from_dict(self.source))
         parse_int(self.shard_size, "shard_size", lo=1, hi=65536)
@@ -111,7 +121,28 @@ class BuildConfig:
         out["image_size"] = list(self.image_size)
         out["source"] = self.source.to_dict()
         out["deform"] = {f.name: getattr(self.deform, f.name) for f in fields(DeformConfig)}
+        out["appearance"] = self.appearance.to_dict()
+        out["randomised"] = self.randomised.to_dict()
         return out
+
+    @property
+    def randomised_generator(self) -> bool:
+        return self.generator == RANDOMISED_GENERATOR
+
+    @property
+    def restyle(self) -> AppearanceConfig | None:
+        """The appearance draw applied to every image: the randomised generator's, or the stage after a
+        trained generator where it is enabled; None for neither."""
+        if self.randomised_generator:
+            return self.randomised
+        return self.appearance if self.appearance.enabled else None
+
+    @property
+    def fixed_sector(self) -> bool:
+        """Whether the fixed CAMUS sector mask applies: always with ``sector_mask``, except to the
+        randomised generator's images. A trained generator draws the sector of its training images, so
+        a sector drawn by the appearance stage is intersected with it (no wider fan than it learned)."""
+        return self.sector_mask and not self.randomised_generator
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> BuildConfig:
@@ -133,15 +164,23 @@ class BuildConfig:
         return BuildConfig.from_dict(merge_overrides(self.to_dict(), overrides))
 
 
-# Each preset is a complete config; a TOML file or flags change what they name. Only the echo presets
-# have a bundled generator; the others need --generator CHECKPOINT trained on their schema.
+# Each preset is a complete config; a TOML file or flags change what they name. generator = BUNDLED means
+# the preset's bundled generator (generator_spec.BUNDLED_GENERATORS: echo CAMUS, sa-mr ACDC); ct has none
+# and needs --generator CHECKPOINT trained on its schema.
 PRESETS: dict[str, dict[str, Any]] = {
     "echo": {"source": {"kind": "procedural", "view": "apical"}, "sector_mask": True},
-    "sa-mr": {"source": {"kind": "procedural", "view": "short_axis"}, "sector_mask": False},
+    "sa-mr": {
+        "source": {"kind": "procedural", "view": "short_axis"},
+        "sector_mask": False,
+        "appearance": replace(APPEARANCE, modality="mr", sector=False),
+        "randomised": replace(RANDOMISED, modality="mr", sector=False),
+    },
     "ct": {
         "source": {"kind": "procedural", "view": "ct_axial"},
         "sector_mask": False,
         "image_size": (256, 256),
+        "appearance": replace(APPEARANCE, modality="ct", sector=False),
+        "randomised": replace(RANDOMISED, modality="ct", sector=False),
     },
 }
 

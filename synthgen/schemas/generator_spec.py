@@ -24,11 +24,21 @@ from synthgen.schemas.labels import LabelSchema
 from synthgen.schemas.store_layout import Intensity, StoreAttrs
 
 DEFAULT_GENERATOR = "camus_pix2pix_128"
+# The generator bundled for each build preset (a folder of synthgen/assets/generators, with a README that
+# says how it was trained); a preset missing here has none and needs --generator CHECKPOINT.
+BUNDLED_GENERATORS: dict[str, str] = {"echo": DEFAULT_GENERATOR, "sa-mr": "acdc_pix2pix_128"}
 
 
-def default_generator_path() -> Path:
-    """The generator bundled with synthgen: pix2pix trained on CAMUS at 128 x 128 (see its README)."""
-    return Path(str(files("synthgen") / "assets" / "generators" / DEFAULT_GENERATOR))
+def default_generator_path(preset: str = "echo") -> Path:
+    """The generator bundled with synthgen for build preset ``preset``: pix2pix at 128 x 128, trained on
+    CAMUS for 'echo' and on ACDC for 'sa-mr' (see each folder's README)."""
+    if preset not in BUNDLED_GENERATORS:
+        raise ConfigError(
+            f"Expected a preset with a bundled generator ({', '.join(sorted(BUNDLED_GENERATORS))}). "
+            f"Got {preset!r} instead: pass --generator CHECKPOINT, trained on its label schema "
+            "with 'synthgen train-gan'."
+        )
+    return Path(str(files("synthgen") / "assets" / "generators" / BUNDLED_GENERATORS[preset]))
 
 
 @dataclass(frozen=True)

@@ -5,18 +5,23 @@ fraction of the width), the convention of CAMUS, whose frames are all resized to
 
 - the ultrasound sector has its apex at the top centre of the image, a half opening angle and a
   radius. The LV cavity is kept inside it and the atrium is cut by it; the apical wall may reach
-  past its sides, as experts annotate it in CAMUS (86% of CAMUS maps have wall outside the sector);
+  past its sides, as experts annotate it in CAMUS (86% of CAMUS maps have labels outside the fan);
 - the LV cavity hangs from its apex (at ``apex_y``, ``apex_x``) along a long axis leaning by
   ``lv_angle`` (positive: the base swings to the right). Its half-width along the axis follows an
-  elliptic cap up to the widest point, then narrows towards the mitral annulus; the septal (left)
-  and lateral (right) halves differ by ``asymmetry`` and the axis bows sideways by ``bend``;
+  elliptic cap up to the widest point, then an elliptic quarter into the mitral annulus (so the
+  basal corners are round); the septal (left) and lateral (right) halves differ by ``asymmetry``
+  and the axis bows sideways by ``bend``;
 - the myocardium is the band within a wall thickness of the cavity (septal, lateral and apical
   thicknesses blend smoothly), cut just below the annulus, so it is open towards the atrium;
-- the left atrium hangs below the annulus: an ellipse joined to the annulus by a neck as wide as
-  the cavity base, tilted by ``la_angle`` from the LV axis, and cut by the sector's far edge.
+- the left atrium hangs below the annulus: the convex hull of an ellipse (tilted by ``la_angle``
+  from the LV axis, at least ``LA_MIN_WIDENING`` times as wide as the annulus) and the inlet (the
+  annulus-wide strip between the basal walls), a rounded bag cut by the sector's far edge.
 
-Default ranges come from the CAMUS labels (``bench/anatomy_stats.py`` compares the two; see
-``notes/anatomy.md``). Lengths are fractions of the image side.
+Most parameters are drawn uniformly from ``ECHO_RANGES``; three are derived, so that they vary
+together as in CAMUS: the apex from the top of the apical wall (``WALL_TOP_Y``) and the column of
+the long axis a third of the way down (``AXIS_X``), the atrium's length from its aspect
+(``LA_ASPECT``). Default ranges come from the CAMUS labels (``bench/anatomy_stats.py`` compares the
+two; the table is in ``bench/results/anatomy_stats.md``). Lengths are fractions of the image side.
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ from synthgen.sources.anatomy_shapes import (
     AnatomyParams,
     Range,
     check_ranges,
+    convex_hull,
     draw_uniform,
     largest_component,
     pixel_grid,
@@ -70,49 +76,66 @@ class EchoParams(AnatomyParams):
 
 
 _COMMON: dict[str, Range] = {
-    "sector_half_angle": (31.0, 36.0),
-    "sector_radius": (0.96, 1.0),
-    "apex_y": (0.13, 0.3),
-    "apex_x": (0.43, 0.56),
-    "lv_length": (0.3, 0.64),
+    "sector_half_angle": (31.5, 33.0),
+    "sector_radius": (0.98, 1.02),
+    "lv_length": (0.31, 0.63),
     "lv_angle": (-2.0, 17.0),
-    "lv_width_ratio": (0.34, 0.56),
+    "lv_width_ratio": (0.33, 0.6),
     "apex_bluntness": (0.38, 0.56),
     "widest_at": (0.6, 0.85),
-    "base_width": (0.82, 0.97),
-    "bend": (-0.05, 0.05),
+    "base_width": (0.52, 0.84),
+    "bend": (-0.1, 0.1),
     "asymmetry": (-0.1, 0.1),
     "wall_septal": (0.04, 0.095),
     "wall_lateral_ratio": (0.75, 1.3),
     "wall_apex_ratio": (0.85, 1.4),
     "wall_base_extension": (0.02, 0.08),
-    "la_length": (0.16, 0.46),
-    "la_width": (0.13, 0.28),
-    "la_angle": (-18.0, 8.0),
+    "la_width": (0.14, 0.28),
+    "la_angle": (-28.0, 0.0),
 }
 ECHO_RANGES: dict[str, dict[str, Range]] = {
     "echo_a4c": _COMMON,
     "echo_a2c": _COMMON
     | {
-        "apex_x": (0.4, 0.54),
         "lv_angle": (-2.0, 23.0),
         "wall_septal": (0.055, 0.115),
-        "la_width": (0.12, 0.26),
+        "la_width": (0.14, 0.27),
+        "la_angle": (-16.0, 16.0),
     },
 }
+# The apex is not drawn. Its height follows from the top of the apical wall (so a thick apex sits
+# lower: in CAMUS the apex height and the apical wall thickness correlate at 0.6 to 0.7), its column
+# from the column of the long axis a third of the way down (so a leaning LV stays centred: in CAMUS
+# the apex column and the LV's lean correlate at -0.3 to -0.4); both are drawn from these ranges.
+WALL_TOP_Y: dict[str, Range] = {"echo_a4c": (0.075, 0.2), "echo_a2c": (0.06, 0.19)}
+AXIS_X: dict[str, Range] = {"echo_a4c": (0.465, 0.57), "echo_a2c": (0.44, 0.55)}
+# Nor is the atrium's length: its aspect (length / width) is, so size and elongation vary apart
+LA_ASPECT: dict[str, Range] = {"echo_a4c": (1.15, 2.1), "echo_a2c": (1.1, 2.0)}
+LA_MIN_WIDENING = 1.05  # the atrium's ellipse is at least this much wider than the annulus
 BASE_MAX_Y = 0.86  # deepest mitral annulus in CAMUS (95th percentile)
-APEX_MIN_Y = 0.12  # the apical wall must fit below the probe
+APEX_MIN_Y = 0.12  # the apical cavity must fit below the probe
 FIT_SHAPE, STEP = (64, 64), 0.01  # coarse render and step used to fit the LV into the sector
+FIT_MARGIN_DEG = 1.0  # the fitted cavity keeps this far (degrees) inside the sector's sides
 for _ranges in ECHO_RANGES.values():
-    check_ranges(_ranges, EchoParams, {"two_chamber"})
+    check_ranges(_ranges, EchoParams, {"two_chamber", "apex_y", "apex_x", "la_length"})
 
 
 def sample_echo_params(rng: np.random.Generator, view: str = "echo_a4c") -> EchoParams:
-    """Draw every parameter uniformly from ``ECHO_RANGES[view]``."""
+    """Draw the parameters of ``ECHO_RANGES[view]``, then the apex (from ``WALL_TOP_Y[view]`` and
+    ``AXIS_X[view]``) and the atrium's length (from ``LA_ASPECT[view]``); fit the cavity into the sector."""
     drawn = draw_uniform(rng, ECHO_RANGES[view])
+    wall_top, axis_x, la_aspect = (float(rng.uniform(*r[view])) for r in (WALL_TOP_Y, AXIS_X, LA_ASPECT))
+    drawn["la_length"] = drawn["la_width"] * la_aspect
+    apical = drawn["wall_septal"] * drawn["wall_apex_ratio"]  # the apical wall's thickness
+    apex_y = max(wall_top + apical, APEX_MIN_Y)
     # the annulus stays above BASE_MAX_Y: a long LV starts higher (the apex moves, the length is kept)
-    base_y = drawn["apex_y"] + drawn["lv_length"] * np.cos(np.deg2rad(drawn["lv_angle"]))
-    drawn["apex_y"] = max(drawn["apex_y"] - max(base_y - BASE_MAX_Y, 0.0), APEX_MIN_Y)
+    # as long as the wall's top stays in range; beyond that the LV is shortened
+    angle = np.deg2rad(drawn["lv_angle"])
+    base_y = apex_y + drawn["lv_length"] * np.cos(angle)
+    highest = min(apex_y, max(APEX_MIN_Y, WALL_TOP_Y[view][0] + apical))
+    drawn["apex_y"] = max(apex_y - max(base_y - BASE_MAX_Y, 0.0), highest)
+    drawn["lv_length"] = min(drawn["lv_length"], (BASE_MAX_Y - drawn["apex_y"]) / np.cos(angle))
+    drawn["apex_x"] = axis_x - drawn["lv_length"] / 3 * np.sin(angle)
     return _fit_in_sector(EchoParams(two_chamber=float(view == "echo_a2c"), **drawn))
 
 
@@ -123,7 +146,7 @@ def _fit_in_sector(p: EchoParams) -> EchoParams:
     """
     h, w = FIT_SHAPE
     for _ in range(40):
-        if not _cavity_leaves_sector(p.to_vector().astype(np.float64), h, w, 1.0):
+        if not _cavity_leaves_sector(p.to_vector().astype(np.float64), h, w, FIT_MARGIN_DEG):
             break
         base_y = p.apex_y + STEP + p.lv_length * np.cos(np.deg2rad(p.lv_angle))
         if base_y <= BASE_MAX_Y:
@@ -155,7 +178,7 @@ def render_echo(p: EchoParams, shape: tuple[int, int]) -> np.ndarray:
     h, w = shape
     vector = p.to_vector().astype(np.float64)
     code = np.zeros(shape, np.uint8)
-    _paint_codes(vector, h, w, *_region(p, shape), code)
+    _paint_codes(vector, h, w, *_region(p, shape), *_atrium_outline(p), code)
     out = np.zeros(shape, np.uint8)
     seed = (code & (_CAVITY | _INLET)) != 0
     reach = _reach(p) * (1 + 1e-9)  # never below a thickness computed in floats
@@ -188,9 +211,10 @@ def _region(p: EchoParams, shape: tuple[int, int]) -> tuple[int, int, int, int]:
     a = np.deg2rad(p.lv_angle)
     hinge = (p.apex_y + p.lv_length * np.cos(a), p.apex_x + p.lv_length * np.sin(a))
     base_half = widest * p.base_width
-    q = max(0.5 * p.la_width, 1.05 * base_half) + abs(base_half * p.asymmetry)  # hinge offset included
-    tuck = base_half * abs(np.tan(np.deg2rad(p.la_angle))) + 0.01
-    atrium = _corners(hinge, p.lv_angle + p.la_angle, (-tuck - q, p.la_length + q), q)
+    # the atrium's half-width, the hinge's offset included
+    q = max(0.5 * p.la_width, LA_MIN_WIDENING * base_half) + abs(base_half * p.asymmetry)
+    # the ellipse; the rest of the atrium's hull lies within the cavity's rectangle (the inlet corners)
+    atrium = _corners(hinge, p.lv_angle + p.la_angle, (-q, p.la_length + q), q)
     ys, xs = np.concatenate([cavity[0], atrium[0]]), np.concatenate([cavity[1], atrium[1]])
     pad = int(np.ceil(reach * max(h, w))) + 2
     return (
@@ -204,6 +228,44 @@ def _region(p: EchoParams, shape: tuple[int, int]) -> tuple[int, int, int, int]:
 def _reach(p: EchoParams) -> float:
     """The thickest the wall can be anywhere (a fraction of the image side)."""
     return p.wall_septal * max(p.wall_apex_ratio, 1.0, p.wall_lateral_ratio)
+
+
+def _atrium_outline(p: EchoParams) -> tuple[np.ndarray, np.ndarray]:
+    """The atrium: the convex hull of an ellipse below the annulus and the four corners of the inlet.
+
+    Works in the frame where the ellipse is the unit circle: there the hull is the circle and a convex
+    polygon, whose vertices are the corners outside the circle and their tangent points on it (an
+    affine map keeps convex hulls). Returns the frame (hinge y and x, the cosine and sine of the
+    ellipse's axis angle, its semi-axes along and across the axis, then a bounding box s0, s1, q0, q1
+    of the circle and the polygon in the frame) and the polygon's counter-clockwise vertices (K, 2),
+    none when every corner lies in the circle.
+    """
+    a = np.deg2rad(p.lv_angle)
+    ca, sa = np.cos(a), np.sin(a)
+    base_half = 0.5 * p.lv_width_ratio * p.lv_length * p.base_width  # the cavity's half-width at the annulus
+    base_centre_v = base_half * p.asymmetry
+    hinge_y = p.apex_y + p.lv_length * ca - base_centre_v * sa
+    hinge_x = p.apex_x + p.lv_length * sa + base_centre_v * ca
+    b = np.deg2rad(p.lv_angle + p.la_angle)
+    cb, sb = np.cos(b), np.sin(b)
+    ru = 0.5 * p.la_length
+    la_half = max(0.5 * p.la_width, LA_MIN_WIDENING * base_half)  # wider than the annulus
+    du = np.array([0.0, 0.0, p.wall_base_extension, p.wall_base_extension])  # the inlet's corners
+    dv = np.array([-base_half, base_half, -base_half, base_half])
+    dy, dx = du * ca - dv * sa, du * sa + dv * ca
+    s_unit = (dy * cb + dx * sb - ru) / ru
+    q_unit = (-dy * sb + dx * cb) / la_half
+    radius = np.hypot(s_unit, q_unit)
+    out = radius > 1.0
+    heading, spread = np.arctan2(q_unit[out], s_unit[out]), np.arccos(1.0 / radius[out])
+    tangent = np.concatenate([heading - spread, heading + spread])
+    points = np.concatenate(
+        [np.stack([s_unit[out], q_unit[out]], axis=1), np.stack([np.cos(tangent), np.sin(tangent)], axis=1)]
+    )
+    hull = convex_hull(points)
+    # a bounding box of the circle and the polygon, padded so that it never decides a point on their edge
+    lo, hi = np.minimum(hull.min(axis=0, initial=-1.0), -1.0) - 1e-9, hull.max(axis=0, initial=1.0) + 1e-9
+    return np.array([hinge_y, hinge_x, cb, sb, ru, la_half, lo[0], hi[0], lo[1], hi[1]]), hull
 
 
 def _corners(origin: tuple[float, float], angle_deg: float, u: tuple[float, float], v: float):
@@ -265,7 +327,8 @@ def _half_width(t, p):
     if t <= tm:
         c = 1.0 - (1.0 - max(t, 0.0) / tm) ** 2
         return widest * max(c, 0.0) ** p[_APEX_BLUNTNESS]
-    return widest * (1.0 - (1.0 - p[_BASE_WIDTH]) * ((t - tm) / (1.0 - tm)) ** 2)
+    x = min((t - tm) / (1.0 - tm), 1.0)  # an elliptic quarter: the sides round into the annulus
+    return widest * (p[_BASE_WIDTH] + (1.0 - p[_BASE_WIDTH]) * np.sqrt(1.0 - x * x))
 
 
 @numba.njit(cache=True, nogil=True)
@@ -342,48 +405,55 @@ def _cavity_leaves_sector(p, h, w, margin_deg):
 
 
 @numba.njit(cache=True, nogil=True)
-def _paint_codes(p, h, w, r0, r1, c0, c1, code):
+def _in_atrium(s_unit, q_unit, hull):
+    """Whether a point of the atrium's unit-circle frame lies in the circle or the polygon ``hull``."""
+    if abs(s_unit) ** 2 + abs(q_unit) ** 2 <= 1.0:
+        return True
+    k = hull.shape[0]
+    if k < 3:
+        return False
+    s0, q0 = hull[k - 1, 0], hull[k - 1, 1]
+    for m in range(k):
+        s1, q1 = hull[m, 0], hull[m, 1]
+        if (s1 - s0) * (q_unit - q0) - (q1 - q0) * (s_unit - s0) < 0.0:
+            return False
+        s0, q0 = s1, q1
+    return True
+
+
+@numba.njit(cache=True, nogil=True)
+def _paint_codes(p, h, w, r0, r1, c0, c1, atrium, hull, code):
     """Per pixel of rows r0..r1, columns c0..c1, the code bits: cavity, inlet below the annulus,
-    atrium, within the wall's reach, and for atrium pixels inside the sector."""
+    atrium (``atrium`` and ``hull`` from :func:`_atrium_outline`), within the wall's reach, and for
+    atrium pixels inside the sector."""
     a = np.deg2rad(p[_LV_ANGLE])
     ca, sa = np.cos(a), np.sin(a)
     sin_pi = np.sin(np.pi * 1.0)
     length, asym = p[_LV_LENGTH], p[_ASYMMETRY]
     ext = p[_WALL_BASE_EXTENSION]
     base_half = _half_width(1.0, p)
-    # the atrium: an ellipse below the annulus, joined to it by a neck as wide as the cavity base
-    base_centre_v = base_half * asym
-    hinge_y = p[_APEX_Y] + length * np.cos(a) - base_centre_v * np.sin(a)
-    hinge_x = p[_APEX_X] + length * np.sin(a) + base_centre_v * np.cos(a)
-    b = np.deg2rad(p[_LV_ANGLE] + p[_LA_ANGLE])
-    cb, sb = np.cos(b), np.sin(b)
-    tuck = base_half * abs(np.tan(np.deg2rad(p[_LA_ANGLE]))) + 0.01
-    la_length = p[_LA_LENGTH]
-    neck_len = 0.35 * la_length
-    la_half = max(0.5 * p[_LA_WIDTH], 1.05 * base_half)  # never narrower than the annulus
-    ru = 0.5 * la_length
+    hinge_y, hinge_x, cb, sb, ru, la_half = atrium[0], atrium[1], atrium[2], atrium[3], atrium[4], atrium[5]
+    s_lo, s_hi, q_lo, q_hi = atrium[6], atrium[7], atrium[8], atrium[9]  # a bounding box of the atrium
     for i in range(r0, r1):
         yn = (i + 0.5) / h
         for j in range(c0, c1):
             xn = (j + 0.5) / w
             u, v = _frame(p, yn, xn, ca, sa)
             bits = _CAVITY if _in_cavity(p, u, v, sin_pi) else 0
-            # below the annulus the side walls run on beside the atrium (the inlet)
+            # below the annulus the side walls run on beside the atrium (the inlet, part of the atrium)
             if u > length and u <= length + ext:
                 side = _side(p, u, v, sin_pi)
                 if side <= base_half * (1 + asym) and side >= -base_half * (1 - asym):
-                    bits |= _INLET
+                    bits |= _INLET | _ATRIUM
             if u <= length + ext:
                 bits |= _WALL_REACH
             dy, dx = yn - hinge_y, xn - hinge_x
             s, q = dy * cb + dx * sb, -dy * sb + dx * cb
-            neck_half = 1.05 * base_half + (la_half - 1.05 * base_half) * min(max(s / neck_len, 0.0), 1.0)
-            if (abs((s - ru) / ru) ** 2 + abs(q / la_half) ** 2 <= 1.0) or (
-                s >= -tuck and s <= neck_len and abs(q) <= neck_half
-            ):
+            s_unit, q_unit = (s - ru) / ru, q / la_half
+            if s_lo <= s_unit <= s_hi and q_lo <= q_unit <= q_hi and _in_atrium(s_unit, q_unit, hull):
                 bits |= _ATRIUM
-                if _in_sector(p, yn, xn - 0.5, 0.0):  # only the atrium is cut by the sector
-                    bits |= _SECTOR
+            if bits & _ATRIUM and _in_sector(p, yn, xn - 0.5, 0.0):  # only the atrium is cut by the sector
+                bits |= _SECTOR
             code[i, j] = bits
 
 

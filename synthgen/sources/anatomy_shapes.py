@@ -106,3 +106,24 @@ def wobble(angle: np.ndarray, amplitudes: tuple[float, ...], phases: tuple[float
     for k, (amp, phase) in enumerate(zip(amplitudes, phases, strict=True), start=2):
         out += amp * np.cos(k * angle + phase)
     return out
+
+
+def convex_hull(points: np.ndarray) -> np.ndarray:
+    """Counter-clockwise vertices of the convex hull of (N, 2) points (Andrew's monotone chain)."""
+    if len(points) < 3:
+        return np.zeros((0, 2))
+    pts = sorted(map(tuple, points.tolist()))
+
+    def chain(seq):
+        out: list[tuple[float, float]] = []
+        for pt in seq:
+            while len(out) >= 2 and (
+                (out[-1][0] - out[-2][0]) * (pt[1] - out[-2][1])
+                - (out[-1][1] - out[-2][1]) * (pt[0] - out[-2][0])
+                <= 0.0
+            ):
+                out.pop()
+            out.append(pt)
+        return out[:-1]
+
+    return np.array(chain(pts) + chain(pts[::-1]), np.float64).reshape(-1, 2)

@@ -10,12 +10,15 @@ from dataclasses import replace
 
 import numpy as np
 from scipy import ndimage
+from scipy.spatial import ConvexHull
 
 from synthgen.sources.anatomy_echo import (
     ATRIUM,
     BASE_MAX_Y,
     CAVITY,
+    FIT_MARGIN_DEG,
     FIT_SHAPE,
+    LA_MIN_WIDENING,
     STEP,
     WALL,
     EchoParams,
@@ -31,7 +34,7 @@ def fit_in_sector(p: EchoParams) -> EchoParams:
     """
     for _ in range(40):
         cavity = _paint(p, FIT_SHAPE) == CAVITY
-        if not (cavity & ~sector_mask(p, FIT_SHAPE, margin_deg=1.0)).any():
+        if not (cavity & ~sector_mask(p, FIT_SHAPE, margin_deg=FIT_MARGIN_DEG)).any():
             break
         base_y = p.apex_y + STEP + p.lv_length * np.cos(np.deg2rad(p.lv_angle))
         if base_y <= BASE_MAX_Y:
@@ -46,7 +49,8 @@ def _half_width(t: np.ndarray, p: EchoParams) -> np.ndarray:
     widest = 0.5 * p.lv_width_ratio * p.lv_length
     tm = p.widest_at
     cap = np.clip(1.0 - (1.0 - np.clip(t, 0.0, None) / tm) ** 2, 0.0, None) ** p.apex_bluntness
-    taper = 1.0 - (1.0 - p.base_width) * ((t - tm) / (1.0 - tm)) ** 2
+    x = np.clip((t - tm) / (1.0 - tm), 0.0, 1.0)  # an elliptic quarter down to the annulus
+    taper = p.base_width + (1.0 - p.base_width) * np.sqrt(1.0 - x * x)
     return widest * np.where(t <= tm, cap, taper)
 
 
@@ -94,21 +98,41 @@ def _paint(p: EchoParams, shape: tuple[int, int]) -> np.ndarray:
     distance = ndimage.distance_transform_edt(~(cavity | inlet), sampling=(1.0 / h, 1.0 / w))
     wall = (distance > 0) & (distance <= thickness) & (u <= p.lv_length + p.wall_base_extension)
 
-    # the atrium: an ellipse below the annulus, joined to it by a neck as wide as the cavity base
-    base_half = float(_half_width(np.float64(1.0), p))
-    base_centre_v = base_half * p.asymmetry
+    # the atrium: the convex hull of an ellipse below the annulus and the inlet's four corners, made
+    # with scipy's ConvexHull in the frame where the ellipse is the unit circle; the inlet is atrium
     a = np.deg2rad(p.lv_angle)
+    ca, sa = np.cos(a), np.sin(a)
+    base_half = 0.5 * p.lv_width_ratio * p.lv_length * p.base_width
+    base_centre_v = base_half * p.asymmetry
     hinge = (
-        p.apex_y + p.lv_length * np.cos(a) - base_centre_v * np.sin(a),
-        p.apex_x + p.lv_length * np.sin(a) + base_centre_v * np.cos(a),
+        p.apex_y + p.lv_length * ca - base_centre_v * sa,
+        p.apex_x + p.lv_length * sa + base_centre_v * ca,
     )
+    ru, la_half = 0.5 * p.la_length, max(0.5 * p.la_width, LA_MIN_WIDENING * base_half)
     s, q = to_frame(yn, xn, hinge, p.lv_angle + p.la_angle)
-    tuck = base_half * abs(np.tan(np.deg2rad(p.la_angle))) + 0.01
-    neck_len = 0.35 * p.la_length
-    la_half = max(0.5 * p.la_width, 1.05 * base_half)  # never narrower than the annulus
-    neck_half = 1.05 * base_half + (la_half - 1.05 * base_half) * np.clip(s / neck_len, 0.0, 1.0)
-    atrium = ellipse(s - 0.5 * p.la_length, q, 0.5 * p.la_length, la_half)
-    atrium |= (s >= -tuck) & (s <= neck_len) & (np.abs(q) <= neck_half)
+    s_unit, q_unit = (s - ru) / ru, q / la_half
+    atrium = ellipse(s_unit, q_unit, 1.0, 1.0) | inlet
+    # the inlet's corners from the hinge, (du, dv) in the LV's frame, then in the unit-circle frame
+    du = np.array([0.0, 0.0, p.wall_base_extension, p.wall_base_extension])
+    dv = np.array([-base_half, base_half, -base_half, base_half])
+    b = np.deg2rad(p.lv_angle + p.la_angle)
+    cb, sb = np.cos(b), np.sin(b)
+    dy, dx = du * ca - dv * sa, du * sa + dv * ca
+    cs, cq = (dy * cb + dx * sb - ru) / ru, (-dy * sb + dx * cb) / la_half
+    radius = np.hypot(cs, cq)
+    out = radius > 1.0  # corners outside the circle, and their tangent points on it
+    heading, spread = np.arctan2(cq[out], cs[out]), np.arccos(1.0 / radius[out])
+    tangent = np.concatenate([heading - spread, heading + spread])
+    points = np.concatenate(
+        [np.stack([cs[out], cq[out]], 1), np.stack([np.cos(tangent), np.sin(tangent)], 1)]
+    )
+    if len(points) >= 3:
+        hull = ConvexHull(points)
+        vertices = hull.points[hull.vertices]  # counter-clockwise
+        inside = np.ones(shape, bool)
+        for (s0, q0), (s1, q1) in zip(vertices, np.roll(vertices, -1, axis=0), strict=True):
+            inside &= (s1 - s0) * (q_unit - q0) - (q1 - q0) * (s_unit - s0) >= 0.0
+        atrium |= inside
 
     out = np.zeros(shape, np.uint8)
     out[wall] = WALL

@@ -1,0 +1,225 @@
+"""The appearance kernel (randomised generator and appearance stage) against its NumPy reference, and
+the properties its draws promise: ranges, sector, speckle with depth, variety, reproducibility."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+from helpers.kernel_harness import check_kernel
+
+import synthgen.kernels.randomise as k
+from synthgen.errors import ConfigError, KernelInputError
+from synthgen.kernels import appearance, appearance_params_size
+from synthgen.kernels import reference as ref
+from synthgen.schemas import APPEARANCE, RANDOMISED, AppearanceConfig, BuildConfig
+from synthgen.schemas.appearance import RANGED
+
+
+def heart(h: int = 40, w: int = 56) -> np.ndarray:
+    """A small label map with four classes (indices), the cavity near the top centre."""
+    y, x = np.mgrid[:h, :w]
+    out = np.zeros((h, w), np.uint8)
+    out[((y - 0.45 * h) / (0.3 * h)) ** 2 + ((x - w / 2) / (0.2 * w)) ** 2 < 1] = 2
+    out[((y - 0.45 * h) / (0.22 * h)) ** 2 + ((x - w / 2) / (0.13 * w)) ** 2 < 1] = 1
+    out[((y - 0.85 * h) / (0.1 * h)) ** 2 + ((x - w / 2) / (0.15 * w)) ** 2 < 1] = 3
+    return out
+
+
+def batch(n: int = 4) -> np.ndarray:
+    maps = np.stack([np.roll(heart(), 2 * i, axis=1) for i in range(n)])
+    return maps
+
+
+def ranges(config: AppearanceConfig) -> np.ndarray:
+    return np.array(config.ranges(), np.float64)
+
+
+# gamma >= 1 keeps the reference's exact power within the tolerance of the kernel's table near 0
+CONFIGS = {
+    "randomised-echo": replace(RANDOMISED, gamma=(1.0, 2.0)),
+    "randomised-mr": replace(RANDOMISED, gamma=(1.0, 2.0), modality="mr", sector=False),
+    "randomised-ct": replace(RANDOMISED, gamma=(1.0, 2.0), modality="ct", sector=False),
+    "appearance-echo": replace(APPEARANCE, gamma=(1.0, 1.3)),
+}
+
+
+def keys_of(idx) -> np.ndarray:
+    return np.asarray(idx, np.uint64) * np.uint64(7919) + np.uint64(11)
+
+
+@pytest.mark.parametrize("name", list(CONFIGS))
+def test_kernel_conformance_and_reference(name):
+    cfg = CONFIGS[name]
+    maps = batch()
+    base = np.random.default_rng(0).random(maps.shape).astype(np.float32)
+    r = ranges(cfg)
+    kwargs = {"num_classes": 4, "modality": cfg.modality, "texture": cfg.texture, "sector": cfg.uses_sector}
+
+    def kernel(x, idx):
+        single = x.ndim == 2
+        b = None
+        if not cfg.texture:
+            positions = np.atleast_1d(idx)
+            b = base[positions] if not single else base[idx]
+            if len(positions) == 0:
+                b = base[:0]
+        images, params = appearance(x, keys_of(np.atleast_1d(idx)), r, base=b, **kwargs)
+        assert params.shape[-1] == appearance_params_size(4)
+        return images
+
+    def reference(one, i):
+        image, _ = ref.appearance(one, base[i], int(keys_of(i)), r, **kwargs)
+        return image
+
+    out = check_kernel(kernel, maps, reference=reference, labels=False, out_dtype=np.float32, atol=1e-4)
+    assert 0.0 <= out.min() and out.max() <= 1.0
+    for i in range(len(maps)):
+        _, params = appearance(
+            maps[i], keys_of([i]), r, base=None if cfg.texture else base[i][None], **kwargs
+        )
+        expected = ref.appearance_params(int(keys_of(i)), r, 4, maps[i], cfg.uses_sector)
+        np.testing.assert_allclose(params, expected, rtol=1e-6, atol=1e-6)
+
+
+def test_gamma_table_matches_the_power_within_its_stated_error():
+    v = np.linspace(0, 1, 100_001)
+    for gamma in (0.5, 0.7, 1.0, 1.6, 2.5, 4.0):
+        table = k._gamma_table(np.float32(gamma))
+        s = np.sqrt(v) * k._GAMMA_STEPS
+        i = np.minimum(s.astype(int), k._GAMMA_STEPS - 1)
+        approx = table[i] + (s - i) * (table[i + 1] - table[i])
+        assert np.abs(approx - v**gamma).max() < 1.1e-4, gamma
+
+
+def test_parameters_lie_in_their_ranges():
+    maps = np.zeros((64, 48, 48), np.uint8)  # no labels: the sector is not widened
+    params = appearance(maps, keys_of(np.arange(64)), ranges(RANDOMISED), num_classes=4, modality="echo",
+                        texture=True, sector=True)[1]  # fmt: skip
+    for j, name in enumerate(RANGED):
+        lo, hi = getattr(RANDOMISED, name)
+        assert (params[:, j] >= np.float32(lo) - 1e-6).all() and (
+            params[:, j] <= np.float32(hi) + 1e-6
+        ).all(), name
+        assert params[:, j].std() > 0 or lo == hi, name
+    means = params[:, k.CLASS0 : k.CLASS0 + 4]
+    assert means.min() >= RANDOMISED.class_mean[0] and means.max() <= RANDOMISED.class_mean[1]
+    bias = params[:, k.BIAS0 : k.BIAS0 + 16]
+    assert (np.abs(bias) <= 3.47 * params[:, [k.BIAS]] + 1e-6).all()
+
+
+@pytest.mark.parametrize("spill", [0.0, 0.03])
+def test_sector_widens_until_the_labels_spill_at_most_the_drawn_share(spill):
+    maps = np.stack([heart(128, 128)] * 16)
+    maps[8:, 60:70, 2:126] = 2  # a band across the whole width: no sector of the ranges holds it
+    cfg = replace(APPEARANCE, sector_spill=(spill, spill), noise=(0.0, 0.0), bias=(0.0, 0.0), blur=(0.0, 0.0))
+    base = np.full(maps.shape, 0.8, np.float32)
+    images, params = appearance(maps, keys_of(np.arange(16)), ranges(cfg), num_classes=4, modality="echo",
+                                texture=False, sector=True, base=base)  # fmt: skip
+    for labels, image, p in zip(maps, images, params, strict=True):
+        labelled = labels > 0
+        outside = (image[labelled] < 0.4).mean()  # pixel centres outside the fan are under half covered
+        assert outside <= spill + 0.01, (outside, p[k.HALF_ANGLE])
+    assert (params[8:, k.HALF_ANGLE] > cfg.sector_half_angle[1]).all()  # widened for the band
+    if spill == 0.0:
+        assert (params[:8, k.HALF_ANGLE] >= cfg.sector_half_angle[0]).all()
+    # the fan has soft (anti-aliased) edges: partial coverage along the borders, zero far outside
+    partial = (images > 0.01) & (images < 0.79)
+    assert partial.sum(axis=(1, 2)).min() > 50
+    assert (images[:, 0, :8] == 0).all()
+
+
+def test_the_spill_follows_the_drawn_share_on_average():
+    maps = np.stack([np.roll(heart(128, 128), s, axis=1) for s in range(-20, 20, 2)])
+    images, params = appearance(maps, keys_of(np.arange(len(maps))), ranges(APPEARANCE), num_classes=4,
+                                modality="echo", texture=False, sector=True, base=np.ones(maps.shape, np.float32))  # fmt: skip
+    shares = [(im[m > 0] < 0.5).mean() for im, m in zip(images, maps, strict=True)]
+    assert max(shares) <= APPEARANCE.sector_spill[1] + 0.01
+    assert (params[:, k.HALF_ANGLE] <= 89).all()
+
+
+def test_speckle_correlates_across_more_pixels_with_depth():
+    cfg = replace(
+        RANDOMISED, class_std=(0.0, 0.0), class_mean=(0.5, 0.5), blur=(0.0, 0.0), resolution=(1.0, 1.0),
+        bias=(0.0, 0.0), noise=(1.0, 1.0), speckle_width=(0.03, 0.03), gamma=(1.0, 1.0),
+        contrast=(1.0, 1.0), brightness=(0.0, 0.0), sector=False,
+    )  # fmt: skip
+    images, _ = appearance(np.zeros((8, 128, 128), np.uint8), keys_of(np.arange(8)), ranges(cfg),
+                           num_classes=1, modality="echo", texture=True, sector=False)  # fmt: skip
+
+    def lag1(rows):
+        a = rows - rows.mean(axis=-1, keepdims=True)
+        return float((a[..., 1:] * a[..., :-1]).sum() / (a * a).sum())
+
+    near, far = lag1(images[:, 5:20]), lag1(images[:, 105:120])
+    assert far > near + 0.2, (near, far)
+
+
+def test_one_map_gives_different_images_and_the_same_key_the_same_bytes():
+    maps = np.stack([heart(64, 64)] * 16)
+    images, params = appearance(maps, keys_of(np.arange(16)), ranges(RANDOMISED), num_classes=4,
+                                modality="echo", texture=True, sector=True)  # fmt: skip
+    means = images.mean(axis=(1, 2))
+    assert means.std() > 0.03
+    assert len({im.tobytes() for im in images}) == 16
+    again, params_again = appearance(maps[::-1], keys_of(np.arange(16))[::-1], ranges(RANDOMISED),
+                                     num_classes=4, modality="echo", texture=True, sector=True)  # fmt: skip
+    np.testing.assert_array_equal(again[::-1], images)
+    np.testing.assert_array_equal(params_again[::-1], params)
+
+
+def test_nan_base_pixels_do_not_escape_the_range():
+    base = np.full((1, 32, 32), np.nan, np.float32)
+    images, _ = appearance(np.zeros((1, 32, 32), np.uint8), keys_of([0]), ranges(APPEARANCE), num_classes=4,
+                           modality="mr", texture=False, sector=False, base=base)  # fmt: skip
+    assert np.isfinite(images).all() and images.min() >= 0 and images.max() <= 1
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"keys": np.zeros(3, np.uint64)}, "one key per sample"),
+        ({"num_classes": 2}, "class indices below 2"),
+        ({"modality": "pet"}, "modality"),
+        ({"texture": False}, "base images"),
+        ({"ranges": np.zeros((3, 2))}, "ranges of shape"),
+    ],
+)
+def test_bad_arguments_are_refused(change, message):
+    args = {"keys": keys_of(np.arange(2)), "ranges": ranges(RANDOMISED), "num_classes": 4, "modality": "echo",
+            "texture": True, "sector": True}  # fmt: skip
+    args |= change
+    with pytest.raises(KernelInputError, match=message):
+        appearance(batch(2), args.pop("keys"), args.pop("ranges"), **args)
+
+
+def test_config_round_trips_and_refuses_bad_ranges():
+    config = BuildConfig(appearance={"gamma": [0.9, 1.1], "enabled": False}, randomised={"modality": "mr"})
+    assert config.appearance.gamma == (0.9, 1.1) and not config.appearance.enabled
+    assert config.appearance.contrast == APPEARANCE.contrast  # unnamed keys keep the defaults
+    assert config.randomised.texture and config.randomised.modality == "mr"
+    assert BuildConfig.from_dict(config.to_dict()) == config
+    assert config.with_overrides({"appearance": {"noise": [0.0, 0.2]}}).appearance.noise == (0.0, 0.2)
+    for bad, message in (
+        ({"gamma": [2.0, 1.0]}, "lo <= hi"),
+        ({"noise": "0.1"}, r"\[lo, hi\]"),
+        ({"modality": "xray"}, "modality"),
+        ({"speckel_width": [0, 0.1]}, "speckel_width"),
+        ({"enabled": "yes"}, "true or false"),
+    ):
+        with pytest.raises(ConfigError, match=message):
+            BuildConfig(appearance=bad)
+
+
+def test_presets_choose_the_modality():
+    from synthgen.schemas.build_config import preset_config
+
+    assert preset_config("echo").appearance.uses_sector
+    assert (
+        preset_config("sa-mr").randomised.modality == "mr"
+        and not preset_config("sa-mr").appearance.uses_sector
+    )
+    assert preset_config("ct").appearance.modality == "ct"
+    assert preset_config("echo").fixed_sector  # a drawn sector is intersected with the learned one
+    assert not BuildConfig(generator="randomised").fixed_sector  # which the randomised generator lacks
