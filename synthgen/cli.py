@@ -174,6 +174,32 @@ def verify_command(store, repair, quiet) -> None:
         sys.exit(1)
 
 
+@cli.command("convert")
+@click.argument("store")
+@click.argument("out", type=click.Path(file_okay=False))
+@click.option(
+    "--to", "to", required=True, type=click.Choice(["nnunet", "nifti", "png"]), help="Output format."
+)
+@click.option("--split", is_flag=True, help="nnunet: held-out test patients to imagesTs/labelsTs.")
+@click.option(
+    "--dataset-id", type=int, help="nnunet: write OUT/DatasetXXX_NAME (OUT is nnUNet_raw). Default: into OUT."
+)
+@click.option("--name", help="nnunet: the NAME of DatasetXXX_NAME (with --dataset-id).")
+@click.option("--overwrite", is_flag=True, help="Replace OUT if an earlier 'synthgen convert' wrote it.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def convert_command(store, out, to, split, dataset_id, name, overwrite, quiet) -> None:
+    """Convert the complete shards of STORE into an nnU-Net v2 raw dataset, NIfTI or PNG files in OUT.
+
+    Written into a scratch folder and renamed to OUT at the end: a failure leaves OUT as it was.
+    """
+    from synthgen.storage import ConvertConfig, convert_store
+
+    _use_fast_codecs()
+    config = ConvertConfig(store, out, to, split, dataset_id, name, overwrite)
+    for line in convert_store(config, progress=not quiet).lines():
+        click.echo(line)
+
+
 @cli.command("build-dataset")
 @click.option("--out", required=True, help="Output store: a path or fsspec URL (memory://, s3://...).")
 @click.option("--n", "n", type=int, default=None, help="Number of samples [default: 10000].")
@@ -418,7 +444,15 @@ def _seg_train_options(f):
         _SEED,
         click.option("--workers", "num_workers", type=int, help="DataLoader worker processes (default 0)."),
         _DEVICE,
-        click.option("--augment/--no-augment", default=True, help="Light affine + intensity augmentation."),
+        click.option(
+            "--augment",
+            type=click.Choice(["none", "light", "strong"]),
+            is_flag=False,
+            flag_value="light",
+            help="Augmentation of image and labels: none, light (small affine + intensity) or strong "
+            "(nnU-Net's set) [default: strong for train-seg, light for evaluate utility].",
+        ),
+        click.option("--no-augment", is_flag=True, hidden=True, help="Same as --augment none."),
         _THREADS,
         _PROGRESS,
     ]
@@ -427,13 +461,16 @@ def _seg_train_options(f):
     return f
 
 
-def _seg_train_config(options: dict, **fixed):
-    """A SegTrainConfig from the shared options (None = default)."""
+def _seg_train_config(options: dict, default_augment: str = "strong", **fixed):
+    """A SegTrainConfig from the shared options (None = default; ``--augment`` else ``default_augment``)."""
     from synthgen.models import SegModelConfig
-    from synthgen.trainers import SegAugment, SegTrainConfig
+    from synthgen.trainers import SegTrainConfig, seg_augment
 
     model = {k: options.pop(k) for k in ("arch", "width", "depth")}
-    augment = SegAugment() if options.pop("augment") else None
+    level, no_augment = options.pop("augment"), options.pop("no_augment")
+    if no_augment and level not in (None, "none"):
+        raise click.UsageError(f"Expected --no-augment or --augment {level}. Got both.")
+    augment = seg_augment("none" if no_augment else level or default_augment)
     model_cfg = SegModelConfig(**{k: v for k, v in model.items() if v is not None})
     given = {k: v for k, v in options.items() if v is not None}
     return SegTrainConfig(model=model_cfg, augment=augment, **(given | fixed))
@@ -442,22 +479,47 @@ def _seg_train_config(options: dict, **fixed):
 @cli.command("train-seg")
 @click.argument("train")
 @click.argument("out_dir")
-@click.option("--val", required=True, help="Validation store (real images) for best-checkpoint selection.")
+@click.option(
+    "--split",
+    type=click.Choice(["train", "all"]),
+    default="train",
+    show_default=True,
+    help="Of the real training stores: 'train' leaves out the test patients (number % 10 == 0).",
+)
+@click.option(
+    "--val",
+    default="",
+    help="Validation STORE[:split], split val|train|all (default: val for a training store, else all). "
+    "Default: the validation patients (number % 10 == 5) of the first real store of TRAIN. Validation "
+    "samples of a training store are left out of training.",
+)
 @click.option("--val-limit", type=int, help="Validate on the first N samples only.")
 @click.option("--overwrite", is_flag=True, help="Replace a segmenter already in OUT_DIR.")
 @_seg_train_options
-def train_seg_command(train, out_dir, val, val_limit, overwrite, progress, **options) -> None:
+def train_seg_command(train, out_dir, split, val, val_limit, overwrite, progress, **options) -> None:
     """Train a segmenter on TRAIN (a store, or a mix 'real.zarr:0.3,synth.zarr:0.7'); results in OUT_DIR.
 
-    OUT_DIR/best and OUT_DIR/last hold segmenter.safetensors + segmenter.json; log.csv, log.json and
-    curves.png hold the loss and validation Dice curves.
+    Real stores are split by patient (a store without patient metadata by sample index, with a note);
+    synthetic stores (build-dataset) are read whole. OUT_DIR/best and OUT_DIR/last hold
+    segmenter.safetensors + segmenter.json + splits.json (what it trained and validated on); log.csv,
+    log.json and curves.png hold the loss and validation Dice curves.
     """
     from synthgen.trainers import train_seg
 
+    def note(message: str) -> None:
+        click.echo(f"synthgen: note: {message}", err=True)
+
     _use_fast_codecs()
-    config = _seg_train_config(options, train=train, val=val, out_dir=out_dir, val_limit=val_limit)
-    result = train_seg(config, progress=progress, overwrite=overwrite)
+    config = _seg_train_config(
+        options, train=train, val=val, out_dir=out_dir, val_limit=val_limit, split=split
+    )
+    result = train_seg(config, progress=progress, overwrite=overwrite, notify=note)
     dice = result.best_metrics.get("val_dice_mean", float("nan"))
+    data = result.splits
+    seen = ", ".join(
+        f"{s.url} ({'whole' if s.by == 'whole' else s.split}: {s.n} samples)" for s in data.train
+    )
+    click.echo(f"Trained on {seen}; validated on {data.val.url} ({data.val.split}: {data.val.describe()}).")
     click.echo(
         f"Trained {config.model.arch} for {result.steps} steps in {result.seconds:.1f} s; best validation "
         f"mean Dice {dice:.4f} at step {result.best_step}, saved in {result.best}."
@@ -475,21 +537,31 @@ def evaluate_group() -> None:
 @click.option("--out", "out_dir", help="Write per_sample.csv, summary.json and summary.md here.")
 @click.option(
     "--split",
-    type=click.Choice(["all", "train", "test"]),
+    type=click.Choice(["all", "train", "val", "test"]),
     default="all",
     show_default=True,
-    help="'test': the held-out test patients only.",
+    help="'test': the held-out test patients only (number % 10 == 0; by sample index without patients).",
 )
 @click.option("--spacing", type=(float, float), help="Pixel size (row, col) in mm [default: the store's].")
 @click.option("--limit", type=int, help="First N samples only.")
+@click.option(
+    "--strict", is_flag=True, help="Refuse samples the segmenter trained or validated on (else a warning)."
+)
 @_THREADS
-def evaluate_seg_command(checkpoint, store, out_dir, split, spacing, limit) -> None:
-    """Score the segmenter CHECKPOINT on STORE: Dice, IoU, Hausdorff, HD95, ASSD per class."""
+def evaluate_seg_command(checkpoint, store, out_dir, split, spacing, limit, strict) -> None:
+    """Score the segmenter CHECKPOINT on STORE: Dice, IoU, Hausdorff, HD95, ASSD per class.
+
+    Warns (stderr and summary.json) where the checkpoint's splits.json shows it trained or validated on
+    evaluated samples."""
 
     from synthgen.evaluation import evaluate_segmentation, seg_table
 
     _use_fast_codecs()
-    result = evaluate_segmentation(checkpoint, store, out_dir, split=split, spacing=spacing, limit=limit)
+    result = evaluate_segmentation(
+        checkpoint, store, out_dir, split=split, spacing=spacing, limit=limit, strict=strict
+    )
+    if result.seen is not None and result.seen.warning:
+        click.echo(f"synthgen: warning: {result.seen.warning}", err=True)
     click.echo(seg_table(result))
 
 
@@ -497,7 +569,9 @@ def evaluate_seg_command(checkpoint, store, out_dir, split, spacing, limit) -> N
 @click.argument("synth")
 @click.argument("real")
 @click.option(
-    "--segmenter", required=True, help="train-seg checkpoint trained on REAL: features + adherence."
+    "--segmenter",
+    required=True,
+    help="train-seg checkpoint trained on REAL: features + adherence (one trained on SYNTH is refused).",
 )
 @click.option("--out", "out_dir", help="Write realism.json, memorisation.csv, closest_pairs.png here.")
 @click.option("--real-split", default="train", show_default=True, help="Real images the generator saw.")
@@ -540,7 +614,9 @@ def evaluate_utility_command(real, out_dir, synth, arms, synth_share, progress, 
 
     _use_fast_codecs()
 
-    train = _seg_train_config(options, train="", val="", out_dir="", device=options.get("device") or "cpu")
+    train = _seg_train_config(  # light unless --augment: the augmentation of bench/results/utility.md
+        options, "light", train="", val="", out_dir="", device=options.get("device") or "cpu"
+    )
     chosen = tuple(a.strip() for a in arms.split(",")) if arms else ()
     config = UtilityConfig(real, out_dir, synth, chosen, synth_share=synth_share, train=train)
     table, _ = run_utility(config, progress=progress)

@@ -272,6 +272,7 @@ def test_training_stops_at_the_first_non_finite_loss_and_saves_nothing(tmp_path)
     val = float_store(tmp_path / "v.zarr", nan_at=None)
     assert "1 NaN or infinite image value(s)" in run("inspect", train).output  # inspect shows it
     args = ["train-seg", train, tmp_path / "run", "--val", val, "--steps", "4", "--batch-size", "16"]
+    args += ["--split", "all"]  # every sample (a by-sample split would hold out sample 0)
     one_error_line(
         run(*args, "--width", "4", "--depth", "2", "--image-size", "32", "32", "--no-progress"), "finite"
     )

@@ -5,7 +5,8 @@ segmenter trained on the real domain (no ImageNet weights can be downloaded here
 Inception network is not an option: the features are a documented choice and figures are comparable
 only between runs that use the same feature checkpoint), label adherence (Dice of that frozen
 segmenter on the synthetic images against their own labels) and a memorisation check (nearest real
-training image of every synthetic image).
+training image of every synthetic image). A segmenter whose training data included the judged store
+is refused (:func:`check_not_trained_on`): it would flatter that store.
 
 Against real pairs (:func:`compare_with_real`): for each held-out real pair, generate an image from its
 label map and compare it with the real image: SSIM (Wang et al. 2004: Gaussian window, sigma 1.5) and
@@ -39,7 +40,7 @@ from synthgen.evaluation.segmentation import (
 from synthgen.inference import open_generator
 from synthgen.kernels import from_unit, resize_images
 from synthgen.models import SegmenterSpec, load_segmenter
-from synthgen.storage import StoreReader, atomic_write, split_indices
+from synthgen.storage import RunSplits, StoreReader, atomic_write, select_split, split_indices
 from synthgen.trainers import load_training_pairs, sample_grid, save_png
 
 
@@ -152,12 +153,28 @@ class RealismConfig:
         return dict(self.__dict__)
 
 
+def check_not_trained_on(checkpoint: str, spec: SegmenterSpec, judged: StoreReader) -> None:
+    """A :class:`ConfigError` where the segmenter's training data (its ``splits.json``, or the stores
+    its config names) included samples of the judged store: its features and its label adherence
+    would flatter that store."""
+    record = RunSplits.read(checkpoint, spec.train_config)
+    if record is None:
+        return
+    store = select_split(judged, "all")
+    if any(seen.covers(store).any() for seen in record.train):
+        raise ConfigError(
+            f"Expected a segmenter that never trained on the judged store {judged.url}. Got {checkpoint}, "
+            "whose training data included it: train one on the real store only (train-seg REAL)."
+        )
+
+
 def evaluate_realism(cfg: RealismConfig) -> dict[str, Any]:
     """FID, KID, label adherence and the memorisation check; writes realism.json and friends to out_dir."""
     model, spec = load_segmenter(cfg.segmenter)
     synth, real = StoreReader(cfg.synth), StoreReader(cfg.real)
     for reader in (synth, real):
         check_store_for(spec, reader)
+    check_not_trained_on(cfg.segmenter, spec, synth)
     synth_idx = synth.available_indices()[: cfg.limit]
     train_idx = split_indices(real, cfg.real_split)
     if synth_idx.size < 2 or train_idx.size < 2:

@@ -1,7 +1,11 @@
 """``synthgen evaluate seg``: a trained segmenter (``train-seg`` checkpoint) predicts every sample of a store (or of
 its held-out ``test`` patients, :func:`~synthgen.storage.splits.split_indices`) at its training size;
 the logits are upsampled bilinearly to the store's own size and compared there with the stored labels
-(:mod:`synthgen.evaluation.metrics`). Distances are in mm where the spacing is known (``--spacing`` or the
+(:mod:`synthgen.evaluation.metrics`). A store without patient metadata is split by sample index (the same
+rule, :func:`~synthgen.storage.splits.select_split`). Where the checkpoint's ``splits.json`` (written by
+``train-seg``) shows that it trained or validated on evaluated samples (the same patients of the same
+store, or of a store cut from the same one), the result says so (``seen``, ``summary.json``), and
+``strict`` refuses. Distances are in mm where the spacing is known (``--spacing`` or the
 store's ``spacing`` attribute), in pixels of the store otherwise. Outputs: ``per_sample.csv``,
 ``summary.json`` and ``summary.md`` (median, mean, 2.5-97.5 percentiles, bootstrap 95% interval of the
 mean, per class and metric).
@@ -24,7 +28,7 @@ from synthgen.evaluation.metrics import METRICS, class_metrics, summarize
 from synthgen.kernels import resize_images
 from synthgen.models import SegmenterSpec, load_segmenter
 from synthgen.schemas import label_lut
-from synthgen.storage import StoreReader, atomic_write, split_indices
+from synthgen.storage import RunSplits, StoreReader, StoreSplit, atomic_write, select_split
 
 META_COLUMNS = ("patient", "view", "phase")
 
@@ -95,11 +99,47 @@ def read_meta_column(reader: StoreReader, name: str) -> np.ndarray:
 
 
 @dataclass(frozen=True)
+class SeenSamples:
+    """Evaluated samples the segmenter trained or validated on, by its checkpoint's ``splits.json``."""
+
+    trained: int
+    validated: int
+    message: str  # which were seen, one line; "" where none
+
+    @property
+    def warning(self) -> str:
+        return f"{self.message}: these scores are not held out." if self.message else ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"trained": self.trained, "validated": self.validated, "warning": self.warning or None}
+
+
+def seen_samples(checkpoint: str | Path, spec: SegmenterSpec, evaluated: StoreSplit) -> SeenSamples | None:
+    """Which of the ``evaluated`` samples the segmenter at ``checkpoint`` trained or validated on;
+    None where the checkpoint records neither its splits nor its stores."""
+    record = RunSplits.read(checkpoint, spec.train_config)
+    if record is None:
+        return None
+    trained, validated = record.overlap(evaluated)
+    seen = trained | validated
+    if not seen.any():
+        return SeenSamples(0, 0, "")
+    parts = [f"trained on {evaluated.describe(trained)}"] * bool(trained.any())
+    parts += [f"validated on {evaluated.describe(validated)}"] * bool(validated.any())
+    message = (
+        f"{int(seen.sum())} of the {evaluated.n} evaluated samples of {evaluated.url} (split "
+        f"{evaluated.split!r}) were seen by the segmenter ({'; '.join(parts)})"
+    )
+    return SeenSamples(int(trained.sum()), int(validated.sum()), message)
+
+
+@dataclass(frozen=True)
 class SegEvaluation:
     rows: list[dict[str, Any]]  # one per sample
     summary: dict[str, dict[str, dict[str, float]]]  # class -> metric -> statistic
     unit: str
     n: int
+    seen: SeenSamples | None = None  # None: the checkpoint records no training data
 
 
 def segmentation_rows(
@@ -140,20 +180,27 @@ def evaluate_segmentation(
     split: str = "all",
     spacing: Sequence[float] | None = None,
     limit: int | None = None,
+    strict: bool = False,
 ) -> SegEvaluation:
-    """Score a segmenter checkpoint on ``split`` of ``store``; write the CSV and summaries to ``out_dir``."""
+    """Score a segmenter checkpoint on ``split`` of ``store``; write the CSV and summaries to ``out_dir``.
+    With ``strict``, evaluated samples the segmenter trained or validated on are an error."""
     model, spec = load_segmenter(checkpoint)
     reader = StoreReader(store)
-    indices = split_indices(reader, split)[:limit]
-    if indices.size == 0:
+    chosen = select_split(reader, split).head(limit)
+    if chosen.n == 0:
         raise StoreError(f"Expected samples in split {split!r} of {store}. Found none.")
-    sp, unit = resolve_spacing(reader, spacing)
-    rows = segmentation_rows(model, spec, reader, indices, sp)
-    result = SegEvaluation(rows, summarize_rows(rows, spec.schema.names), unit, len(rows))
-    if out_dir is not None:
-        write_seg_outputs(
-            Path(out_dir), result, {"checkpoint": str(checkpoint), "store": store, "split": split}
+    seen = seen_samples(checkpoint, spec, chosen)
+    if strict and seen is not None and seen.message:
+        raise ConfigError(
+            f"Expected samples the segmenter never saw (--strict). Got {seen.message}: evaluate "
+            "--split test, or another store."
         )
+    sp, unit = resolve_spacing(reader, spacing)
+    rows = segmentation_rows(model, spec, reader, chosen.indices, sp)
+    result = SegEvaluation(rows, summarize_rows(rows, spec.schema.names), unit, len(rows), seen)
+    if out_dir is not None:
+        context = {"checkpoint": str(checkpoint), "store": store, "split": split}
+        write_seg_outputs(Path(out_dir), result, context)
     return result
 
 
@@ -184,6 +231,8 @@ def seg_table(result: SegEvaluation) -> str:
 def write_seg_outputs(out: Path, result: SegEvaluation, context: dict[str, Any]) -> None:
     out.mkdir(parents=True, exist_ok=True)
     write_csv(out / "per_sample.csv", result.rows)
-    payload = context | {"n": result.n, "distance_unit": result.unit, "summary": result.summary}
+    seen = result.seen.to_dict() if result.seen is not None else None
+    payload = context | {"n": result.n, "distance_unit": result.unit, "seen_by_segmenter": seen}
+    payload |= {"summary": result.summary}
     atomic_write(out / "summary.json", json.dumps(payload, indent=1) + "\n")
     atomic_write(out / "summary.md", seg_table(result) + "\n")

@@ -42,10 +42,11 @@ from synthgen.storage import (
     store_exists,
     store_patients,
 )
-from synthgen.trainers import SegTrainConfig, train_seg
+from synthgen.trainers import SegTrainConfig, seg_augment, train_seg
 
 ARMS = ("real", "synthetic", "real+synthetic", "real10+synthetic", "real25+synthetic", "real10", "real25")
 REAL_ARMS = ("real", "real10", "real25")
+UTILITY_AUGMENT = "light"  # every arm's augmentation unless one is given (bench/results/utility.md)
 TABLE_METRICS = (("dice", "Dice"), ("hd95", "HD95"), ("assd", "ASSD"))
 
 
@@ -59,7 +60,9 @@ class UtilityConfig:
     val_fraction: float = 0.10
     synth_share: float = 0.5
     train: SegTrainConfig = field(
-        default_factory=lambda: SegTrainConfig(train="", val="", out_dir="", steps=1000, val_every=100)
+        default_factory=lambda: SegTrainConfig(
+            train="", val="", out_dir="", steps=1000, val_every=100, augment=seg_augment(UTILITY_AUGMENT)
+        )
     )
 
     def __post_init__(self) -> None:
@@ -187,8 +190,9 @@ def _read_summary(path: Path) -> dict[str, Any]:
 def run_arm(arm: str, urls: Mapping[str, str], cfg: UtilityConfig, progress: bool) -> dict[str, Any]:
     folder = Path(cfg.out_dir) / "arms" / arm.replace("+", "_plus_")
     done = folder / "eval" / "summary.json"
+    # the split stores are already disjoint by patient: each is read whole (split 'all', val ':all')
     train_cfg = dataclasses.replace(
-        cfg.train, train=arm_mix(arm, urls, cfg), val=urls["val"], out_dir=str(folder)
+        cfg.train, train=arm_mix(arm, urls, cfg), val=f"{urls['val']}:all", split="all", out_dir=str(folder)
     )
     config_json = json.loads(json.dumps(train_cfg.to_dict()))
     previous = _read_summary(done)
@@ -240,7 +244,9 @@ def run_utility(cfg: UtilityConfig, *, progress: bool = True) -> tuple[str, dict
     return table, report
 
 
-def default_train_config(**overrides: Any) -> SegTrainConfig:
-    """The CPU budget of the README table: U-Net width 16, depth 4, 64 x 64, batch 16, 1000 steps."""
+def default_train_config(augment: str = UTILITY_AUGMENT, **overrides: Any) -> SegTrainConfig:
+    """The CPU budget of the README table: U-Net width 16, depth 4, 64 x 64, batch 16, 1000 steps, and
+    the ``augment`` level (``light`` unless given)."""
     base = {"train": "", "val": "", "out_dir": "", "model": SegModelConfig("unet", 16, 4), "device": "cpu"}
+    base["augment"] = seg_augment(augment)
     return SegTrainConfig(**(base | {k: v for k, v in overrides.items() if v is not None}))

@@ -10,14 +10,13 @@ One kernel serves both. Per sample, from a 64-bit ``key`` and the ranges of an
    then the far boundary by factors of 1.02) until at most the drawn ``sector_spill`` share of the
    labelled pixels lies outside it (CAMUS labels reach a little past the fan: 1.9% of each image's
    labelled pixels on average).
-2. **Image** (:func:`render_appearance`), in float32, in this order:
-   base (each class's mean plus its standard deviation times pixel noise, or the input image);
-   echo speckle (multiplicative, Rayleigh-like amplitudes interpolated across nodes that spread apart
-   with depth);
-   Gaussian blur (per axis); resolution loss (anti-aliasing blur, linear down- and up-sampling, per
-   axis, for factors of 1.25 and more); smooth
-   multiplicative bias field; MR Rician or CT Gaussian noise; clip to [0, 1], gamma, contrast and
-   brightness about 0.5 (gamma tabulated over sqrt(v), interpolated), clip; for echo, the anti-aliased sector (pixel coverage of the fan).
+2. **Image** (:func:`render_appearance`), in float32, in this order: base (each class's mean plus its
+   standard deviation times pixel noise, or the input image); echo speckle (multiplicative,
+   Rayleigh-like amplitudes interpolated across nodes that spread apart with depth); Gaussian blur
+   (per axis); resolution loss (anti-aliasing blur, linear down- and up-sampling, per axis, for
+   factors of 1.25 and more); a smooth multiplicative bias field; MR Rician or CT Gaussian noise; clip
+   to [0, 1], gamma (tabulated over sqrt(v), interpolated), contrast and brightness about 0.5, clip;
+   for echo, the anti-aliased sector (each pixel's coverage of the fan).
 
 Pixel noise is a standard-normal approximation from one counter hash per value (the Irwin-Hall sum
 of four 16-bit uniforms, rescaled: mean 0, variance 1, tails bounded at 3.46): the noise of a sample
@@ -49,7 +48,7 @@ BIAS0 = N_RANGED
 CLASS0 = BIAS0 + BIAS_GRID * BIAS_GRID
 
 # counter streams of the hash: parameters, then one per kind of pixel noise
-_PARAMS, _TEXTURE, _SPECKLE_A, _SPECKLE_B, _NOISE_A, _NOISE_B = range(6)
+_PARAMS, _TEXTURE, _SPECKLE_A, _SPECKLE_B, _NOISE_A, _NOISE_B = range(6)  # _SPECKLE_B: unused, reserved
 _STREAM = np.uint64(1 << 40)
 _U16 = np.float32(1.0 / 65536.0)
 _SQRT3 = np.float32(math.sqrt(3.0))

@@ -1,5 +1,6 @@
 """L2: the Zarr store (writer, reader) and its integrity (leases, atomic writes, digests, verify),
-ingestion with its readers and folder layouts, patient splits, the streaming loader, summary and preview.
+ingestion with its readers and folder layouts, patient splits, the streaming loader, the store for other
+tools (open_store, dask arrays, a map-style Dataset), summary and preview.
 
 Other packages import these names from here, never from the modules (the layer contract in the README)."""
 
@@ -23,6 +24,9 @@ _EXPORTS = {
     "verify_store": "verify",
     "VerifyReport": "verify",
     "check_shard": "verify",
+    "ConvertConfig": "convert",
+    "ConvertResult": "convert",
+    "convert_store": "convert",
     "IngestConfig": "ingestion",
     "DEFAULT_PATTERNS": "layouts",
     "ingest": "ingestion",
@@ -38,7 +42,14 @@ _EXPORTS = {
     "read_volume": "readers",
     "is_test_patient": "splits",
     "split_indices": "splits",
+    "select_split": "splits",
+    "RunSplits": "splits",
+    "StoreSplit": "splits",
     "store_patients": "splits",
+    "StoreContents": "dataset",
+    "StoreDataset": "dataset",
+    "open_store": "dataset",
+    "dimension_names": "store",
     "StoreReader": "store",
     "StoreWriter": "store",
     "delete_store": "store",

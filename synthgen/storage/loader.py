@@ -88,6 +88,7 @@ class LoaderConfig:
     rank: int = 0  # this process among world_size distributed ranks
     world_size: int = 1
     include_flagged: bool = False  # also serve samples whose gate attempts ran out (meta/plausibility != 0)
+    channel_first_labels: bool = False  # labels as int64 (B, 1, H, W), as MONAI's losses take them
 
     def __post_init__(self) -> None:
         for name in ("batch_size", "block_size", "window"):
@@ -270,7 +271,8 @@ def _is_list_of_subsets(indices) -> bool:
 class StoreStream(IterableDataset):
     """Yields batches ``{"image": float32 (B, C, H, W) in [0, 1], "label": uint8 (B, H, W), ...}``.
 
-    Labels stay uint8 (8x less to move between processes than int64): call ``.long()`` for a loss.
+    Labels stay uint8 (8x less to move between processes than int64): call ``.long()`` for a loss, or
+    set ``config.channel_first_labels`` for int64 (B, 1, H, W) labels (MONAI's convention).
 
     Images are scaled from each store's intensity convention (``low``..``high``) to [0, 1]. With
     ``schema`` given, labels of every store are remapped to it by class name (``config.drop_unmatched``
@@ -446,6 +448,8 @@ class StoreStream(IterableDataset):
             images, labels = self.augment(images, labels, rng)
         if images.ndim == 3:
             images = images[:, None]
+        if self.config.channel_first_labels:
+            labels = labels[:, None].astype(np.int64)
         return {
             "image": torch.from_numpy(np.ascontiguousarray(images)),
             "label": torch.from_numpy(np.ascontiguousarray(labels)),

@@ -123,9 +123,29 @@ def delete_store(url: str) -> None:
     StoreFiles(url).remove("", recursive=True)
 
 
+SAMPLE_DIM = "sample"  # the first dimension of every array
+
+
+def dimension_names(layout: StoreLayout) -> dict[str, tuple[str, ...]]:
+    """The named dimensions of each array of a store, as its ``dimension_names`` record them (xarray
+    reads them): ``images`` ``(sample, y, x)`` or ``(sample, channel, y, x)``, ``labels``
+    ``(sample, y, x)``, and ``meta/<name>`` ``(sample, <name>_param)`` (``<name>_param<i>`` for each
+    axis where a field has several). Stores written before synthgen recorded them read the same."""
+    names = {
+        "images": (SAMPLE_DIM, *(("channel",) if len(layout.image_shape) == 3 else ()), "y", "x"),
+        "labels": (SAMPLE_DIM, "y", "x"),
+    }
+    for m in layout.meta:
+        extra = (
+            [f"{m.name}_param"] if len(m.shape) == 1 else [f"{m.name}_param{i}" for i in range(len(m.shape))]
+        )
+        names[f"meta/{m.name}"] = (SAMPLE_DIM, *extra)
+    return names
+
+
 def _array_specs(layout: StoreLayout) -> dict[str, dict[str, Any]]:
     s, c = layout.shard_size, layout.chunk_size
-    specs = {
+    specs: dict[str, dict[str, Any]] = {
         "images": {
             "shape": (layout.n, *layout.image_shape),
             "dtype": layout.image_dtype,
@@ -150,6 +170,8 @@ def _array_specs(layout: StoreLayout) -> dict[str, dict[str, Any]]:
             "shards": None,
             "compressors": ZstdCodec(level=COMPRESSION_LEVEL, checksum=True),
         }
+    for name, dims in dimension_names(layout).items():
+        specs[name]["dimension_names"] = dims
     return specs
 
 
@@ -371,6 +393,15 @@ class StoreReader:
         """Number of samples in complete shards."""
         return int(sum(b - a for a, b in map(self.layout.shard_bounds, self.complete_shards)))
 
+    def array(self, name: str) -> zarr.Array:
+        """The Zarr array ``name`` (``images``, ``labels`` or ``meta/<field>``) as it is, read-only: it
+        spans every sample, also those of shards that are not complete (fill value or torn data), and
+        its reads skip the checks this reader makes. Index it with :meth:`available_indices`."""
+        try:
+            return self._arrays[name]
+        except KeyError:
+            raise KeyError(f"Expected an array in {sorted(self._arrays)}. Got {name!r} instead.") from None
+
     def available_indices(self) -> np.ndarray:
         """Sample indices that lie in complete shards, ascending."""
         parts = [np.arange(*self.layout.shard_bounds(k)) for k in self.complete_shards]
@@ -418,6 +449,10 @@ class StoreReader:
     def read_block(self, start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
         """Images and labels of samples ``start`` to ``stop`` (all in complete shards)."""
         return self._read("images", start, stop), self._read("labels", start, stop)
+
+    def read_images(self, start: int, stop: int) -> np.ndarray:
+        """Images only of samples ``start`` to ``stop`` (all in complete shards)."""
+        return self._read("images", start, stop)
 
     def read_labels(self, start: int, stop: int) -> np.ndarray:
         """Labels only of samples ``start`` to ``stop`` (all in complete shards)."""

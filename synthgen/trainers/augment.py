@@ -9,6 +9,10 @@ Images are resampled bilinearly (outside -> 0, black), label maps by nearest nei
 background), so a label map only ever holds values it held before. The ranges are an
 :class:`AugmentConfig`; :class:`SegAugment` (the segmenter trainer) and :class:`GanAugment` (the GAN
 trainer) are the same config with their own defaults.
+
+``train-seg --augment`` chooses one of :data:`AUGMENT_LEVELS`: ``none``, ``light`` (:class:`SegAugment`)
+or ``strong`` (:class:`~synthgen.trainers.augment_strong.StrongAugment`, nnU-Net's set);
+:func:`sample_params` and :func:`apply` serve both sets, dispatching on the config and parameter types.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ import torch.nn.functional as F
 
 from synthgen.errors import ConfigError
 from synthgen.schemas import parse_float, parse_mapping, reject_unknown_keys
+from synthgen.trainers.augment_strong import StrongAugment, StrongParams, apply_strong, sample_strong_params
 
 # the upper bound of each range (all lower bounds are 0, which turns that part off)
 _LIMITS = {"rotation": 180.0, "scale": 0.9, "shift": 1.0, "gamma": 2.0, "contrast": 1.0, "brightness": 1.0}
@@ -133,8 +138,11 @@ def _uniform(rng: np.random.Generator | torch.Generator, shape: tuple[int, int])
     )
 
 
-def sample_params(rng: np.random.Generator | torch.Generator, n: int, config: AugmentConfig) -> AugmentParams:
-    """Draw the parameters of ``n`` samples from ``rng`` (seven draws per sample, in a fixed order)."""
+def sample_params(rng: np.random.Generator | torch.Generator, n: int, config: AugmentConfig | StrongAugment):
+    """Draw the parameters of ``n`` samples from ``rng`` (seven draws per sample, in a fixed order);
+    a :class:`StrongAugment` gives :class:`StrongParams` (:func:`sample_strong_params`)."""
+    if isinstance(config, StrongAugment):
+        return sample_strong_params(rng, n, config)
     u = _uniform(rng, (n, 7))
     return AugmentParams(
         angle=np.radians(config.rotation) * u[:, 0],
@@ -146,12 +154,15 @@ def sample_params(rng: np.random.Generator | torch.Generator, n: int, config: Au
     )
 
 
-def apply(images: Arrays, labels: Arrays, params: AugmentParams) -> tuple[Arrays, Arrays]:
+def apply(images: Arrays, labels: Arrays, params: AugmentParams | StrongParams) -> tuple[Arrays, Arrays]:
     """Apply ``params`` to images (N, H, W) or (N, C, H, W) in [0, 1] and integer label maps (N, H, W).
 
     A NumPy array in gives a NumPy array out; a tensor gives a tensor on the same device. Inputs are not
     modified. The image stays in [0, 1]; the label map keeps its dtype and only values it held (or 0).
+    :class:`StrongParams` go to :func:`apply_strong`.
     """
+    if isinstance(params, StrongParams):
+        return apply_strong(images, labels, params)
     x = torch.from_numpy(images) if isinstance(images, np.ndarray) else images
     y = torch.from_numpy(labels) if isinstance(labels, np.ndarray) else labels
     n, (h, w) = len(x), y.shape[-2:]
@@ -179,3 +190,45 @@ def apply(images: Arrays, labels: Arrays, params: AugmentParams) -> tuple[Arrays
     x_out, y_out = warped.reshape(x.shape).to(x.dtype), y_out.round_().to(y.dtype)
     x_out = x_out.numpy() if isinstance(images, np.ndarray) else x_out
     return x_out, y_out.numpy() if isinstance(labels, np.ndarray) else y_out
+
+
+AUGMENT_LEVELS = ("none", "light", "strong")
+SegAugmentation = SegAugment | StrongAugment | None  # what train-seg's config holds: one per level
+
+
+def seg_augment(level: str) -> SegAugmentation:
+    """The augmentation of a ``train-seg --augment`` level, with its default ranges."""
+    if level not in AUGMENT_LEVELS:
+        raise ConfigError(f"Expected an augmentation level in {list(AUGMENT_LEVELS)}. Got {level!r} instead.")
+    return {"none": None, "light": SegAugment(), "strong": StrongAugment()}[level]
+
+
+def augment_level(augment: SegAugmentation) -> str:
+    """``none``, ``light`` or ``strong``: the level of an augmentation (whatever its ranges)."""
+    if augment is None:
+        return "none"
+    if isinstance(augment, StrongAugment):
+        return "strong"
+    if isinstance(augment, AugmentConfig):
+        return "light"
+    raise ConfigError(
+        f"Expected a SegAugment, a StrongAugment or None. Got {type(augment).__name__} instead."
+    )
+
+
+def augment_to_dict(augment: SegAugmentation) -> dict[str, Any]:
+    """``{"level": ..., **ranges}``: what a segmenter's spec records of the augmentation that trained it."""
+    return {"level": augment_level(augment)} | (augment.to_dict() if augment is not None else {})
+
+
+def augment_from_dict(data: Mapping[str, Any] | None) -> SegAugmentation:
+    """Inverse of :func:`augment_to_dict`. Configs written before levels were recorded hold None (no
+    augmentation) or the light ranges without a level."""
+    if data is None:
+        return None
+    data = dict(parse_mapping(data, "augmentation config"))
+    level = data.pop("level", "light")
+    if level == "none" and data:
+        raise ConfigError(f"Expected no augmentation ranges with level 'none'. Got {sorted(data)} instead.")
+    augment = seg_augment(level)
+    return None if augment is None else type(augment).from_dict(data)

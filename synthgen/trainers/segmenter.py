@@ -2,11 +2,19 @@
 
 Training batches stream from one store or a mix (``real.zarr:0.3,synth.zarr:0.7``) through
 :class:`~synthgen.storage.loader.StoreStream`, every store resized to ``image_size`` (images bilinear,
-labels nearest) and lightly augmented on the fly
-(:class:`~synthgen.trainers.augment.SegAugment`). Loss: cross-entropy + soft Dice.
-Every ``val_every`` steps the model is scored on the validation store (mean foreground Dice at the
+labels nearest) and augmented on the fly, the same transform for image and labels: ``augment`` is None,
+the light :class:`~synthgen.trainers.augment.SegAugment` or the strong (nnU-Net's set, the default)
+:class:`~synthgen.trainers.augment_strong.StrongAugment`; the spec records its level and ranges.
+Loss: cross-entropy + soft Dice.
+Splits (:mod:`synthgen.storage.splits`): the real stores of the mix are read with ``split`` ('train':
+the test patients left out, as the generative trainers do; 'all'); a real store without patient
+metadata is split by sample index with a note; a synthetic store (build-dataset output) is read whole.
+Validation (``val``, ``STORE[:split]``; default: the validation patients of the first real store of
+the mix) is left out of training where it comes from a training store, and 'test' is refused.
+Every ``val_every`` steps the model is scored on the validation samples (mean foreground Dice at the
 training size); the best so far goes to ``OUT_DIR/best`` and the latest to ``OUT_DIR/last``
-(``segmenter.safetensors`` + ``segmenter.json``). ``log.csv`` / ``log.json`` hold the curves and
+(``segmenter.safetensors`` + ``segmenter.json`` + ``splits.json``: the stores, their hashes, splits and
+the sample indices and patients trained and validated on). ``log.csv`` / ``log.json`` hold the curves and
 ``curves.png`` plots them.
 """
 
@@ -18,7 +26,7 @@ import json
 import math
 import shutil
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,28 +47,42 @@ from synthgen.models import (
     save_segmenter,
 )
 from synthgen.schemas import LabelSchema, label_lut
-from synthgen.storage import LoaderConfig, StoreStream, atomic_write, make_loader
-from synthgen.trainers.augment import SegAugment
+from synthgen.storage import (
+    LoaderConfig,
+    RunSplits,
+    StoreReader,
+    StoreSplit,
+    StoreStream,
+    atomic_write,
+    make_loader,
+    parse_mix,
+    select_split,
+)
+from synthgen.trainers.augment import SegAugmentation, augment_from_dict, augment_level, augment_to_dict
+from synthgen.trainers.augment_strong import StrongAugment
 from synthgen.trainers.runs import check_finite, replace_folder, resolve_device, seeded
 
 PLOT_EVERY = 10  # redraw curves.png every this many validations (and at the end): a plot costs ~0.5 s
+TRAIN_SPLITS = ("train", "all")
+VAL_SPLITS = ("val", "train", "all")  # never 'test': validation picks the checkpoint
 
 
 @dataclass(frozen=True)
 class SegTrainConfig:
     train: str  # one store or a mix "a.zarr:0.3,b.zarr:0.7"
-    val: str  # a real store
+    val: str  # "STORE[:split]"; "": the validation patients of the first real store of the mix
     out_dir: str
     model: SegModelConfig = field(default_factory=SegModelConfig)
     image_size: tuple[int, int] = (64, 64)
     batch_size: int = 16
     steps: int = 1000
     val_every: int = 100
-    val_limit: int | None = None  # validate on the first N samples of the validation store
+    val_limit: int | None = None  # validate on the first N samples of the validation split
+    split: str = "train"  # of the real training stores: "train" (no test patients) or "all"
     lr: float = 2e-3
     weight_decay: float = 1e-4
     dice_weight: float = 1.0  # loss = cross-entropy + dice_weight * soft Dice
-    augment: SegAugment | None = field(default_factory=SegAugment)
+    augment: SegAugmentation = field(default_factory=StrongAugment)  # None, light or strong
     seed: int = 0
     num_workers: int = 0
     block_size: int = 32
@@ -78,12 +100,21 @@ class SegTrainConfig:
             )
         if not self.lr > 0:
             raise ConfigError(f"Expected a positive learning rate. Got {self.lr} instead.")
+        if self.split not in TRAIN_SPLITS:
+            raise ConfigError(f"Expected a training split in {TRAIN_SPLITS}. Got {self.split!r} instead.")
+        val_split = parse_val(self.val)[1]
+        if val_split == "test":
+            raise ConfigError(
+                f"Expected a validation split in {VAL_SPLITS}. Got 'test' in {self.val!r}: the test patients "
+                "stay unseen until evaluation; validate on STORE:val."
+            )
+        augment_level(self.augment)  # a ConfigError for anything but None, light or strong
 
     def to_dict(self) -> dict[str, Any]:
         out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         out["model"] = self.model.to_dict()
         out["image_size"] = list(self.image_size)
-        out["augment"] = self.augment.to_dict() if self.augment is not None else None
+        out["augment"] = augment_to_dict(self.augment)
         return out
 
     @classmethod
@@ -96,8 +127,8 @@ class SegTrainConfig:
             data["model"] = SegModelConfig.from_dict(data["model"])
         if "image_size" in data:
             data["image_size"] = tuple(int(s) for s in data["image_size"])
-        if data.get("augment") is not None:
-            data["augment"] = SegAugment.from_dict(data["augment"])
+        if "augment" in data:
+            data["augment"] = augment_from_dict(data["augment"])
         return cls(**data)
 
 
@@ -108,6 +139,67 @@ class SegTrainResult:
     best_metrics: dict[str, float]
     steps: int
     seconds: float
+    splits: RunSplits | None = None  # what the run trained and validated on
+
+
+def parse_val(text: str) -> tuple[str, str | None]:
+    """``"STORE[:split]"`` -> (store URL, split or None). A split is the text after the last ``:`` when
+    it names one, so ``s3://b/x.zarr`` needs none."""
+    url, sep, tail = text.rpartition(":")
+    if sep and url and tail in (*VAL_SPLITS, "test"):
+        return url, tail
+    return text, None
+
+
+def _open(url: str, what: str) -> StoreReader:
+    try:
+        return StoreReader(url)
+    except StoreNotFoundError as e:
+        raise StoreNotFoundError(f"No {what} store at {url}.") from e
+
+
+def plan_splits(cfg: SegTrainConfig) -> tuple[RunSplits, tuple[str, ...]]:
+    """The samples of every training store and the validation samples, and notes for the user (a real
+    store split by sample index for want of patient metadata); see the module docstring."""
+    picked = [select_split(StoreReader(m.url), cfg.split) for m in parse_mix(cfg.train)]
+    real = [p for p in picked if p.by != "whole"]
+    if cfg.val:
+        url, split = parse_val(cfg.val)
+        val = select_split(_open(url, "validation"), "all")
+    elif real:
+        url, split, val = real[0].url, "val", real[0]
+    else:
+        raise ConfigError(
+            f"Expected --val STORE[:split]: the mix {cfg.train} holds synthetic stores only, so there "
+            "are no validation patients to default to. Got none."
+        )
+    in_mix = any(p.same_url(val) for p in picked)
+    split = split or ("val" if in_mix else "all")
+    if split != val.split:
+        val = select_split(StoreReader(url), split)
+    val = val.head(cfg.val_limit)
+    if val.n == 0:
+        raise ConfigError(
+            f"Expected validation samples in split {split!r} of {url}. Got none: pass --val STORE[:split]."
+        )
+    train = tuple(p.less(val) for p in picked)
+    for s in train:
+        if s.n == 0:
+            raise ConfigError(
+                f"Expected training samples in split {cfg.split!r} of {s.url} besides the validation "
+                "samples. Got none: validate on STORE:val or on another store."
+            )
+    notes = tuple(
+        f"{url} has no patient metadata: split by sample index instead (index % 10 == 0: test, "
+        "% 10 == 5: validation)."
+        for url in dict.fromkeys(s.url for s in (*train, val) if s.by == "sample" and s.split != "all")
+    )
+    return RunSplits(train, val), notes
+
+
+def _subset(split: StoreSplit) -> np.ndarray | None:
+    """The indices to hand the loader: None where the selection is every available sample."""
+    return None if split.n == StoreReader(split.url).num_available else split.indices
 
 
 def lr_at(step: int, base: float, steps: int) -> float:
@@ -142,11 +234,18 @@ def schema_key(schema: LabelSchema) -> list[tuple[str, int]]:
 
 
 def load_eval_set(
-    url: str, schema: LabelSchema, size: tuple[int, int], channels: int, limit: int | None = None
+    url: str,
+    schema: LabelSchema,
+    size: tuple[int, int],
+    channels: int,
+    limit: int | None = None,
+    indices: np.ndarray | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Every sample (or the first ``limit``) of a store at ``size``: images (N, C, H, W), class indices."""
+    """Every sample of a store (only ``indices`` where given; the first ``limit``) at ``size``:
+    images (N, C, H, W), class indices."""
     try:
-        stream = StoreStream(url, LoaderConfig(batch_size=64, shuffle=False), size=size)
+        config = LoaderConfig(batch_size=64, shuffle=False)
+        stream = StoreStream(url, config, size=size, indices=indices)
     except StoreNotFoundError as e:
         raise StoreNotFoundError(f"No validation store at {url}.") from e
     if schema_key(stream.schema) != schema_key(schema):
@@ -189,11 +288,12 @@ def validate(
     return out | {"val_dice_mean": float(dice.mean())}
 
 
-def _save(out: Path, name: str, model: torch.nn.Module, spec: SegmenterSpec) -> Path:
+def _save(out: Path, name: str, model: torch.nn.Module, spec: SegmenterSpec, splits: RunSplits) -> Path:
     tmp = out / f"{name}.tmp"
     if tmp.exists():
         shutil.rmtree(tmp)
     save_segmenter(tmp, model, spec)
+    splits.write(tmp)
     replace_folder(tmp, out / name)
     return out / name
 
@@ -231,8 +331,15 @@ def write_log(out: Path, rows: list[dict[str, float]], plot: bool = True) -> Non
     plt.close(fig)
 
 
-def train_seg(cfg: SegTrainConfig, *, progress: bool = True, overwrite: bool = False) -> SegTrainResult:
-    """Train ``cfg.model`` on ``cfg.train``, validating on ``cfg.val``; see the module docstring."""
+def train_seg(
+    cfg: SegTrainConfig,
+    *,
+    progress: bool = True,
+    overwrite: bool = False,
+    notify: Callable[[str], None] | None = None,
+) -> SegTrainResult:
+    """Train ``cfg.model`` on ``cfg.train``, validating on ``cfg.val``; see the module docstring.
+    ``notify`` receives the notes of :func:`plan_splits` once the data is checked, before training."""
     out = Path(cfg.out_dir)
     if (out / "best" / SEGMENTER_JSON).exists() and not overwrite:
         raise ConfigError(f"Expected a new output folder. {out} already holds a segmenter: choose another.")
@@ -240,11 +347,19 @@ def train_seg(cfg: SegTrainConfig, *, progress: bool = True, overwrite: bool = F
     loader_cfg = LoaderConfig(
         cfg.batch_size, cfg.block_size, cfg.window, shuffle=True, seed=cfg.seed, drop_last=True
     )
-    stream = StoreStream(cfg.train, loader_cfg, augment=cfg.augment, size=cfg.image_size)
+    splits, notes = plan_splits(cfg)
+    subsets = [_subset(s) for s in splits.train]
+    indices = None if all(i is None for i in subsets) else subsets
+    stream = StoreStream(cfg.train, loader_cfg, augment=cfg.augment, size=cfg.image_size, indices=indices)
     schema = stream.schema
     channels = 1 if len(stream.image_shape) == 2 else stream.image_shape[0]
-    val_images, val_labels = load_eval_set(cfg.val, schema, cfg.image_size, channels, cfg.val_limit)
+    val = splits.val
+    val_images, val_labels = load_eval_set(
+        val.url, schema, cfg.image_size, channels, cfg.val_limit, _subset(val)
+    )
     lut = torch.from_numpy(label_lut(schema))
+    for note in notes if notify is not None else ():
+        notify(note)
 
     model = build_segmenter(cfg.model, channels, schema.num_classes)
     init_segmenter(model, seeded(cfg.seed, 0))
@@ -284,8 +399,8 @@ def train_seg(cfg: SegTrainConfig, *, progress: bool = True, overwrite: bool = F
                 spec = dataclasses.replace(spec, step=step, metrics=metrics)
                 if metrics["val_dice_mean"] > best_score:
                     best_score, best_step, best_metrics = metrics["val_dice_mean"], step, metrics
-                    _save(out, "best", model, spec)
-                _save(out, "last", model, spec)
+                    _save(out, "best", model, spec, splits)
+                _save(out, "last", model, spec, splits)
                 write_log(out, rows, plot=step == cfg.steps or len(rows) % PLOT_EVERY == 0)
                 bar.set_postfix(loss=f"{row['train_loss']:.3f}", dice=f"{metrics['val_dice_mean']:.3f}")
             if step >= cfg.steps:
@@ -297,4 +412,4 @@ def train_seg(cfg: SegTrainConfig, *, progress: bool = True, overwrite: bool = F
             )
         epoch += 1
     bar.close()
-    return SegTrainResult(out / "best", best_step, best_metrics, step, time.perf_counter() - t0)
+    return SegTrainResult(out / "best", best_step, best_metrics, step, time.perf_counter() - t0, splits)
