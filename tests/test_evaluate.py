@@ -178,8 +178,11 @@ def test_utility_table_real_arms_and_resume(tmp_path):
     train = tiny_train_config("", "", "", steps=2, val_every=2, batch_size=4)
     cfg = UtilityConfig(real, str(tmp_path / "u"), train=train)
     table, _ = run_utility(cfg, progress=False)
-    assert table.splitlines()[0].startswith("| arm | real train samples | lv_cavity Dice")
-    assert [line.split("|")[1].strip() for line in table.splitlines()[2:5]] == ["real", "real10", "real25"]
+    assert table.splitlines()[0].startswith("| arm | augmentation | real train samples | lv_cavity Dice")
+    rows = [[c.strip() for c in line.split("|")[1:3]] for line in table.splitlines()[2:5]]
+    level = train.augment.__class__.__name__
+    expected = {"NoneType": "none", "AugmentConfig": "light", "StrongAugment": "strong"}[level]
+    assert rows == [["real", expected], ["real10", expected], ["real25", expected]]
     assert json.loads((tmp_path / "u" / "utility.json").read_text())["arms"]["real"]["n"] == 4
     weights = tmp_path / "u" / "arms" / "real" / "best" / "segmenter.safetensors"
     stamp = weights.stat().st_mtime_ns

@@ -214,15 +214,23 @@ def run_arm(arm: str, urls: Mapping[str, str], cfg: UtilityConfig, progress: boo
     return payload
 
 
+def _augment_level(result: Mapping[str, Any]) -> str:
+    """The augmentation level an arm trained with, from its recorded train config."""
+    augment = result.get("train_config", {}).get("augment")
+    if augment is None:
+        return "none"
+    return str(augment.get("level", "light")) if isinstance(augment, Mapping) else "light"
+
+
 def utility_table(results: Mapping[str, Mapping[str, Any]], class_names: Sequence[str]) -> str:
     """Markdown: one row per arm; per class mean Dice, median HD95 and median ASSD on the test store."""
     unit = next(iter(results.values()))["distance_unit"] if results else "px"
-    head = ["arm", "real train samples"]
+    head = ["arm", "augmentation", "real train samples"]
     for name in class_names:
         head += [f"{name} Dice", f"{name} HD95", f"{name} ASSD"]
     lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
     for arm, r in results.items():
-        cells = [arm, str(r["real_train_samples"])]
+        cells = [arm, _augment_level(r), str(r["real_train_samples"])]
         for name in class_names:
             s = r["summary"][name]
             cells += [f"{s['dice']['mean']:.3f}", f"{s['hd95']['median']:.2f}", f"{s['assd']['median']:.2f}"]
