@@ -7,6 +7,8 @@ Measured in one run, one core, alternating repeats (medians and paired ratios):
   anti-aliased sector, parameters returned for ``meta/``), keys included, one batch of ``--batch`` maps;
   the same for the MR (Rician noise, no sector) and CT presets;
 - ``synthgen kernel``: the kernel alone on class indices (no label lookup, no key derivation);
+- ``synthgen appearance stage echo``: the milder stage that restyles a trained generator's images (here
+  uniform noise in [-1, 1] stands for them), as a build runs it after the generator;
 - ``torchio RandomLabelsToImage``: TorchIO's label-to-image draw alone (per-class Gaussian intensities),
   one map at a time, as its documentation shows;
 - ``torchio pipeline``: RandomLabelsToImage, then RandomBlur, RandomBiasField, RandomNoise and
@@ -76,6 +78,9 @@ def synthgen_runs(maps: np.ndarray) -> dict[str, Callable[[], object]]:
         config = preset_config(preset).randomised
         restyle = Restyler(CAMUS, config)
         runs[f"synthgen {preset}"] = lambda r=restyle: r(maps, appearance_keys(0, keys))
+    stage = Restyler(CAMUS, preset_config("echo").appearance)
+    base = np.random.default_rng(1).uniform(-1, 1, (len(maps), 1, *maps.shape[1:])).astype(np.float32)
+    runs["synthgen appearance stage echo"] = lambda: stage(maps, appearance_keys(0, keys), base)
     indices = label_lut(CAMUS)[maps]
     ranges = np.array(RANDOMISED.ranges())
     runs["synthgen kernel echo"] = lambda: appearance(

@@ -49,7 +49,9 @@ class Restyler:
         }
         if cfg.texture:
             unit, params = appearance(indices, keys, self._ranges, **kwargs)
-            return unit[:, None] * 2 - 1, params
+            unit *= 2  # in place: [0, 1] -> [-1, 1]
+            unit -= 1
+            return unit[:, None], params
         if images is None or images.ndim != 4 or images.shape[0] != len(labels):
             raise LabelValueError(f"Expected images (N, C, H, W) for {len(labels)} label maps to restyle.")
         out = np.empty(images.shape, np.float32)

@@ -387,19 +387,22 @@ def _speckle(img, params, key, tmp):
     growth = params[SPECKLE] * w
     one = np.float32(1.0)
     nodes = np.empty(w + 2, np.float32)
+    s = np.empty(w, np.float32)  # the row's amplitudes: a buffer of its own (the loops run in SIMD lanes)
     for y in range(h):
         d = max(((y + 0.5) / h - ay) / depth, 0.0)
         inv = np.float32(1.0 / (1.0 + growth * d))
         base = y * (w + 2)
         for k in range(w + 2):
             nodes[k] = _rayleigh(key, _SPECKLE_A, base + k)
-        row = img[y]
         for x in range(w):
             pos = np.float32(x) * inv
             k = np.int32(pos)
             f = pos - np.float32(k)
             r0 = nodes[k]
-            row[x] *= one + level * (r0 + f * (nodes[k + 1] - r0) - one)
+            s[x] = r0 + f * (nodes[k + 1] - r0)
+        row = img[y]
+        for x in range(w):
+            row[x] *= one + level * (s[x] - one)
 
 
 @numba.njit(cache=True, nogil=True)

@@ -15,6 +15,7 @@ from synthgen.kernels.components import connected_components, count_components, 
 from synthgen.kernels.deform import deform_labels
 from synthgen.kernels.fields import deformation_field
 from synthgen.kernels.morphology import dilate_class, erode_class
+from synthgen.kernels.randomise import N_RANGED, appearance
 from synthgen.kernels.stats import class_stats
 from synthgen.kernels.warp import warp_image, warp_labels
 
@@ -47,4 +48,10 @@ def warm_up() -> float:
         image = np.zeros((2, 16, 16), dtype=dtype)
         warp_image(image[0], field)
         warp_image(image, fields)
+    ranges = np.tile([0.5, 1.0], (N_RANGED + 2, 1))
+    indices = np.zeros((2, 16, 16), np.uint8)
+    base = np.zeros((2, 16, 16), np.float32)
+    for batch in (indices[:1], indices):  # one sample, then the parallel batch path
+        appearance(batch, np.arange(len(batch)), ranges, num_classes=2, modality="echo", texture=False,
+                   sector=True, base=base[: len(batch)])  # fmt: skip
     return time.perf_counter() - start
