@@ -76,10 +76,15 @@ def cli() -> None:
 @click.argument("source", type=click.Path(file_okay=False))
 @click.argument("out")
 @click.option(
-    "--layout", type=click.Choice(["camus", "acdc", "pairs"]), help="Default: detected from file names."
+    "--layout",
+    type=click.Choice(["camus", "acdc", "pairs", "nnunet"]),
+    help="Default: detected from file names (camus, acdc or pairs); nnunet reads an nnU-Net v2 raw dataset "
+    "folder (dataset.json, imagesTr/CASE_0000, labelsTr/CASE).",
 )
 @click.option(
-    "--schema", help="Label schema preset (camus, acdc, mmwhs) or .toml/.json file. Default: the layout's."
+    "--schema",
+    help="Label schema preset (camus, acdc, mmwhs) or .toml/.json file. Default: the layout's "
+    "(nnunet: dataset.json's labels).",
 )
 @click.option(
     "--size", nargs=2, type=int, metavar="H W", help="Resample to H x W (labels nearest, images linear)."

@@ -44,9 +44,10 @@ from synthgen.storage.layouts import (
     VIEWS,
     SourcePair,
     discover,
+    nnunet_dataset,
     parse_patterns,
 )
-from synthgen.storage.readers import VolumeInfo, probe, read_volume
+from synthgen.storage.readers import VolumeInfo, probe, probe_channels, read_channels, read_volume
 
 _STORE_DTYPE = {"uint8": "uint8", "bool": "uint8", "uint16": "uint16", "float16": "float16"}
 _MARK_EVERY_S = 2.0  # record finished shards in the root attributes at most this often
@@ -132,7 +133,7 @@ def scan(source: Path, pairs: Sequence[SourcePair]) -> list[VolumeInfo]:
     """Header of every image, checked against its label's header (same slices, rows and cols)."""
     infos = []
     for p in pairs:
-        image = probe(source / p.image, p.image, "image")
+        image = probe_channels([source / f for f in p.images], p.images)
         label = probe(source / p.label, p.label, "label")
         if image.shape != label.shape:
             raise InputDataError(
@@ -160,7 +161,7 @@ def _common(values: Sequence[Any], pairs: Sequence[SourcePair], what: str, hint:
 def _source_hash(source: Path, pairs: Sequence[SourcePair]) -> str:
     h = hashlib.sha256()
     for p in pairs:
-        for rel in (p.image, p.label):
+        for rel in (*p.images, p.label):
             h.update(f"{rel}\t{(source / rel).stat().st_size}\n".encode())
     return "sha256:" + h.hexdigest()
 
@@ -194,7 +195,7 @@ def _samples(
 ) -> Iterator[tuple[np.ndarray, np.ndarray, tuple]]:
     """One (image, labels, meta) per 2D sample, reading one pair of files at a time."""
     for index, (p, info) in enumerate(zip(pairs, infos, strict=True)):
-        image = read_volume(source / p.image, p.image, "image")
+        image = read_channels([source / f for f in p.images], p.images)
         raw = read_volume(source / p.label, p.label, "label")
         expected = (info.shape[0], *((info.channels,) if info.channels > 1 else ()), *info.shape[1:])
         if image.shape != expected or raw.shape != info.shape:
@@ -267,7 +268,10 @@ def _ingest(config: IngestConfig, progress: bool | None) -> IngestResult:
     )
     if config.schema is None and layout == "pairs":
         raise ConfigError("Expected --schema NAME or a schema file for the 'pairs' layout. Got none.")
-    schema = get_schema(config.schema or layout)
+    if config.schema is None and layout == "nnunet":
+        schema = nnunet_dataset(source).schema()
+    else:
+        schema = get_schema(config.schema or layout)
     infos = scan(source, pairs)
     hint = "Pass --size H W to resample (labels nearest, images linear)."
     native = [i.shape[1:] for i in infos]

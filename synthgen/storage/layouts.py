@@ -4,13 +4,20 @@
 ``acdc``: ``patientNNN/patientNNN_frameFF[_gt].nii.gz`` volumes, with ``Info.cfg`` giving ED/ES frames.
 ``pairs``: any folder of images and labels, the label of ``dir/name.ext`` found by naming patterns
 relative to ``dir`` (``{name}_gt``, ``../labels/{name}``...), with any supported suffix.
+``nnunet``: an nnU-Net v2 raw dataset folder: ``dataset.json`` (``channel_names``, ``labels`` by name,
+``file_ending``), ``imagesTr/{case}_{XXXX}{file_ending}`` (one file per channel, ``_0000``, ``_0001``...)
+and ``labelsTr/{case}{file_ending}``; the label schema comes from ``dataset.json``. The 2D NIfTI slices
+that ``synthgen convert --to nnunet`` writes read back as they were; 3D volumes are sliced like ACDC's.
 
-Discovery only lists files and pairs them: no file is opened except ACDC's small ``Info.cfg``.
+Discovery only lists files and pairs them: no file is opened except ACDC's small ``Info.cfg`` and
+nnU-Net's ``dataset.json``. Files no reader opens (DICOM...) are skipped; where one of them is the
+missing half of a pair, the error names it and says its format is not read.
 """
 
 from __future__ import annotations
 
 import fnmatch
+import json
 import os
 import posixpath
 import re
@@ -18,27 +25,37 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from synthgen.errors import ConfigError, InputDataError
-from synthgen.storage.readers import file_suffix, strip_suffix
+from synthgen.errors import ConfigError, InputDataError, SchemaError
+from synthgen.schemas import LabelClass, LabelSchema
+from synthgen.storage.readers import READ_FORMATS, SUFFIXES, bare_name, file_suffix, not_read, strip_suffix
 
-LAYOUTS = ("camus", "acdc", "pairs")
+LAYOUTS = ("camus", "acdc", "pairs", "nnunet")
 DEFAULT_PATTERNS = ("{name}_gt", "{name}_label", "{name}_mask", "{name}_seg")
 VIEWS = {0: "unknown", 1: "apical 2-chamber", 2: "apical 4-chamber", 3: "short axis"}
 PHASES = {0: "unknown", 1: "end-diastole (ED)", 2: "end-systole (ES)"}
 
 _CAMUS = re.compile(r"^patient(\d{4})_(2CH|4CH)_(ED|ES)(_gt)?\.(nii\.gz|nii|mhd)$")
 _ACDC = re.compile(r"^patient(\d{3})_frame(\d{2})(_gt)?\.(nii\.gz|nii)$")
+_NNUNET_CHANNEL = re.compile(r"^(.+)_(\d{4})$")
 
 
 @dataclass(frozen=True)
 class SourcePair:
-    """One image file and its label file, as paths relative to the source folder (POSIX style)."""
+    """One image file and its label file, as paths relative to the source folder (POSIX style).
+
+    ``channels``: the files of the image's further channels, where each channel is a file (nnU-Net)."""
 
     image: str
     label: str
     patient: int = -1
     view: int = 0
     phase: int = 0
+    channels: tuple[str, ...] = ()
+
+    @property
+    def images(self) -> tuple[str, ...]:
+        """Every file of the image, one per channel where channels are files."""
+        return (self.image, *self.channels)
 
 
 def list_files(root: Path, exclude: Path | None = None) -> list[str]:
@@ -46,7 +63,12 @@ def list_files(root: Path, exclude: Path | None = None) -> list[str]:
 
     Hidden folders, Zarr stores (folders holding ``zarr.json``) and ``exclude`` are skipped.
     """
-    found = []
+    return _walk(root, exclude)[0]
+
+
+def _walk(root: Path, exclude: Path | None) -> tuple[list[str], list[str]]:
+    """:func:`list_files`, and the files it leaves out for their suffix (what no reader opens)."""
+    found, skipped = [], []
     exclude_abs = exclude.resolve() if exclude is not None else None
     for dirpath, dirnames, filenames in os.walk(root):
         here = Path(dirpath)
@@ -59,9 +81,9 @@ def list_files(root: Path, exclude: Path | None = None) -> list[str]:
         )
         rel = here.relative_to(root).as_posix()
         for f in filenames:
-            if not f.startswith(".") and file_suffix(f) is not None:
-                found.append(f if rel == "." else f"{rel}/{f}")
-    return sorted(found)
+            if not f.startswith("."):
+                (found if file_suffix(f) is not None else skipped).append(f if rel == "." else f"{rel}/{f}")
+    return sorted(found), sorted(skipped)
 
 
 def detect_layout(files: Sequence[str], source: Path) -> str:
@@ -142,7 +164,23 @@ def _acdc_pairs(files: Sequence[str], source: Path) -> list[SourcePair]:
     return pairs
 
 
-def _generic_pairs(files: Sequence[str], source: Path, patterns: Sequence[str]) -> list[SourcePair]:
+def _unread_partner(orphan: str, skipped: Sequence[str], patterns: Sequence[str]) -> str | None:
+    """The skipped file that would be the image or the label of ``orphan`` under ``patterns``."""
+    stem = strip_suffix(orphan)
+    folder, name = posixpath.dirname(orphan), strip_suffix(posixpath.basename(orphan))
+    its_labels = {posixpath.normpath(posixpath.join(folder, p.format(name=name))) for p in patterns}
+    for s in skipped:
+        s_folder, s_name = posixpath.dirname(s), bare_name(posixpath.basename(s))
+        if posixpath.normpath(posixpath.join(s_folder, s_name)) in its_labels:
+            return s
+        if any(posixpath.normpath(posixpath.join(s_folder, p.format(name=s_name))) == stem for p in patterns):
+            return s
+    return None
+
+
+def _generic_pairs(
+    files: Sequence[str], source: Path, patterns: Sequence[str], skipped: Sequence[str] = ()
+) -> list[SourcePair]:
     by_stem: dict[str, list[str]] = {}
     for f in files:
         by_stem.setdefault(strip_suffix(f), []).append(f)
@@ -169,6 +207,13 @@ def _generic_pairs(files: Sequence[str], source: Path, patterns: Sequence[str]) 
             )
         owners[p.label] = p.image
     orphans = [f for f in files if f not in label_of and f not in used]
+    for orphan in orphans:
+        partner = _unread_partner(orphan, skipped, patterns)
+        if partner is not None:
+            raise InputDataError(
+                f"{not_read(partner, source / partner)}, so {orphan} has no partner to pair with in {source}. "
+                "Convert that file or leave both out."
+            )
     if orphans:
         looked = ", ".join(p.format(name=strip_suffix(posixpath.basename(orphans[0]))) for p in patterns)
         raise InputDataError(
@@ -211,11 +256,13 @@ def discover(
     """
     if not source.is_dir():
         raise InputDataError(f"Expected SOURCE to be a folder. {source} is not one.")
-    files = list_files(source, exclude)
+    if layout == "nnunet":
+        return layout, _select(_nnunet_pairs(source, nnunet_dataset(source)), source, include, limit)
+    files, skipped = _walk(source, exclude)
     if not files:
+        unread = f": {not_read(skipped[0], source / skipped[0])}" if skipped else ""
         raise InputDataError(
-            f"Expected image and label files (NIfTI, MetaImage, PNG, TIFF or .npy) in {source}. "
-            "The folder holds none."
+            f"Expected image and label files ({READ_FORMATS}) in {source}. The folder holds none{unread}."
         )
     layout = layout or detect_layout(files, source)
     if layout == "camus":
@@ -223,13 +270,154 @@ def discover(
     elif layout == "acdc":
         pairs = _acdc_pairs(files, source)
     elif layout == "pairs":
-        pairs = _generic_pairs(files, source, parse_patterns(patterns))
+        pairs = _generic_pairs(files, source, parse_patterns(patterns), skipped)
     else:
         raise ConfigError(f"Expected a layout in {LAYOUTS}. Got {layout!r} instead.")
+    return layout, _select(pairs, source, include, limit)
+
+
+def _select(
+    pairs: list[SourcePair], source: Path, include: Sequence[str], limit: int | None
+) -> list[SourcePair]:
     if include:
         pairs = [p for p in pairs if any(fnmatch.fnmatchcase(p.image, g) for g in include)]
         if not pairs:
             raise InputDataError(
                 f"Expected --include {list(include)} to match some images in {source}. None did."
             )
-    return layout, pairs[:limit] if limit is not None else pairs
+    return pairs[:limit] if limit is not None else pairs
+
+
+# -- nnU-Net v2 raw dataset --------------------------------------------------------------------------
+@dataclass(frozen=True)
+class NnunetDataset:
+    """What synthgen uses of an nnU-Net ``dataset.json``: channel names in channel order, the
+    foreground labels (name, value) in value order, the file ending and the dataset's name."""
+
+    channels: tuple[str, ...]
+    labels: tuple[tuple[str, int], ...]
+    file_ending: str
+    name: str
+
+    def schema(self) -> LabelSchema:
+        """The label schema: background 0 and each named class at its value."""
+        return LabelSchema(
+            self.name,
+            tuple(LabelClass(n, v) for n, v in self.labels),
+            description="from the nnU-Net dataset.json labels",
+        )
+
+
+def _parse_channels(channels: object, where: str) -> tuple[str, ...]:
+    keys = sorted(channels, key=lambda k: (len(str(k)), str(k))) if isinstance(channels, dict) else []
+    if not keys or [str(k) for k in keys] != [str(c) for c in range(len(keys))]:
+        raise InputDataError(
+            f"Expected 'channel_names' in {where} to map '0', '1'... to channel names. Got {channels!r} instead."
+        )
+    return tuple(str(channels[k]) for k in keys)  # type: ignore[index]
+
+
+def _parse_labels(labels: object, where: str) -> tuple[tuple[str, int], ...]:
+    if not isinstance(labels, dict) or labels.get("background") != 0:
+        raise InputDataError(
+            f"Expected 'labels' in {where} to map names to values with background 0. Got {labels!r} instead."
+        )
+    out = []
+    for name, value in labels.items():
+        if name == "background":
+            continue
+        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 255:
+            raise InputDataError(
+                f"Expected label values 1..255 in {where} (region labels are not read). Got {name!r}: {value!r}."
+            )
+        out.append((str(name), value))
+    if not out:
+        raise InputDataError(f"Expected foreground labels besides background in {where}. Got none.")
+    return tuple(sorted(out, key=lambda nv: nv[1]))
+
+
+def nnunet_dataset(source: Path) -> NnunetDataset:
+    """The ``dataset.json`` of the nnU-Net raw dataset folder ``source``, checked."""
+    path = source / "dataset.json"
+    if not path.is_file():
+        raise InputDataError(f"Expected an nnU-Net dataset.json in {source}. Found none: check the path.")
+    try:
+        data = json.loads(path.read_bytes())
+    except (OSError, ValueError) as e:
+        raise InputDataError(f"Cannot read {path}: {type(e).__name__}. Expected nnU-Net's JSON.") from e
+    if not isinstance(data, dict):
+        raise InputDataError(f"Expected a JSON object in {path}. Got {type(data).__name__} instead.")
+    ending = data.get("file_ending")
+    if not isinstance(ending, str) or file_suffix(ending) != ending.lower() or ending.lower() == ".mhd":
+        raise InputDataError(
+            f"Expected a 'file_ending' this layout reads ({', '.join(s for s in SUFFIXES if s != '.mhd')}) "
+            f"in {path}. Got {ending!r} instead."
+        )
+    name = data.get("name")
+    try:
+        return NnunetDataset(
+            _parse_channels(data.get("channel_names"), str(path)),
+            _parse_labels(data.get("labels"), str(path)),
+            ending,
+            name if isinstance(name, str) and name.strip() else source.name,
+        )
+    except (ConfigError, SchemaError) as e:
+        raise InputDataError(f"Cannot use the labels of {path}: {e}") from e
+
+
+def _folder_files(folder: Path, source: Path) -> list[str]:
+    if not folder.is_dir():
+        raise InputDataError(f"Expected {folder.name}/ in the nnU-Net dataset {source}. Found none.")
+    return sorted(f.name for f in folder.iterdir() if f.is_file() and not f.name.startswith("."))
+
+
+def _nnunet_pairs(source: Path, dataset: NnunetDataset) -> list[SourcePair]:
+    ending, n = dataset.file_ending, len(dataset.channels)
+    cases: dict[str, dict[int, str]] = {}
+    unread_images = []
+    for f in _folder_files(source / "imagesTr", source):
+        m = _NNUNET_CHANNEL.match(f[: -len(ending)]) if f.endswith(ending) else None
+        if not f.endswith(ending):
+            unread_images.append(f)
+        elif m is None:
+            raise InputDataError(
+                f"Expected image files named CASE_XXXX{ending} (XXXX: the channel) in {source / 'imagesTr'}. "
+                f"Got {f}."
+            )
+        else:
+            cases.setdefault(m.group(1), {})[int(m.group(2))] = f
+    label_files = _folder_files(source / "labelsTr", source)
+    labels = {f[: -len(ending)]: f for f in label_files if f.endswith(ending)}
+    unread_labels = [f for f in label_files if not f.endswith(ending)]
+    pairs = []
+    for case in sorted(cases):
+        found = sorted(cases[case])
+        if found != list(range(n)):
+            raise InputDataError(
+                f"Expected {n} channel file(s) per case ({case}_0000..{case}_{n - 1:04d}{ending}, as dataset.json's "
+                f"channel_names say). Case {case} has {', '.join(f'_{c:04d}' for c in found)}."
+            )
+        if case not in labels:
+            other = [f for f in unread_labels if bare_name(f) == case]
+            if other:
+                raise InputDataError(f"{not_read('labelsTr/' + other[0], source / 'labelsTr' / other[0])}.")
+            raise InputDataError(f"Case {case} has no label in {source}: expected labelsTr/{case}{ending}.")
+        files = tuple(f"imagesTr/{cases[case][c]}" for c in range(n))
+        pairs.append(SourcePair(files[0], f"labelsTr/{labels[case]}", channels=files[1:]))
+    orphans = sorted(set(labels) - set(cases))
+    if orphans:
+        label = f"labelsTr/{labels[orphans[0]]}"
+        other = [f for f in unread_images if bare_name(f).startswith(orphans[0] + "_")]
+        if other:
+            unread = not_read("imagesTr/" + other[0], source / "imagesTr" / other[0])
+            raise InputDataError(f"{unread}, so {label} has no image in {source}.")
+        raise InputDataError(
+            f"Label {label} has no image in {source}: expected imagesTr/{orphans[0]}_0000{ending}."
+        )
+    if not pairs:
+        unread = f": {not_read('imagesTr/' + unread_images[0], source / 'imagesTr' / unread_images[0])}"
+        raise InputDataError(
+            f"Expected training cases (imagesTr/CASE_0000{ending}) in {source}. Found none"
+            f"{unread if unread_images else ''}."
+        )
+    return pairs

@@ -15,6 +15,7 @@ from __future__ import annotations
 import gzip
 import io
 import zlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +24,10 @@ import numpy as np
 from synthgen.errors import InputDataError
 
 SUFFIXES = (".nii.gz", ".nii", ".mhd", ".mha", ".png", ".tif", ".tiff", ".npy")
+READ_FORMATS = "NIfTI, MetaImage, PNG, TIFF and .npy"
+_UNREAD_FORMATS = {".dcm": "DICOM", ".dicom": "DICOM", ".ima": "DICOM", ".nrrd": "NRRD", ".nhdr": "NRRD"}
+_UNREAD_FORMATS |= {".mgz": "MGH", ".mgh": "MGH", ".mnc": "MINC", ".hdr": "Analyze", ".img": "Analyze"}
+_UNREAD_FORMATS |= {".jpg": "JPEG", ".jpeg": "JPEG", ".bmp": "BMP", ".gif": "GIF", ".npz": "NumPy .npz"}
 _READ_ERRORS = (OSError, EOFError, ValueError, zlib.error, RuntimeError, SyntaxError, MemoryError)
 _NAN2 = (float("nan"), float("nan"))
 
@@ -46,6 +51,36 @@ def file_suffix(path: str | Path) -> str | None:
 def strip_suffix(name: str) -> str:
     suffix = file_suffix(name)
     return name[: -len(suffix)] if suffix else name
+
+
+def bare_name(name: str) -> str:
+    """``name`` without its suffix, supported (``.nii.gz`` counts as one) or not."""
+    suffix = file_suffix(name)
+    if suffix:
+        return name[: -len(suffix)]
+    stem, dot, _ = name.rpartition(".")
+    return stem if dot and stem else name
+
+
+def unread_format(path: str | Path) -> str:
+    """What a file no reader opens is, for messages: ``DICOM``, ``the .xyz format``... (DICOM also by
+    its ``DICM`` magic where the name has no suffix)."""
+    name = Path(path).name.lower()
+    suffix = name[len(bare_name(name)) :]
+    if suffix in _UNREAD_FORMATS:
+        return _UNREAD_FORMATS[suffix]
+    try:
+        with open(path, "rb") as f:
+            if f.read(132)[128:] == b"DICM":
+                return "DICOM"
+    except OSError:
+        pass
+    return f"the {suffix} format" if suffix else "a file without a suffix"
+
+
+def not_read(where: str, path: str | Path) -> str:
+    """The message for a file skipped because no reader opens it."""
+    return f"{where}: {unread_format(path)} is not read by this layout (it reads {READ_FORMATS})"
 
 
 def _one_line(e: BaseException) -> str:
@@ -300,3 +335,28 @@ def read_volume(path: str | Path, where: str, kind: str = "image") -> np.ndarray
         if type(e).__module__.split(".")[0] in ("nibabel", "PIL"):
             raise _fail(where, e) from e
         raise
+
+
+def probe_channels(paths: Sequence[Path], wheres: Sequence[str]) -> VolumeInfo:
+    """:func:`probe` of one image stored as one single-channel file per channel (nnU-Net's ``_0000``,
+    ``_0001``...); a single path is probed as it is."""
+    infos = [probe(p, w, "image") for p, w in zip(paths, wheres, strict=True)]
+    if len(infos) == 1:
+        return infos[0]
+    first = infos[0]
+    for info, where in zip(infos, wheres, strict=True):
+        if info.channels != 1:
+            raise InputDataError(f"Expected one channel per file in {where}. Got {info.channels} instead.")
+        if (info.shape, info.dtype) != (first.shape, first.dtype):
+            raise InputDataError(
+                f"Expected the channel files of one image to share shape and dtype. Got {first.shape} "
+                f"{first.dtype} in {wheres[0]} and {info.shape} {info.dtype} in {where}."
+            )
+    return VolumeInfo(first.shape, len(infos), first.dtype, first.spacing)
+
+
+def read_channels(paths: Sequence[Path], wheres: Sequence[str]) -> np.ndarray:
+    """:func:`read_volume` of one image stored one file per channel: (slices, channels, rows, cols)."""
+    if len(paths) == 1:
+        return read_volume(paths[0], wheres[0], "image")
+    return np.stack([read_volume(p, w, "image") for p, w in zip(paths, wheres, strict=True)], axis=1)
