@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 from click.testing import CliRunner
+from helpers.cli import assert_clean_failure
 from helpers.data import disc_labels, real_data
 from PIL import Image
 
@@ -70,15 +71,6 @@ def make_acdc(root: Path, shapes=((3, 12, 16), (2, 10, 16))) -> None:
 
 def run(*args: str):
     return CliRunner().invoke(cli, [str(a) for a in args])
-
-
-def assert_clean_failure(result, out: Path, *needles: str) -> None:
-    assert result.exit_code == 1, result.output
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("synthgen: error: "), result.stderr
-    for needle in needles:
-        assert needle in lines[0], lines[0]
-    assert not store_exists(str(out))
 
 
 # -- happy paths -----------------------------------------------------------------------------------

@@ -9,13 +9,14 @@ import nibabel as nib
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from helpers.cli import assert_clean_failure as clean_failure
 from helpers.data import disc_labels
 from PIL import Image
 
 from synthgen.cli import cli
 from synthgen.schemas import CAMUS
 from synthgen.schemas.store_layout import Intensity, MetaField, StoreAttrs, StoreLayout
-from synthgen.storage.store import StoreReader, StoreWriter, store_exists
+from synthgen.storage.store import StoreReader, StoreWriter
 
 H, W = 12, 16  # rows, cols: not square, so a missing or extra transpose shows
 
@@ -47,20 +48,14 @@ def run(*args):
     return CliRunner().invoke(cli, [str(a) for a in args])
 
 
+def assert_clean_failure(result, out: Path, *needles: str) -> None:
+    clean_failure(result, out, *needles, no_leftovers=True)
+
+
 def ok(*args):
     result = run(*args)
     assert result.exit_code == 0, result.output
     return result
-
-
-def assert_clean_failure(result, out: Path, *needles: str) -> None:
-    assert result.exit_code == 1, result.output
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("synthgen: error: "), result.stderr
-    for needle in needles:
-        assert needle in lines[0], lines[0]
-    assert not store_exists(str(out))
-    assert not out.exists() and not any(p.name.startswith(out.name) for p in out.parent.iterdir())
 
 
 def converted(tmp_path: Path, channels: int | None = None) -> tuple[Path, np.ndarray, np.ndarray]:
