@@ -10,15 +10,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import shutil
 import statistics
-import subprocess
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
+from machine import cpu_model  # bench/machine.py (scripts run as python bench/NAME.py)
 
 
 def pairs(n: int, size: int) -> tuple[np.ndarray, np.ndarray]:
@@ -69,16 +68,6 @@ def timed(fn, images, labels, shard: int, workdir: str) -> tuple[float, float]:
     finally:
         shutil.rmtree(folder, ignore_errors=True)
         shutil.rmtree(f"{folder}/s.zarr.synthgen-scratch", ignore_errors=True)
-
-
-def cpu_model() -> str:
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
-        return next(
-            line.split(":", 1)[1].strip() for line in out.splitlines() if line.startswith("Model name")
-        )
-    except (OSError, subprocess.CalledProcessError, StopIteration):
-        return platform.processor()
 
 
 def main() -> None:

@@ -29,14 +29,13 @@ os.environ.setdefault("NUMBA_NUM_THREADS", "1")
 
 import argparse
 import json
-import platform
 import statistics
-import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+from machine import cpu_model  # bench/machine.py (scripts run as python bench/NAME.py)
 
 from synthgen.inference import Restyler
 from synthgen.kernels import appearance, warm_up
@@ -46,16 +45,6 @@ from synthgen.seeding import appearance_keys
 from synthgen.sources import source_from_config
 
 SIZE = 128
-
-
-def cpu_model() -> str:
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
-        return next(
-            line.split(":", 1)[1].strip() for line in out.splitlines() if line.startswith("Model name")
-        )
-    except (OSError, subprocess.CalledProcessError, StopIteration):
-        return platform.processor()
 
 
 def echo_maps(n: int) -> np.ndarray:

@@ -27,7 +27,13 @@ import torch.nn.functional as F
 
 from synthgen.errors import ConfigError
 from synthgen.schemas import parse_float, parse_mapping, reject_unknown_keys
-from synthgen.trainers.augment_strong import StrongAugment, StrongParams, apply_strong, sample_strong_params
+from synthgen.trainers.augment_strong import (
+    StrongAugment,
+    StrongParams,
+    apply_strong,
+    sample_strong_params,
+    set_param_arrays,
+)
 
 # the upper bound of each range (all lower bounds are 0, which turns that part off)
 _LIMITS = {"rotation": 180.0, "scale": 0.9, "shift": 1.0, "gamma": 2.0, "contrast": 1.0, "brightness": 1.0}
@@ -97,15 +103,7 @@ class AugmentParams:
     brightness: np.ndarray  # (n,)
 
     def __post_init__(self) -> None:
-        n = len(self.angle)
-        for f in fields(self):
-            value = np.asarray(getattr(self, f.name), dtype=np.float64)
-            want = (n, 2) if f.name == "shift" else (n,)
-            if value.shape != want or not np.isfinite(value).all():
-                raise ConfigError(
-                    f"Expected finite augmentation {f.name} of shape {want}. Got {value.shape} instead."
-                )
-            object.__setattr__(self, f.name, value)
+        set_param_arrays(self, pairs=("shift",))
 
     def __len__(self) -> int:
         return len(self.angle)

@@ -123,6 +123,24 @@ _NEUTRAL = {"angle": 0.0, "zoom": 1.0, "elastic": 0.0, "elastic_spacing": 0.25, 
 _NEUTRAL |= {"brightness": 1.0, "contrast": 1.0, "low_res": 1.0, "gamma_inverted": 1.0, "gamma": 1.0}
 
 
+def set_param_arrays(
+    params: Any, pairs: tuple[str, ...] = (), dtypes: Mapping[str, Any] | None = None
+) -> None:
+    """Turn every field of the frozen per-sample ``params`` into an array of one value per sample (two
+    for the fields in ``pairs``), float64 unless ``dtypes`` says otherwise; raise a ConfigError for a
+    wrong shape or a non-finite float."""
+    n = len(params.angle)
+    for f in fields(params):
+        kind = (dtypes or {}).get(f.name, np.float64)
+        value = np.asarray(getattr(params, f.name), dtype=kind)
+        want = (n, 2) if f.name in pairs else (n,)
+        if value.shape != want or (kind is np.float64 and not np.isfinite(value).all()):
+            raise ConfigError(
+                f"Expected finite augmentation {f.name} of shape {want}. Got {value.shape} instead."
+            )
+        object.__setattr__(params, f.name, value)
+
+
 @dataclass(frozen=True)
 class StrongParams:
     """The drawn parameters of ``n`` samples, one entry (or row) per sample; neutral values are off."""
@@ -143,16 +161,9 @@ class StrongParams:
     gamma: np.ndarray  # (n,)
 
     def __post_init__(self) -> None:
-        n = len(self.angle)
-        for f in fields(self):
-            kind = np.uint64 if f.name.endswith("_seed") else bool if f.name == "flip" else np.float64
-            value = np.asarray(getattr(self, f.name), dtype=kind)
-            want = (n, 2) if f.name == "flip" else (n,)
-            if value.shape != want or (kind is np.float64 and not np.isfinite(value).all()):
-                raise ConfigError(
-                    f"Expected finite augmentation {f.name} of shape {want}. Got {value.shape} instead."
-                )
-            object.__setattr__(self, f.name, value)
+        set_param_arrays(
+            self, pairs=("flip",), dtypes={"flip": bool, "elastic_seed": np.uint64, "noise_seed": np.uint64}
+        )
 
     def __len__(self) -> int:
         return len(self.angle)
