@@ -4,16 +4,24 @@ Default checkpoint: the bundled generator (synthgen/assets/generators/...) if pr
 initialised default SPADE (width 16, 128 x 128, CAMUS schema). Medians over repeated calls after a
 warm-up call per batch size (which also triggers torch.compile's compilations, not timed); the backends
 take turns within each repeat so that they share whatever load other processes put on the cores. Ratios are
-against torch eager at the same batch size.
+against torch eager and against ONNX Runtime FP32 at the same batch size and thread count; ``--threads``
+takes a list, each thread count measured in its own block of the same run.
+
+Every backend's images are compared with ONNX Runtime FP32's on the same seeded label maps (PSNR on the
+0..255 scale; maps of the preset's procedural source where it draws the checkpoint's schema). INT8 is
+calibrated and gated on maps of that source too.
 
     python bench/generator.py --threads 2 --out bench/results/generator.json
     python bench/generator.py --ort-variants     # also lower ONNX Runtime optimisation levels
+    python bench/generator.py --threads 1,2 --batch-sizes 32 --backends onnxruntime,onnxruntime-int8 \
+        --out bench/results/generator_int8.json
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import platform
 import statistics
@@ -27,14 +35,18 @@ import onnxruntime as ort
 import torch
 
 from synthgen.inference.backends import OnnxRuntimeGenerator, open_generator
+from synthgen.inference.quantize import BF16_FLAGS, VNNI_FLAGS, CalibrationSet, blob_maps, cpu_flags, psnr
 from synthgen.inference.tensorrt import tensorrt_status
 from synthgen.schemas import CAMUS
 from synthgen.schemas.generator_spec import default_generator_path
+from synthgen.schemas.sources import ProceduralSourceConfig
+from synthgen.sources import source_from_config
 
 sys.path.insert(
     0, str(Path(__file__).resolve().parents[1] / "tests")
 )  # the random-checkpoint helper of the tests
 from helpers.checkpoints import random_checkpoint
+from machine import cpu_model
 
 
 def label_maps(values: tuple[int, ...], n: int, size: int, seed: int = 0) -> np.ndarray:
@@ -78,18 +90,48 @@ def ort_variant(onnx_path: Path, level: str, threads: int, max_batch: int):
     )
 
 
+def source_maps(spec) -> CalibrationSet:
+    """Label maps of the preset's procedural source where it draws the checkpoint's schema (what a
+    build draws), else the seeded ellipses of :func:`blob_maps`."""
+    source = source_from_config(ProceduralSourceConfig(), (spec.image_size, spec.image_size))
+    if source.schema != spec.schema:
+        return blob_maps(spec)
+    return CalibrationSet(
+        f"procedural-apical-{spec.image_size}", lambda n, seed: source.draw_batch(seed, range(n)).labels
+    )
+
+
+def open_all(runs, checkpoint, threads: int, max_b: int, calibration, ort_variants: bool) -> list:
+    generators = []
+    for name, kwargs in runs:
+        t = time.perf_counter()
+        extra = {"calibration": calibration} if kwargs["backend"] == "onnxruntime-int8" else {}
+        gen = open_generator(checkpoint, threads=threads, max_batch=max_b, **kwargs, **extra)
+        print(
+            f"{name} ({threads} threads): opened in {time.perf_counter() - t:.1f} s on {gen.device} ({gen.reason})"
+        )
+        generators.append((name, gen))
+        if name == "onnxruntime" and ort_variants:
+            for level in ("ORT_ENABLE_BASIC", "ORT_ENABLE_EXTENDED"):
+                label = f"onnxruntime[{level.removeprefix('ORT_ENABLE_').lower()}]"
+                generators.append((label, ort_variant(gen.path, level, threads, max_b)))
+    return generators
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--checkpoint", help="Generator checkpoint folder. Default: bundled, else random SPADE.")
     p.add_argument("--size", type=int, default=128, help="Image size of the random SPADE.")
-    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--threads", default="2", help="Thread counts, comma-separated (each its own block).")
     p.add_argument("--batch-sizes", default="1,8,32,64")
     p.add_argument("--repeats", type=int, default=5)
-    p.add_argument("--backends", default="torch,torch-compile,onnxruntime,tensorrt")
+    p.add_argument("--backends", default="torch,torch-compile,onnxruntime,onnxruntime-int8,tensorrt")
+    p.add_argument("--psnr-maps", type=int, default=64, help="Seeded label maps the PSNR is measured on.")
     p.add_argument("--ort-variants", action="store_true", help="Also lower ORT graph optimisation levels.")
     p.add_argument("--out", default="bench/results/generator.json")
     args = p.parse_args()
     batch_sizes = [int(b) for b in args.batch_sizes.split(",")]
+    thread_counts = [int(t) for t in args.threads.split(",")]
     os.environ.setdefault("SYNTHGEN_CACHE_DIR", tempfile.mkdtemp(prefix="synthgen-bench-cache-"))
 
     checkpoint = Path(args.checkpoint) if args.checkpoint else default_generator_path()
@@ -105,73 +147,127 @@ def main() -> None:
     if "tensorrt" in wanted and not trt_ok:
         print(f"skipping tensorrt: {trt_why}")
         wanted.remove("tensorrt")
+    flags = cpu_flags()
+    bf16 = sorted(BF16_FLAGS & flags)
+    bf16_note = (
+        f"CPU has {bf16} but synthgen has no BF16 backend yet"
+        if bf16
+        else "no BF16 path: this CPU has neither avx512_bf16 nor AMX (amx_bf16)"
+    )
+    print(bf16_note)
     runs: list[tuple[str, dict]] = [(b, {"backend": b}) for b in wanted]
     if trt_ok and "tensorrt" in wanted:
         runs.append(("tensorrt-fp16", {"backend": "tensorrt", "fp16": True}))
 
     load_before = os.getloadavg()
-    results, generators = [], []
+    results = []
     max_b = max(batch_sizes)
-    for name, kwargs in runs:
-        t = time.perf_counter()
-        gen = open_generator(checkpoint, threads=args.threads, max_batch=max_b, **kwargs)
-        print(f"{name}: opened in {time.perf_counter() - t:.1f} s on {gen.device} ({gen.reason})")
-        generators.append((name, gen))
-        if name == "onnxruntime" and args.ort_variants:
-            for level in ("ORT_ENABLE_BASIC", "ORT_ENABLE_EXTENDED"):
-                label = f"onnxruntime[{level.removeprefix('ORT_ENABLE_').lower()}]"
-                generators.append((label, ort_variant(gen.path, level, args.threads, max_b)))
-    spec = generators[0][1].spec
-    for b in batch_sizes:
-        labels = label_maps(spec.schema.values, b, spec.image_size, seed=b)
-        z = (
-            np.random.default_rng(b).standard_normal((b, spec.style_dim), dtype=np.float32)
-            if spec.style_dim
-            else None
-        )
-        times = interleaved_times(generators, labels, z, args.repeats)
-        for label, g in generators:
-            median = statistics.median(times[label])
-            results.append(
-                {
-                    "backend": label,
-                    "device": g.device,
-                    "batch": b,
-                    "median_s": median,
-                    "images_per_s": b / median,
-                    "times_s": times[label],
-                }
+    spec = open_generator(checkpoint, backend="onnxruntime").spec
+    calibration = source_maps(spec)
+    quality_maps = calibration.draw(args.psnr_maps, 1000)  # seeds the calibration and gate never use
+    quality_z = (
+        np.random.default_rng(1000).standard_normal((args.psnr_maps, spec.style_dim), dtype=np.float32)
+        if spec.style_dim
+        else None
+    )
+    quality: dict[str, float | None] = {}
+    for threads in thread_counts:
+        generators = open_all(runs, checkpoint, threads, max_b, calibration, args.ort_variants)
+        if not quality:
+            by_name = dict(generators)
+            reference = by_name["onnxruntime"](quality_maps, quality_z) if "onnxruntime" in by_name else None
+            for label, g in generators:
+                if reference is not None:
+                    measured = psnr(g(quality_maps, quality_z), reference)
+                    quality[label] = None if math.isinf(measured) else measured  # None: identical
+                    print(f"  {label:34s} PSNR vs ONNX Runtime FP32: {measured:.2f} dB")
+        for b in batch_sizes:
+            labels = label_maps(spec.schema.values, b, spec.image_size, seed=b)
+            z = (
+                np.random.default_rng(b).standard_normal((b, spec.style_dim), dtype=np.float32)
+                if spec.style_dim
+                else None
             )
-            print(f"  {label:34s} batch {b:3d}: {b / median:8.2f} images/s (median of {args.repeats})")
+            times = interleaved_times(generators, labels, z, args.repeats)
+            for label, g in generators:
+                median = statistics.median(times[label])
+                results.append(
+                    {
+                        "backend": label,
+                        "device": g.device,
+                        "threads": threads,
+                        "batch": b,
+                        "median_s": median,
+                        "images_per_s": b / median,
+                        "times_s": times[label],
+                        "psnr_vs_onnxruntime_fp32_db": quality.get(label),
+                    }
+                )
+                print(
+                    f"  {label:34s} {threads} thr batch {b:3d}: {b / median:8.2f} images/s "
+                    f"(median of {len(times[label])})"
+                )
+        del generators
 
-    eager = {r["batch"]: r["images_per_s"] for r in results if r["backend"] == "torch"}
-    ratios: dict[str, dict[str, float]] = {}
+    ratios: dict[str, dict[str, dict[str, float]]] = {}  # images/s over the reference's, by backend
+    for base in ("torch", "onnxruntime"):
+        ref = {(r["threads"], r["batch"]): r["images_per_s"] for r in results if r["backend"] == base}
+        for r in results:
+            key = (r["threads"], r["batch"])
+            if key in ref:
+                ratios.setdefault(f"vs_{base}", {}).setdefault(r["backend"], {})[f"t{key[0]}_b{key[1]}"] = (
+                    r["images_per_s"] / ref[key]
+                )
+    # paired: call i of each backend ran in the same turn of the same round, so the median of the per-call
+    # ratios cancels most of the load that other processes put on these shared cores
+    paired: dict[str, dict[str, float]] = {}
+    fp32_times = {(r["threads"], r["batch"]): r["times_s"] for r in results if r["backend"] == "onnxruntime"}
     for r in results:
-        if r["batch"] in eager:
-            ratios.setdefault(r["backend"], {})[str(r["batch"])] = r["images_per_s"] / eager[r["batch"]]
-    for backend, by_batch in ratios.items():
-        print(f"{backend:36s} x torch eager: " + "  ".join(f"b{b}={v:.2f}" for b, v in by_batch.items()))
+        key = (r["threads"], r["batch"])
+        if key in fp32_times:
+            per_call = [f / t for f, t in zip(fp32_times[key], r["times_s"], strict=True)]
+            paired.setdefault(r["backend"], {})[f"t{key[0]}_b{key[1]}"] = statistics.median(per_call)
+    ratios["paired_vs_onnxruntime"] = paired
+    for base, by_backend in ratios.items():
+        for backend, by_key in by_backend.items():
+            print(f"{backend:36s} {base}: " + "  ".join(f"{k}={v:.2f}" for k, v in by_key.items()))
 
     report = {
-        "benchmark": "generator images per second by backend and batch size",
+        "benchmark": "generator images per second by backend, thread count and batch size",
         "checkpoint": str(checkpoint),
         "checkpoint_source": source,
         "arch": spec.arch,
         "model": dict(spec.model),
         "image_size": spec.image_size,
-        "threads": args.threads,
+        "threads": thread_counts,
         "repeats": args.repeats,
         "machine": {
+            "cpu_model": cpu_model(),
+            "vnni": sorted(VNNI_FLAGS & flags),
+            "bf16": bf16,
+            "avx512f": "avx512f" in flags,
+            "avx2": "avx2" in flags,
             "platform": platform.platform(),
             "cpus": os.cpu_count(),
-            "processor": platform.processor(),
             "load_average_before_after": [load_before, os.getloadavg()],  # others' work on shared cores
         },
         "versions": {"torch": torch.__version__, "onnxruntime": ort.__version__},
         "tensorrt": trt_why,
+        "bf16": bf16_note,
+        "quality": {
+            "reference": "onnxruntime (FP32)",
+            "maps": args.psnr_maps,
+            "label_maps": calibration.name,
+            "psnr_db": quality,
+        },
         "results": results,
-        "ratio_vs_torch_eager": ratios,
-        "targets": {"onnxruntime_cpu_vs_torch_eager": 1.5, "tensorrt_fp16_vs_torch_eager_fp32_gpu": 4.0},
+        "ratios": ratios,
+        "targets": {
+            "onnxruntime_cpu_vs_torch_eager": 1.5,
+            "tensorrt_fp16_vs_torch_eager_fp32_gpu": 4.0,
+            "int8_vs_onnxruntime_fp32_on_vnni_or_amx": 2.0,
+            "int8_min_psnr_db": 35.0,
+        },
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(report, indent=2) + "\n")

@@ -1,11 +1,13 @@
 """The usefulness table over several seeds and synthetic stores, with bootstrap intervals.
 
 Runs ``synthgen evaluate utility`` (the README's protocol: U-Net width 16 at 64 x 64, 1000 steps, test = the
-CAMUS patients whose number % 10 == 0) for every seed: the ``real`` arm once, and the ``synthetic`` and
-``real+synthetic`` arms for every synthetic store, two runs at a time on one thread each. Interrupted runs
-continue where they stopped (each arm is resumable). Then, per arm and class: the mean Dice over test
-images and seeds with a 95% bootstrap interval (test images resampled, the same resample for every seed),
-and the paired difference from the ``real`` arm of the same seed on the same images, with its interval.
+CAMUS patients whose number % 10 == 0) once per seed (``--seed S --seeds 1``: each seed with its own
+validation split, as before): the ``real`` arm once, and the ``synthetic`` and ``real+synthetic`` arms for
+every synthetic store, two runs at a time on one thread each. Interrupted runs continue where they stopped
+(each arm and seed is resumable). Then the library's statistics (``synthgen.evaluation.arm_statistics``,
+as ``evaluate utility --seeds`` computes them): per arm and class, the mean Dice over test images and seeds
+with a 95% bootstrap interval (seeds and images resampled), and the paired difference from the ``real``
+arm of the same seed on the same images, with its interval.
 
     synthgen ingest ../shared/data/camus camus.zarr
     synthgen build-dataset --out new.zarr --n 2000                       # the default: GAN + appearance
@@ -19,17 +21,15 @@ and the paired difference from the ``real`` arm of the same seed on the same ima
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import numpy as np
 from machine import cpu_model  # bench/machine.py (scripts run as python bench/NAME.py)
 
-BOOTSTRAP = 2000
+from synthgen.evaluation import arm_folder, arm_statistics, read_result, utility_table
 
 
 def run(job: tuple[str, list[str]]) -> str:
@@ -44,7 +44,7 @@ def run(job: tuple[str, list[str]]) -> str:
 
 def jobs(args) -> list[tuple[str, list[str]]]:
     """The real arm of every seed first, then each synthetic store's arms, seed by seed."""
-    common = ["--threads", "1", "--no-progress", "--steps", str(args.steps)]
+    common = ["--threads", "1", "--no-progress", "--steps", str(args.steps), "--seeds", "1"]
     out = []
     for seed in args.seeds:
         folder = f"{args.runs}/s{seed}/real"
@@ -57,63 +57,17 @@ def jobs(args) -> list[tuple[str, list[str]]]:
     return out
 
 
-def per_image_dice(folder: Path, arm: str) -> dict[str, np.ndarray]:
-    """Per class: the Dice of every test image (in test-store order) of one arm's run."""
-    path = folder / "arms" / arm.replace("+", "_plus_") / "eval" / "per_sample.csv"
-    with path.open() as f:
-        rows = list(csv.DictReader(f))
-    classes = [k[: -len("_dice")] for k in rows[0] if k.endswith("_dice")]
-    return {c: np.array([float(r[f"{c}_dice"]) for r in rows]) for c in classes}
-
-
-def interval(values: np.ndarray, resamples: np.ndarray) -> tuple[float, float, float]:
-    """(mean, 2.5%, 97.5%) of ``values`` (seeds, images): images resampled, seeds kept."""
-    means = values[:, resamples].mean(axis=(0, 2))
-    return float(values.mean()), float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))
-
-
-def aggregate(args) -> dict:
+def records(args) -> dict[str, list[dict]]:
+    """Every arm's result.json per seed (in seed order): real from its own runs, the synthetic arms of each
+    store from that store's runs."""
     runs = Path(args.runs)
-    arms = {"real": [(runs / f"s{s}" / "real", "real") for s in args.seeds]}
+    out = {"real": [read_result(arm_folder(runs / f"s{s}" / "real", "real", s)) for s in args.seeds]}
     for name, _ in args.synth:
         for arm in ("synthetic", "real+synthetic"):
-            arms[f"{name}: {arm}"] = [(runs / f"s{s}" / name, arm) for s in args.seeds]
-    dice = {a: [per_image_dice(folder, arm) for folder, arm in runs_] for a, runs_ in arms.items()}
-    classes = list(dice["real"][0])
-    n = len(dice["real"][0][classes[0]])
-    resamples = np.random.default_rng(0).integers(0, n, size=(BOOTSTRAP, n))
-    result = {}
-    for arm, per_seed in dice.items():
-        entry = {}
-        for c in [*classes, "mean"]:
-            pick = (
-                (lambda d: np.mean([d[k] for k in classes], axis=0)) if c == "mean" else (lambda d, c=c: d[c])
-            )
-            values = np.stack([pick(d) for d in per_seed])
-            real = np.stack([pick(d) for d in dice["real"]])
-            mean, lo, hi = interval(values, resamples)
-            d_mean, d_lo, d_hi = interval(values - real, resamples)
-            entry[c] = {"mean": mean, "ci": [lo, hi], "diff_vs_real": d_mean, "diff_ci": [d_lo, d_hi]}
-        result[arm] = entry
-    return {"classes": classes, "test_images": n, "seeds": args.seeds, "arms": result}
-
-
-def markdown(summary: dict) -> str:
-    classes = [*summary["classes"], "mean"]
-    head = ["arm", *(f"{c} Dice [95% CI]" for c in classes), "mean - real [95% CI]"]
-    lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
-    for arm, entry in summary["arms"].items():
-        cells = [arm] + [
-            f"{entry[c]['mean']:.3f} [{entry[c]['ci'][0]:.3f}, {entry[c]['ci'][1]:.3f}]" for c in classes
-        ]
-        m = entry["mean"]
-        cells.append(
-            ""
-            if arm == "real"
-            else f"{m['diff_vs_real']:+.4f} [{m['diff_ci'][0]:+.4f}, {m['diff_ci'][1]:+.4f}]"
-        )
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+            out[f"{name}: {arm}"] = [
+                read_result(arm_folder(runs / f"s{s}" / name, arm, s)) for s in args.seeds
+            ]
+    return out
 
 
 def main() -> None:
@@ -136,13 +90,18 @@ def main() -> None:
     with ThreadPoolExecutor(args.parallel) as pool:
         for folder in pool.map(run, jobs(args)):
             print("done", folder, flush=True)
-    summary = aggregate(args) | {
+    found = records(args)
+    classes = list(found["real"][0]["summary"])
+    stats = arm_statistics(found, classes)
+    meta = {arm: {k: rs[0][k] for k in ("augment", "real_train_samples")} for arm, rs in found.items()}
+    table = utility_table(stats, meta, args.seeds)
+    summary = stats.to_dict() | {
         "cpu": cpu_model(),
         "real": args.real,
         "synth": dict(args.synth),
         "steps": args.steps,
+        "seeds_used": args.seeds,
     }
-    table = markdown(summary)
     print(table)
     if args.json:
         Path(args.json).write_text(json.dumps(summary, indent=1) + "\n")

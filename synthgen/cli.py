@@ -66,8 +66,51 @@ def _use_fast_codecs() -> None:
     use_fast_codecs()
 
 
+def _set_storage_options(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> None:
+    """The one handling of --storage-option: ``KEY=VALUE`` (a string) or ``KEY:=JSON`` (a number,
+    true/false, an object...); a dotted KEY nests (``config_kwargs.connect_timeout:=2``). The options
+    go to every remote store the command opens, in this process and in those it starts."""
+    if not values:
+        return
+    import json
+
+    from synthgen.storage import set_storage_options
+
+    options: dict = {}
+    for text in values:
+        key, sep, value = text.partition("=")
+        if not sep or not key.rstrip(":"):
+            raise click.BadParameter(f"Expected KEY=VALUE or KEY:=JSON. Got {text!r} instead.", param=param)
+        if key.endswith(":"):
+            key = key[:-1]
+            try:
+                value = json.loads(value)
+            except ValueError as e:
+                raise click.BadParameter(f"Expected JSON after '{key}:='. Got {value!r} instead.") from e
+        *parents, last = key.split(".")
+        node = options
+        for part in parents:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise click.BadParameter(
+                    f"Expected {part!r} to hold options. It is set to a value: {text!r}."
+                )
+        node[last] = value
+    set_storage_options(options)
+
+
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="synthgen")
+@click.option(
+    "--storage-option",
+    multiple=True,
+    metavar="KEY=VALUE",
+    expose_value=False,
+    callback=_set_storage_options,
+    help="fsspec option for remote stores (s3://...), before the command: endpoint_url=http://host:9000, "
+    "key=..., secret=...; KEY:=JSON for numbers, true/false, objects; dots nest "
+    "(config_kwargs.connect_timeout:=2). Repeatable. Worker processes get them too.",
+)
 def cli() -> None:
     """synthgen: paired image/label synthesis for medical segmentation, into sharded Zarr stores."""
 
@@ -87,7 +130,26 @@ def cli() -> None:
     "(nnunet: dataset.json's labels).",
 )
 @click.option(
-    "--size", nargs=2, type=int, metavar="H W", help="Resample to H x W (labels nearest, images linear)."
+    "--size",
+    nargs=2,
+    type=int,
+    metavar="H W",
+    help="Stretch every slice to H x W (labels nearest, images linear). Not with --spacing or --pad-or-crop.",
+)
+@click.option(
+    "--spacing",
+    nargs=2,
+    type=float,
+    metavar="MM MM",
+    help="Resample to this (row, col) pixel size in mm, from the spacing in each file's header (as MONAI "
+    "Spacingd: images linear, labels nearest). Before --pad-or-crop.",
+)
+@click.option(
+    "--pad-or-crop",
+    nargs=2,
+    type=int,
+    metavar="H W",
+    help="Pad with 0 or crop about the centre to H x W, keeping the aspect ratio (as MONAI ResizeWithPadOrCrop).",
 )
 @click.option("--shard-size", default=256, show_default=True, help="Samples per shard.")
 @click.option("--overwrite", is_flag=True, help="Replace OUT if it is an existing Zarr store.")
@@ -103,9 +165,11 @@ def cli() -> None:
 )
 @click.option("--limit", type=int, help="Keep only the first N image/label pairs (sorted by path).")
 def ingest_command(
-    source, out, layout, schema, size, shard_size, overwrite, patterns, include, limit
+    source, out, layout, schema, size, spacing, pad_or_crop, shard_size, overwrite, patterns, include, limit
 ) -> None:
-    """Ingest a labelled dataset (CAMUS, ACDC, or image/label pairs) in SOURCE into a store at OUT."""
+    """Ingest a labelled dataset (CAMUS, ACDC, nnU-Net, or image/label pairs, DICOM images among them) in
+    SOURCE into a store at OUT. NIfTI comes reoriented to RAS+ (the slice axis kept); then --spacing,
+    then --pad-or-crop."""
     from synthgen.storage import DEFAULT_PATTERNS, IngestConfig, ingest
 
     _use_fast_codecs()
@@ -116,6 +180,8 @@ def ingest_command(
         layout=layout,
         schema=schema,
         size=tuple(size) if size else None,
+        spacing=tuple(spacing) if spacing else None,
+        pad_or_crop=tuple(pad_or_crop) if pad_or_crop else None,
         shard_size=shard_size,
         overwrite=overwrite,
         patterns=tuple(patterns) or DEFAULT_PATTERNS,
@@ -207,7 +273,13 @@ def convert_command(store, out, to, split, dataset_id, name, overwrite, quiet) -
 
 @cli.command("build-dataset")
 @click.option("--out", required=True, help="Output store: a path or fsspec URL (memory://, s3://...).")
-@click.option("--n", "n", type=int, default=None, help="Number of samples [default: 10000].")
+@click.option(
+    "--n",
+    "n",
+    type=int,
+    default=None,
+    help="Number of samples [default: 10000]; more than a store of the same build holds grows it.",
+)
 @click.option(
     "--seed", type=int, default=None, help="Root seed: sample i derives from (seed, i) [default: 0]."
 )
@@ -225,6 +297,12 @@ def convert_command(store, out, to, split, dataset_id, name, overwrite, quiet) -
 @click.option(
     "--source-url", default=None, help="Store (for --source store) or volume file (for --source volume)."
 )
+@click.option(
+    "--source-split",
+    type=click.Choice(["all", "train"]),
+    default=None,
+    help="--source store: draw from every patient or the train patients (no held-out test tenth) [default: all].",
+)
 @click.option("--view", default=None, help="Procedural view: apical, a4c, a2c, short_axis, ct_axial.")
 @click.option(
     "--generator",
@@ -233,7 +311,10 @@ def convert_command(store, out, to, split, dataset_id, name, overwrite, quiet) -
     "[default: the preset's bundled one].",
 )
 @click.option(
-    "--backend", default=None, help="auto, torch, torch-compile, onnxruntime or tensorrt [default: auto]."
+    "--backend",
+    default=None,
+    help="auto, torch, torch-compile, onnxruntime (FP32), onnxruntime-int8 (quantised; refused below "
+    "35 dB PSNR from FP32) or tensorrt [default: auto].",
 )
 @click.option("--batch-size", type=int, default=None, help="Generator batch size [default: 32].")
 @click.option(
@@ -252,7 +333,9 @@ def convert_command(store, out, to, split, dataset_id, name, overwrite, quiet) -
     help="Randomise gamma, contrast, blur, bias, noise and the echo sector after the generator "
     "(config [appearance]) [default: on].",
 )
-@click.option("--overwrite", is_flag=True, help="Replace an existing output instead of resuming it.")
+@click.option(
+    "--overwrite", is_flag=True, help="Replace an existing output instead of resuming or growing it."
+)
 @click.option("--dry-run", is_flag=True, help="Print the plan (shards, size, estimated time) and stop.")
 @click.option(
     "--max-give-up",
@@ -265,15 +348,17 @@ def convert_command(store, out, to, split, dataset_id, name, overwrite, quiet) -
 def build_dataset_cmd(
     out, config_path, scheduler, workers, overwrite, dry_run, max_give_up, quiet, **flags
 ) -> None:
-    """Stream deformed-label / generated-image pairs into a Zarr store (resumes an interrupted build)."""
+    """Stream deformed-label / generated-image pairs into a Zarr store (resumes an interrupted build;
+    a larger --n grows a finished one)."""
     from synthgen.engine import RunOptions, build_dataset, plan_build
     from synthgen.schemas import load_build_config
 
     _use_fast_codecs()
     source = {k: v for k, v in (("kind", flags.pop("source_kind")), ("url", flags.pop("source_url"))) if v}
-    if flags.get("view"):
-        source["view"] = flags["view"]
-    flags.pop("view")
+    for key in ("view", "source_split"):
+        if flags.get(key):
+            source[key.removeprefix("source_")] = flags[key]
+        flags.pop(key)
     deform = {k: flags.pop(k) for k in ("max_displacement", "spacing")}
     deform["enabled"] = flags.pop("deform")
     appearance = {"enabled": flags.pop("appearance_enabled")}
@@ -458,6 +543,13 @@ def _seg_train_options(f):
             "(nnU-Net's set) [default: strong for train-seg, light for evaluate utility].",
         ),
         click.option("--no-augment", is_flag=True, hidden=True, help="Same as --augment none."),
+        click.option(
+            "--normalise",
+            type=click.Choice(["none", "percentile", "zscore"]),
+            help="Per-image intensity normalisation after augmentation: percentile (clip to the 0.5 and "
+            "99.5th percentiles, scale to [0, 1]) or zscore (nnU-Net's for MR) [default: none]; "
+            "recorded in the spec, and evaluate seg applies it.",
+        ),
         _THREADS,
         _PROGRESS,
     ]
@@ -481,6 +573,34 @@ def _seg_train_config(options: dict, default_augment: str = "strong", **fixed):
     return SegTrainConfig(model=model_cfg, augment=augment, **(given | fixed))
 
 
+def _share_schedule(ctx: click.Context, param: click.Parameter, value: str | None):
+    """``START:END`` -> (start, end) floats; None where not given."""
+    if value is None:
+        return None
+    start, sep, end = value.partition(":")
+    try:
+        if not sep:
+            raise ValueError(value)
+        return float(start), float(end)
+    except ValueError:
+        raise click.BadParameter(f"Expected START:END, two numbers in [0, 1]. Got {value!r}.") from None
+
+
+def _seed_list(ctx: click.Context, param: click.Parameter, value: str) -> int | tuple[int, ...]:
+    """``N`` -> the count N; ``a,b,c`` -> those seeds."""
+    try:
+        if "," not in value:
+            count = int(value)
+            if count < 1:
+                raise ValueError(value)
+            return count
+        return tuple(int(v) for v in value.split(",") if v.strip())
+    except ValueError:
+        raise click.BadParameter(
+            f"Expected a count N >= 1 or a list of seeds 0,1,2. Got {value!r}."
+        ) from None
+
+
 @cli.command("train-seg")
 @click.argument("train")
 @click.argument("out_dir")
@@ -499,9 +619,23 @@ def _seg_train_config(options: dict, default_augment: str = "strong", **fixed):
     "samples of a training store are left out of training.",
 )
 @click.option("--val-limit", type=int, help="Validate on the first N samples only.")
+@click.option(
+    "--init",
+    default="",
+    help="Fine-tune: start from this segmenter checkpoint (a folder with segmenter.json, or a train-seg "
+    "OUT_DIR: its best) of the same architecture, schema and channels.",
+)
+@click.option(
+    "--synth-share-schedule",
+    callback=_share_schedule,
+    help="START:END, e.g. 0.9:0.1: the synthetic stores' share of each batch of a real + synthetic mix "
+    "moves linearly from START at the first step to END at the last (instead of the mix's ratios).",
+)
 @click.option("--overwrite", is_flag=True, help="Replace a segmenter already in OUT_DIR.")
 @_seg_train_options
-def train_seg_command(train, out_dir, split, val, val_limit, overwrite, progress, **options) -> None:
+def train_seg_command(
+    train, out_dir, split, val, val_limit, init, synth_share_schedule, overwrite, progress, **options
+) -> None:
     """Train a segmenter on TRAIN (a store, or a mix 'real.zarr:0.3,synth.zarr:0.7'); results in OUT_DIR.
 
     Real stores are split by patient (a store without patient metadata by sample index, with a note);
@@ -516,9 +650,18 @@ def train_seg_command(train, out_dir, split, val, val_limit, overwrite, progress
 
     _use_fast_codecs()
     config = _seg_train_config(
-        options, train=train, val=val, out_dir=out_dir, val_limit=val_limit, split=split
+        options,
+        train=train,
+        val=val,
+        out_dir=out_dir,
+        val_limit=val_limit,
+        split=split,
+        init=init,
+        synth_share_schedule=synth_share_schedule,
     )
     result = train_seg(config, progress=progress, overwrite=overwrite, notify=note)
+    if init:
+        click.echo(f"Started from the segmenter {init}.")
     dice = result.best_metrics.get("val_dice_mean", float("nan"))
     data = result.splits
     seen = ", ".join(
@@ -552,21 +695,70 @@ def evaluate_group() -> None:
 @click.option(
     "--strict", is_flag=True, help="Refuse samples the segmenter trained or validated on (else a warning)."
 )
+@click.option(
+    "--normalise",
+    type=click.Choice(["none", "percentile", "zscore"]),
+    help="Per-image intensity normalisation [default: the segmenter's training one; another warns].",
+)
+@click.option(
+    "--alias",
+    "aliases",
+    multiple=True,
+    metavar="STORE_CLASS=SEG_CLASS",
+    help="Score the store's class STORE_CLASS as the segmenter's SEG_CLASS. Repeatable. Default: classes "
+    "paired by name, then by alias (the schemas' aliases and common names: lv, myo, rv...).",
+)
+@click.option(
+    "--shift",
+    help="Score the images under one fixed, seeded acquisition shift: gamma, bias, noise, blur, "
+    "resolution, or inversion (MR).",
+)
+@click.option(
+    "--modality",
+    type=click.Choice(["echo", "mr", "ct"]),
+    help="Of the store's images, for --shift [default: from the schema: camus echo, acdc mr, mmwhs ct].",
+)
 @_THREADS
-def evaluate_seg_command(checkpoint, store, out_dir, split, spacing, limit, strict) -> None:
+def evaluate_seg_command(
+    checkpoint, store, out_dir, split, spacing, limit, strict, normalise, aliases, shift, modality
+) -> None:
     """Score the segmenter CHECKPOINT on STORE: Dice, IoU, Hausdorff, HD95, ASSD per class.
 
-    Warns (stderr and summary.json) where the checkpoint's splits.json shows it trained or validated on
-    evaluated samples."""
+    A store of another label schema is scored on the classes the two share; the output names those
+    scored and those skipped. Warns (stderr and summary.json) where the checkpoint's splits.json shows
+    it trained or validated on evaluated samples."""
 
-    from synthgen.evaluation import evaluate_segmentation, seg_table
+    from synthgen.evaluation import classes_line, evaluate_segmentation, seg_table
 
+    pairs = {}
+    for text in aliases:
+        theirs, sep, mine = (part.strip() for part in text.partition("="))
+        if not (sep and theirs and mine):
+            raise click.BadParameter(f"Expected STORE_CLASS=SEG_CLASS. Got {text!r}.", param_hint="--alias")
+        pairs[theirs] = mine
     _use_fast_codecs()
+    acquisition = None
+    if shift:
+        from synthgen.evaluation import AcquisitionShift, store_modality
+        from synthgen.storage import StoreReader
+
+        acquisition = AcquisitionShift(shift, store_modality(StoreReader(store).schema.name, modality))
     result = evaluate_segmentation(
-        checkpoint, store, out_dir, split=split, spacing=spacing, limit=limit, strict=strict
+        checkpoint,
+        store,
+        out_dir,
+        split=split,
+        spacing=spacing,
+        limit=limit,
+        strict=strict,
+        normalise=normalise,
+        aliases=pairs,
+        shift=acquisition,
     )
-    if result.seen is not None and result.seen.warning:
-        click.echo(f"synthgen: warning: {result.seen.warning}", err=True)
+    for warning in (result.seen.warning if result.seen is not None else "", result.normalise_warning):
+        if warning:
+            click.echo(f"synthgen: warning: {warning}", err=True)
+    click.echo(classes_line(result.classes))
     click.echo(seg_table(result))
 
 
@@ -606,15 +798,39 @@ def evaluate_realism_command(synth, real, segmenter, out_dir, reference_split, *
 @click.option(
     "--arms",
     help="Comma-separated subset of: real, synthetic, real+synthetic, real10+synthetic, "
-    "real25+synthetic, real10, real25 [default: all the stores allow].",
+    "real25+synthetic, real10, real25, synthetic-pretrain+real-finetune, real10-finetune (fine-tuned from "
+    "the synthetic arm's segmenter of the same seed, which then runs too) [default: all the stores allow].",
 )
 @click.option(
     "--synth-share", type=float, default=0.5, show_default=True, help="Synthetic share of mixed batches."
 )
+@click.option(
+    "--seeds",
+    default="3",
+    show_default=True,
+    callback=_seed_list,
+    help="Training seeds: a count N (seeds --seed .. --seed + N - 1) or a list 0,1,2. Every arm trains "
+    "once per seed; the table gives means over seeds and test images with 95% bootstrap intervals.",
+)
+@click.option(
+    "--shift",
+    is_flag=True,
+    help="Also score every arm under fixed, seeded acquisition shifts of the test images (gamma, bias "
+    "field, noise, blur, resolution loss; intensity inversion for MR): Dice and its drop.",
+)
+@click.option(
+    "--modality",
+    type=click.Choice(["echo", "mr", "ct"]),
+    help="Of REAL's images, for --shift [default: from the schema: camus echo, acdc mr, mmwhs ct].",
+)
 @_seg_train_options
-def evaluate_utility_command(real, out_dir, synth, arms, synth_share, progress, **options) -> None:
-    """The usefulness table: segmenters trained on real / synthetic / mixed / reduced real data, each
-    evaluated on the held-out real test patients of REAL. Re-running continues an interrupted run."""
+def evaluate_utility_command(
+    real, out_dir, synth, arms, synth_share, seeds, shift, modality, progress, **options
+) -> None:
+    """The usefulness table: segmenters trained on real / synthetic / mixed / reduced real data /
+    synthetic then fine-tuned on real, once per seed, each evaluated on the held-out real test patients
+    of REAL. Writes utility.md, utility.json and utility.png to OUT_DIR. Re-running continues an
+    interrupted run: every finished (arm, seed) is reused."""
     from synthgen.evaluation import UtilityConfig, run_utility
 
     _use_fast_codecs()
@@ -623,8 +839,24 @@ def evaluate_utility_command(real, out_dir, synth, arms, synth_share, progress, 
         options, "light", train="", val="", out_dir="", device=options.get("device") or "cpu"
     )
     chosen = tuple(a.strip() for a in arms.split(",")) if arms else ()
-    config = UtilityConfig(real, out_dir, synth, chosen, synth_share=synth_share, train=train)
-    table, _ = run_utility(config, progress=progress)
+    if isinstance(seeds, int):
+        seeds = tuple(range(train.seed, train.seed + seeds))
+    config = UtilityConfig(
+        real,
+        out_dir,
+        synth,
+        chosen,
+        seeds,
+        synth_share=synth_share,
+        shift=shift,
+        modality=modality,
+        train=train,
+    )
+
+    def note(message: str) -> None:
+        click.echo(f"synthgen: {message}", err=True)
+
+    table, _ = run_utility(config, progress=progress, notify=note)
     click.echo(table)
 
 

@@ -22,6 +22,8 @@ UTILITY_SPLIT = 0x5EA1  # the usefulness protocol's train/validation split of pa
 NOISE_BANK = 0x9E_5E  # the pseudo-image renderer's bank of smooth noise fields
 FID_SUBSETS = 0xF1D  # the subsets of the kernel inception distance
 APPEARANCE = 0xA99E  # a sample's appearance key (randomised generator, appearance stage)
+SHIFT = 0x5_41F7  # the acquisition shifts of evaluation: one key per (shift, image)
+BOOTSTRAP = 0xB0_07  # the resamples (seeds and images) of the usefulness statistics
 
 
 def rng(*words: int) -> np.random.Generator:
@@ -57,6 +59,18 @@ def appearance_keys(seed: int, indices: Sequence[int] | np.ndarray) -> np.ndarra
         z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
         z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
         return z ^ (z >> np.uint64(31))
+
+
+def shift_keys(seed: int, shift: int, indices: Sequence[int] | np.ndarray) -> np.ndarray:
+    """(N,) uint64 appearance keys of store samples ``indices`` under acquisition shift number ``shift``:
+    the same image gets the same shifted copy whichever segmenter is scored on it."""
+    base = int(np.random.SeedSequence([int(seed), SHIFT, int(shift)]).generate_state(1, np.uint64)[0] >> 1)
+    return appearance_keys(base, indices)
+
+
+def bootstrap_rng(seed: int) -> np.random.Generator:
+    """The bootstrap resamples of the usefulness statistics."""
+    return rng(seed, BOOTSTRAP)
 
 
 def stream_seed(seed: int, k: int) -> int:

@@ -145,7 +145,7 @@ def test_bad_paths_and_options(tmp_path, checkpoints):
         open_generator(checkpoints["pix2pix"], backend="onnxruntime", max_batch=0)
     with pytest.raises(ConfigError, match="threads"):
         open_generator(checkpoints["pix2pix"], backend="onnxruntime", threads=0)
-    assert set(BACKENDS) == {"auto", "torch", "torch-compile", "onnxruntime", "tensorrt"}
+    assert set(BACKENDS) == {"auto", "torch", "torch-compile", "onnxruntime", "onnxruntime-int8", "tensorrt"}
 
 
 @pytest.mark.skipif(TRT_OK, reason="TensorRT and a GPU are present: the error path does not apply")

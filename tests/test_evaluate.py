@@ -21,7 +21,7 @@ from synthgen.models.segmenters import (
     load_segmenter,
     save_segmenter,
 )
-from synthgen.schemas import ACDC, CAMUS
+from synthgen.schemas import ACDC, CAMUS, LabelClass, LabelSchema
 from synthgen.storage.splits import is_test_patient, store_patients
 from synthgen.storage.store import StoreReader, StoreWriter
 from synthgen.trainers.runs import seeded
@@ -92,7 +92,7 @@ def test_evaluate_seg_rows_match_the_metrics(checkpoint, tmp_path, monkeypatch):
     # noise-free images say their class by grey level: a perfect "prediction", then one missing the atrium
     clean = make_seg_store(str(tmp_path / "clean.zarr"), n=40, noise=0.0)
 
-    def perfect(model, spec, images):
+    def perfect(model, spec, images, normalise="none"):
         return np.abs(images[:, 0, :, :, None] * 255 - GREY).argmin(-1).astype(np.uint8)
 
     monkeypatch.setattr(ev, "predict", perfect)
@@ -100,7 +100,7 @@ def test_evaluate_seg_rows_match_the_metrics(checkpoint, tmp_path, monkeypatch):
     assert best.unit == "px" and len(best.rows) == 40
     assert all(r[f"{n}_dice"] == 1.0 and r[f"{n}_hd95"] == 0.0 for r in best.rows for n in CAMUS.names)
 
-    def no_atrium(model, spec, images):
+    def no_atrium(model, spec, images, normalise="none"):
         out = perfect(model, spec, images)
         out[out == 3] = 0
         return out
@@ -112,12 +112,18 @@ def test_evaluate_seg_rows_match_the_metrics(checkpoint, tmp_path, monkeypatch):
     assert missed.summary["lv_cavity"]["dice"]["mean"] == 1.0 and missed.unit == "mm"
 
 
-def test_evaluate_seg_refuses_another_schema(checkpoint, tmp_path):
+def test_evaluate_seg_scores_shared_classes_and_refuses_a_schema_sharing_none(checkpoint, tmp_path):
     acdc = make_seg_store(str(tmp_path / "acdc.zarr"), n=4, schema=ACDC)
-    with pytest.raises(SchemaError, match="Expected a store of the segmenter's schema 'camus'"):
-        ev.evaluate_segmentation(checkpoint, acdc)
-    result = CliRunner().invoke(cli, ["evaluate", "seg", checkpoint, acdc])
-    assert result.exit_code == 1 and result.output.startswith("synthgen: error: Expected a store")
+    shared = ev.evaluate_segmentation(checkpoint, acdc)  # tests/test_cross_schema.py has the rest
+    assert list(shared.summary) == ["lv_cavity", "lv_myocardium"]
+    liver = LabelSchema("liver", (LabelClass("liver", 1), LabelClass("tumour", 2), LabelClass("vessel", 3)))
+    apart = make_seg_store(str(tmp_path / "liver.zarr"), n=4, schema=liver)
+    with pytest.raises(
+        SchemaError, match="Expected a store sharing a class with the segmenter's schema 'camus'"
+    ):
+        ev.evaluate_segmentation(checkpoint, apart)
+    result = CliRunner().invoke(cli, ["evaluate", "seg", checkpoint, apart])
+    assert result.exit_code == 1 and result.output.startswith("synthgen: error: Expected a store sharing")
 
 
 def test_realism_flags_copies_of_training_images(checkpoint, tmp_path):
@@ -176,15 +182,15 @@ def test_utility_splits_are_disjoint_nested_and_use_the_shared_test_split(tmp_pa
 def test_utility_table_real_arms_and_resume(tmp_path):
     real = make_seg_store(str(tmp_path / "real.zarr"), n=40, patients=PATIENTS)
     train = tiny_train_config("", "", "", steps=2, val_every=2, batch_size=4)
-    cfg = UtilityConfig(real, str(tmp_path / "u"), train=train)
+    cfg = UtilityConfig(real, str(tmp_path / "u"), seeds=(0,), train=train)
     table, _ = run_utility(cfg, progress=False)
     assert table.splitlines()[0].startswith("| arm | augmentation | real train samples | lv_cavity Dice")
     rows = [[c.strip() for c in line.split("|")[1:3]] for line in table.splitlines()[2:5]]
     level = train.augment.__class__.__name__
     expected = {"NoneType": "none", "AugmentConfig": "light", "StrongAugment": "strong"}[level]
     assert rows == [["real", expected], ["real10", expected], ["real25", expected]]
-    assert json.loads((tmp_path / "u" / "utility.json").read_text())["arms"]["real"]["n"] == 4
-    weights = tmp_path / "u" / "arms" / "real" / "best" / "segmenter.safetensors"
+    assert json.loads((tmp_path / "u" / "utility.json").read_text())["arms"]["real"]["0"]["n"] == 4
+    weights = tmp_path / "u" / "arms" / "real" / "seed0" / "best" / "segmenter.safetensors"
     stamp = weights.stat().st_mtime_ns
     run_utility(cfg, progress=False)  # everything done: nothing retrains
     assert weights.stat().st_mtime_ns == stamp

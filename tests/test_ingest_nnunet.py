@@ -184,31 +184,29 @@ def test_channel_files_of_different_shapes(tmp_path):
     assert_clean_failure(run("ingest", nn, out, "--layout", "nnunet"), out, "share shape", "case_000001_0001")
 
 
-def test_dicom_is_named_not_blamed_on_a_missing_label(tmp_path):
+def test_a_broken_dicom_is_named_not_blamed_on_a_missing_label(tmp_path):
     pairs = tmp_path / "pairs"
     pairs.mkdir()
     labels = disc_labels(2, H, W, seed=0)
     Image.fromarray((labels[0] * 50).astype(np.uint8)).save(pairs / "case1.png")
     Image.fromarray(labels[0]).save(pairs / "case1_gt.png")
-    (pairs / "case0.dcm").write_bytes(b"\0" * 128 + b"DICM" + b"\0" * 64)
+    (pairs / "case0.dcm").write_bytes(b"\0" * 128 + b"DICM" + b"\0" * 64)  # the marker, and no image
     Image.fromarray(labels[1]).save(pairs / "case0_gt.png")
     out = tmp_path / "out.zarr"
     result = run("ingest", pairs, out, "--schema", "camus")
-    assert_clean_failure(result, out, "case0.dcm: DICOM is not read by this layout", "case0_gt.png")
+    assert_clean_failure(result, out, "case0.dcm", "not a DICOM image")
     assert "has no label" not in result.stderr
-    # the label in an unread format: named too; a DICOM without a suffix is known by its magic
+    # a DICOM label is named (labels are PNG, NIfTI, MHD or NumPy); without a suffix known by its marker
     (pairs / "case0.dcm").unlink()
     (pairs / "case0_gt.png").unlink()
     Image.fromarray((labels[1] * 50).astype(np.uint8)).save(pairs / "case0.png")
     (pairs / "case0_gt").write_bytes(b"\0" * 128 + b"DICM" + b"\0" * 64)
-    assert_clean_failure(
-        run("ingest", pairs, out, "--schema", "camus"), out, "case0_gt: DICOM is not read by this layout"
-    )
-    # a folder of nothing but DICOM says so
+    assert_clean_failure(run("ingest", pairs, out, "--schema", "camus"), out, "case0_gt", "DICOM")
+    # a lone DICOM image without its label says which label is missing
     only = tmp_path / "only"
     only.mkdir()
     (only / "IM0001.dcm").write_bytes(b"\0" * 132)
-    assert_clean_failure(run("ingest", only, out), out, "IM0001.dcm: DICOM is not read")
+    assert_clean_failure(run("ingest", only, out), out, "IM0001")
 
 
 def test_dicom_in_nnunet_folder(tmp_path):

@@ -488,14 +488,16 @@ def test_a_loss_log_torn_by_a_kill_is_read_and_resumed(tmp_path):
     assert [r["step"] for r in resumed.read()] == [10, 20] and path.read_text().endswith("\n")
 
 
-def test_a_torn_arm_summary_runs_the_arm_again(tmp_path):
-    from synthgen.evaluation.utility import _read_summary
+def test_a_torn_arm_result_runs_the_arm_again(tmp_path):
+    from synthgen.evaluation.utility import RESULT_JSON, read_result
 
-    (tmp_path / "summary.json").write_text('{"arm": "real", "train_con')
-    assert _read_summary(tmp_path / "summary.json") == {}
-    assert _read_summary(tmp_path / "absent.json") == {}
-    (tmp_path / "summary.json").write_text('{"arm": "real"}')
-    assert _read_summary(tmp_path / "summary.json") == {"arm": "real"}
+    (tmp_path / RESULT_JSON).write_text('{"arm": "real", "train_con')
+    assert read_result(tmp_path) == {}
+    assert read_result(tmp_path / "absent") == {}
+    (tmp_path / RESULT_JSON).write_text('["not", "a", "result"]')
+    assert read_result(tmp_path) == {}
+    (tmp_path / RESULT_JSON).write_text('{"arm": "real"}')
+    assert read_result(tmp_path) == {"arm": "real"}
 
 
 def test_atomic_write_leaves_the_old_file_when_it_fails(tmp_path, monkeypatch):

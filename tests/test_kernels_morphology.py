@@ -99,3 +99,26 @@ def test_morphology_matches_scipy_property(labels, value, radius, priority):
 def test_morphology_arguments_are_checked(call, error, match):
     with pytest.raises(error, match=match):
         call(disc_labels(1, 16, 16)[0])
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    hnp.arrays(np.bool_, hnp.array_shapes(min_dims=2, max_dims=2, min_side=1, max_side=24)),
+    st.sampled_from([(1.0, 1.0), (1 / 128, 1 / 128), (1 / 100, 1 / 100), (1 / 24, 1 / 17), (0.5, 2.0)]),
+)
+def test_distance_to_mask_matches_scipy(mask, sampling):
+    from scipy import ndimage
+
+    from synthgen.kernels.morphology import distance_to_mask
+
+    out = np.empty(mask.shape)
+    distance_to_mask(mask, *sampling, out)
+    if not mask.any():
+        assert np.isinf(out).all()
+        return
+    want = ndimage.distance_transform_edt(~mask, sampling=sampling)
+    assert np.all(out[mask] == 0)
+    if sampling[0] == sampling[1] and np.log2(sampling[0]).is_integer():
+        np.testing.assert_array_equal(out, want)  # equally near pixels give the same float
+    else:  # the nearest pixel is exact; an equally near one may differ in the last bit
+        np.testing.assert_allclose(out, want, rtol=1e-15, atol=0)

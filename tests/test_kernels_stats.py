@@ -6,10 +6,11 @@ import numpy as np
 import pytest
 from helpers.data import disc_labels
 from hypothesis import given, settings
+from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from synthgen.errors import KernelInputError
-from synthgen.kernels import class_stats
+from synthgen.kernels import class_stats, count_components
 from synthgen.kernels import reference as ref
 
 
@@ -55,3 +56,24 @@ def test_bad_inputs_are_clear_errors():
         class_stats(np.full((2, 2), 3, np.uint8), 3)
     with pytest.raises(KernelInputError, match="uint8"):
         class_stats(np.zeros((2, 2), np.int32), 3)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    hnp.arrays(
+        np.uint8, hnp.array_shapes(min_dims=3, max_dims=3, min_side=1, max_side=12), elements={"max_value": 3}
+    ),
+    st.sets(st.integers(0, 3)),
+)
+def test_component_counts_match_count_components(maps, counted):
+    areas, contacts, components = class_stats(maps, 4, components=sorted(counted))
+    want_a, want_c = class_stats(maps, 4)
+    np.testing.assert_array_equal(areas, want_a)
+    np.testing.assert_array_equal(contacts, want_c)
+    for k in range(4):
+        want = count_components(maps, k, connectivity=8) if k in counted else 0
+        np.testing.assert_array_equal(components[:, k], want)
+    one = class_stats(maps[0], 4, components=sorted(counted))[2]
+    np.testing.assert_array_equal(one, components[0])
+    with pytest.raises(KernelInputError, match="component classes below 4"):
+        class_stats(maps, 4, components=[4])

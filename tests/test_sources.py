@@ -8,6 +8,7 @@ import pickle
 import numpy as np
 import pytest
 from helpers.data import disc_labels, real_data
+from helpers.seg import make_seg_store
 
 from synthgen.errors import ConfigError, LabelValueError
 from synthgen.kernels import resize_labels
@@ -164,3 +165,24 @@ def test_volume_source_slices_a_real_acdc_volume():
     assert set(batch.source_index.tolist()) == {0, 1}
     report = GateReport.from_flags(check_batch(batch.labels, ACDC)[1], ACDC)
     assert report.pass_rate > 0.7, report.to_dict()
+
+
+def test_store_source_split_train_never_draws_a_held_out_test_patient(tmp_path):
+    patients = np.repeat(np.arange(1, 13), 2)  # patient 10 is the held-out test tenth
+    url = make_seg_store(str(tmp_path / "real.zarr"), n=24, patients=patients)
+    config = {"kind": "store", "url": url, "split": "train"}
+    drawn = source_from_config(config, (32, 32)).draw_batch(0, range(200)).source_index
+    test_samples = set(np.flatnonzero(patients == 10).tolist())
+    assert drawn.size == 200 and not test_samples & set(drawn.tolist())
+    assert set(drawn.tolist()) == set(range(24)) - test_samples  # every other map is drawn
+    everyone = source_from_config(config | {"split": "all"}, (32, 32)).draw_batch(0, range(200)).source_index
+    assert test_samples <= set(everyone.tolist())
+    assert StoreSourceConfig.from_dict(config).to_dict()["split"] == "train"
+    assert "split" not in StoreSourceConfig.from_dict(config | {"split": "all"}).to_dict()  # old tokens hold
+    with pytest.raises(ConfigError, match=r"source\.split"):
+        StoreSourceConfig.from_dict(config | {"split": "test"})
+    no_patients = make_seg_store(str(tmp_path / "synth.zarr"), n=8)
+    with pytest.raises(Exception, match="patient"):
+        source_from_config({"kind": "store", "url": no_patients, "split": "train"}, (32, 32)).draw_batch(
+            0, [0]
+        )

@@ -5,6 +5,10 @@ it to resume), runs :func:`pipeline.build_shard` for every shard not yet complet
 scheduler, and records each shard and its digest in the store's attributes as its task returns. A
 store whose attributes hold a different build config is refused (unless it holds no complete shard:
 then nothing is lost by replacing it), so a resumed build can only ever finish the build it started.
+The number of samples is not part of what a build is (:func:`build_identity`): sample i depends only
+on the config and i, so a larger ``n`` grows a store of the same build (its arrays are resized, its
+partial last shard is built again whole, then the new shards; :meth:`StoreWriter.grow`) into the
+bytes of a fresh build of ``n``, and a smaller one is refused.
 ``--overwrite`` builds the new store aside (``OUT.synthgen-new``, resumable in turn) and swaps it in
 when it is complete: until then the old store stays as it was.
 """
@@ -17,19 +21,23 @@ import shutil
 import sys
 import time
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
+from synthgen import __version__
 from synthgen.engine import pipeline
 from synthgen.engine.schedule import check_scheduler, parse_scheduler, run_shards
 from synthgen.errors import ConfigError, GateError, StoreError, StoreFormatError
-from synthgen.schemas import BuildConfig
+from synthgen.schemas import BuildConfig, StoreAttrs
 from synthgen.storage import (
     StoreReader,
     StoreWriter,
     aside_url,
     clear_scratch,
+    given_storage_options,
     is_local,
     recover,
     renew_lease,
@@ -75,6 +83,7 @@ class BuildSummary:
     stage_seconds: dict[str, float] = field(default_factory=dict)
     backend: str = ""
     gave_up: int = 0  # samples kept although the gate rejected every draw (flagged in meta/plausibility)
+    grown_from: int | None = None  # the samples the store held before this build grew it
 
     @property
     def samples_per_second(self) -> float:
@@ -84,7 +93,8 @@ class BuildSummary:
     def lines(self) -> list[str]:
         out = [
             f"built {self.shards_built} shard(s), skipped {self.shards_skipped} already complete: "
-            f"{self.out} holds {self.samples} samples in {self.shards_total} shards",
+            f"{self.out} holds {self.samples} samples in {self.shards_total} shards"
+            + (f" (grown from {self.grown_from})" if self.grown_from is not None else ""),
             f"time {self.seconds:.1f} s, {self.samples_per_second:.1f} samples/s, generator backend {self.backend}",
         ]
         if self.gate_checked:
@@ -114,7 +124,15 @@ def _this_process() -> tuple[int, float]:
 
 
 def config_token(config: BuildConfig) -> str:
+    """The token of this build's shard tasks (their Dask keys): of the whole config, ``n`` included,
+    since the last shard of a build depends on ``n``."""
     return hashlib.sha256(json.dumps(config.to_dict(), sort_keys=True).encode()).hexdigest()[:16]
+
+
+def build_identity(config: Mapping[str, Any]) -> dict[str, Any]:
+    """What makes two builds the same build: their config (as JSON holds it) less ``n``. Sample i
+    depends only on the config and i, so a build of n samples is the first n of any larger one."""
+    return {k: v for k, v in json.loads(json.dumps(dict(config))).items() if k != "n"}
 
 
 def _refuse_other(url: str) -> str:
@@ -128,10 +146,19 @@ def _refuse_other(url: str) -> str:
     return state
 
 
-def _resumable(url: str, config: BuildConfig, *, replace: bool) -> list[int] | None:
-    """The shards still to build where ``url`` holds this build; None where a new store is to be
-    created there. Refuses a store that holds another build with complete shards, unless ``replace``
-    (the aside store of ``--overwrite``, which is ours). Writes nothing."""
+@dataclass(frozen=True)
+class Continuation:
+    """What is left of this build in a store that holds part of it (or all of it)."""
+
+    todo: list[int]  # the shards still to build, in the layout of the config's n
+    grow_from: int | None = None  # the samples the store holds, where the config asks for more
+
+
+def _resumable(url: str, config: BuildConfig, *, replace: bool) -> Continuation | None:
+    """What is left to build where ``url`` holds this build (of as many samples, or fewer: it grows);
+    None where a new store is to be created there. Refuses a store that holds another build with
+    complete shards, or more samples of this one, unless ``replace`` (the aside store of
+    ``--overwrite``, which is ours). Writes nothing."""
     state = _refuse_other(url)
     if state != "synthgen":
         return None
@@ -140,16 +167,19 @@ def _resumable(url: str, config: BuildConfig, *, replace: bool) -> list[int] | N
     except StoreFormatError as e:
         raise StoreError(f"Output {url} is not a readable synthgen store ({e}). Choose another --out.") from e
     held = reader.attrs.provenance.get("build_config")
-    if held == json.loads(json.dumps(config.to_dict())):
-        done = set(reader.complete_shards)
-        return [k for k in range(reader.layout.num_shards) if k not in done]
+    mine = config.to_dict()
+    if isinstance(held, Mapping) and build_identity(held) == build_identity(mine):
+        if config.n < reader.layout.n and replace:
+            return None
+        return _continuation(url, reader, config.n)
     if held is None and not replace:
         raise StoreError(
             f"Output {url} holds a store that build-dataset did not write (ingested data?). Choose another "
             "--out, or --overwrite to replace it."
         )
     if reader.complete_shards and not replace:
-        diff = sorted(k for k in config.to_dict() if (held or {}).get(k) != config.to_dict()[k])
+        held_id, mine_id = build_identity(held or {}), build_identity(mine)
+        diff = sorted(k for k in mine_id if held_id.get(k) != mine_id[k])
         raise StoreError(
             f"Output {url} holds a different build (differs in {diff or 'its origin'}). "
             "Use another --out, the same config to resume, or --overwrite to replace it."
@@ -157,18 +187,72 @@ def _resumable(url: str, config: BuildConfig, *, replace: bool) -> list[int] | N
     return None  # another build without a complete shard: nothing is lost by replacing it
 
 
-def _open_or_create(url: str, config: BuildConfig, todo: list[int] | None) -> tuple[StoreWriter, list[int]]:
-    """The writer and the shards still to build (``todo`` from :func:`_resumable`; None: create)."""
-    if todo is not None:
-        return StoreWriter.open(url), todo
-    _check_space(url, config)
-    attrs = pipeline.store_attrs(config)
-    writer = StoreWriter.create(url, attrs, overwrite=True)  # absent, ours and empty, or being replaced
-    return writer, list(range(attrs.layout.num_shards))
+def _continuation(url: str, reader: StoreReader, n: int) -> Continuation:
+    """The shards of ``n`` samples not complete in ``reader``'s store of the same build: a store of
+    fewer samples grows (its last shard, where partial, is built again whole); one of more is refused."""
+    held = reader.layout
+    if n < held.n:
+        raise StoreError(
+            f"Expected --n >= {held.n}: {url} holds {held.n} samples of this build, and a build only grows. "
+            f"Got --n {n} instead. Use another --out, or --overwrite to replace it."
+        )
+    done = set(reader.complete_shards)
+    if n > held.n and held.n % held.shard_size:
+        done.discard(held.num_shards - 1)
+    shards = -(-n // held.shard_size)
+    return Continuation([k for k in range(shards) if k not in done], held.n if n > held.n else None)
 
 
-def _check_space(out: str, config: BuildConfig) -> None:
-    """Refuse to start a local build that cannot fit (a rough upper bound: uncompressed size)."""
+ORIGIN = ("generator", "generator_spec", "label_source")  # provenance that a grown store must share
+
+
+def _check_origin(url: str, held: StoreAttrs, fresh: StoreAttrs) -> None:
+    """Refuse to grow a store whose samples this build would not make again: another checkpoint at
+    the same generator path, another label source or schema, another synthgen release."""
+
+    def origin(attrs: StoreAttrs, version: object) -> dict[str, Any]:
+        prov = json.loads(json.dumps({k: attrs.provenance.get(k) for k in ORIGIN}))
+        layout = attrs.layout.to_dict() | {"n": None}
+        return prov | {
+            "layout": layout,
+            "label_schema": attrs.schema.to_dict(),
+            "intensity": attrs.intensity.to_dict(),
+            "spacing": attrs.spacing,
+            "synthgen_version": version,
+        }
+
+    was, now = origin(held, held.provenance.get("synthgen_version")), origin(fresh, __version__)
+    diff = sorted(k for k in now if was.get(k) != now[k])
+    if diff:
+        raise StoreError(
+            f"Output {url} holds fewer samples of this build config, but made otherwise (differs in {diff}): "
+            "grown, it would not equal a fresh build. Use another --out, or --overwrite to replace it."
+        )
+
+
+def _open_or_create(
+    url: str, config: BuildConfig, held: Continuation | None
+) -> tuple[StoreWriter, list[int], int | None]:
+    """The writer, the shards still to build and the samples the store held where it grows (``held``
+    from :func:`_resumable`; None: create)."""
+    if held is None:
+        _check_space(url, config, config.n)
+        attrs = pipeline.store_attrs(config)
+        writer = StoreWriter.create(url, attrs, overwrite=True)  # absent, ours and empty, or being replaced
+        return writer, list(range(attrs.layout.num_shards)), None
+    writer = StoreWriter.open(url)
+    if held.grow_from is None:
+        writer.fit_arrays()  # where a growth was killed before it recorded its size
+        return writer, held.todo, None
+    _check_space(url, config, config.n - held.grow_from)
+    _check_origin(url, writer.attrs, pipeline.store_attrs(config))
+    writer.grow(config.n, {"build_config": config.to_dict()})
+    return writer, held.todo, held.grow_from
+
+
+def _check_space(out: str, config: BuildConfig, samples: int) -> None:
+    """Refuse to start writing ``samples`` samples of a local build that cannot fit (a rough upper
+    bound: uncompressed size)."""
     if not is_local(out):
         return
     from pathlib import Path
@@ -176,7 +260,7 @@ def _check_space(out: str, config: BuildConfig) -> None:
     parent = Path(out.removeprefix("file://")).resolve().parent
     if not parent.exists():
         raise ConfigError(f"Expected the parent folder of --out to exist. {parent} does not.")
-    need = pipeline.store_layout(config).bytes_per_sample() * config.n // 2  # zstd halves images at least
+    need = pipeline.store_layout(config).bytes_per_sample() * samples // 2  # zstd halves images at least
     free = shutil.disk_usage(parent).free
     if need > free:
         raise StoreError(
@@ -204,14 +288,15 @@ def _build(out: str, config: BuildConfig, options: RunOptions, lease, *, lease_u
     """Build into ``out`` (the output, or the aside store of ``--overwrite``) under ``lease``."""
     from tqdm import tqdm
 
-    todo = _resumable(out, config, replace=out != lease_url)
-    if todo != []:  # work to do: preflight before anything is written
+    held = _resumable(out, config, replace=out != lease_url)
+    if held is None or held.todo:  # work to do: preflight before anything is written
         pipeline.prepare_workers(config)
-    writer, todo = _open_or_create(out, config, todo)
+    writer, todo, grown_from = _open_or_create(out, config, held)
     clear_scratch(out)  # what killed writers left; this process holds the lease
     layout = writer.attrs.layout
     total_shards = layout.num_shards
     summary = BuildSummary(out, config.n, total_shards, 0, total_shards - len(todo), 0.0)
+    summary.grown_from = grown_from
     reasons: Counter[str] = Counter()
     stages: Counter[str] = Counter()
     bar = tqdm(
@@ -252,7 +337,7 @@ def _build(out: str, config: BuildConfig, options: RunOptions, lease, *, lease_u
                 "maps. Fix the source, raise --max-attempts, or allow more with --max-give-up; rerunning resumes."
             )
 
-    payload = {"out": out, "config": config.to_dict()}
+    payload = {"out": out, "config": config.to_dict(), "storage_options": given_storage_options()}
     if options.scheduler == "processes":  # local worker processes end with their coordinator
         payload["coordinator"] = _this_process()
     try:
@@ -284,13 +369,15 @@ class BuildPlan:
     bytes_per_sample: float
     seconds_per_sample: float  # one worker, measured on a calibration batch
     backend: str
+    grow_from: int | None = None  # the samples the store holds, where the build grows it
 
     def lines(self) -> list[str]:
         size = self.bytes_per_sample * self.config.n
         eta = self.seconds_per_sample * self.samples_todo / self.options.workers
+        grows = f" (grows the {self.grow_from} samples there)" if self.grow_from is not None else ""
         return [
             f"plan: {self.config.n} samples of {self.config.image_size[0]} x {self.config.image_size[1]} "
-            f"{self.config.image_dtype} into {self.out}",
+            f"{self.config.image_dtype} into {self.out}{grows}",
             f"shards: {self.shards_total} of {self.config.shard_size} samples, {self.shards_todo} to build "
             f"({self.shards_total - self.shards_todo} already complete)",
             f"size on disk: about {size / 1e6:.1f} MB ({self.bytes_per_sample / 1e3:.1f} kB per sample, zstd)",
@@ -313,7 +400,7 @@ def plan_build(out: str, config: BuildConfig, options: RunOptions, calibration: 
     """What a build would do, with a timing and size estimate from ``calibration`` samples built in memory."""
     from numcodecs import Zstd
 
-    todo_shards = None if options.overwrite else _resumable(out, config, replace=False)
+    held = None if options.overwrite else _resumable(out, config, replace=False)
     attrs = pipeline.store_attrs(config)
     layout = attrs.layout
     n = min(calibration, config.n)
@@ -327,11 +414,11 @@ def plan_build(out: str, config: BuildConfig, options: RunOptions, calibration: 
     seconds = (time.perf_counter() - t) / n
     codec = Zstd(level=1)
     compressed = sum(len(codec.encode(np.ascontiguousarray(a))) for a in (*images, *drawn.labels))
-    if todo_shards is None:  # a new store: every shard (counted, not listed: n may be huge)
+    if held is None:  # a new store: every shard (counted, not listed: n may be huge)
         shards_todo, todo_samples = layout.num_shards, config.n
     else:
-        shards_todo = len(todo_shards)
-        todo_samples = sum(b - a for a, b in map(layout.shard_bounds, todo_shards))
+        shards_todo = len(held.todo)
+        todo_samples = sum(b - a for a, b in map(layout.shard_bounds, held.todo))
     return BuildPlan(
         out=out,
         config=config,
@@ -345,4 +432,5 @@ def plan_build(out: str, config: BuildConfig, options: RunOptions, calibration: 
         - drawn.labels[0].nbytes,
         seconds_per_sample=seconds,
         backend=gen.backend,
+        grow_from=None if held is None else held.grow_from,
     )

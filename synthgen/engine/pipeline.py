@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
 import threading
 import time
 from collections import Counter
@@ -28,7 +29,7 @@ from synthgen.errors import CheckpointError, ConfigError, ExportError
 from synthgen.schemas import BUNDLED, BuildConfig, Intensity, MetaField, StoreAttrs, StoreLayout
 from synthgen.seeding import appearance_keys, sample_rng, style_vectors
 from synthgen.sources import GateReport, check_batch
-from synthgen.storage import StoreWriter, use_fast_codecs
+from synthgen.storage import StoreWriter, set_storage_options, use_fast_codecs
 
 AFFINE_FIELDS = ("rotation", "scale_y", "scale_x", "shear", "translate_y", "translate_x")
 
@@ -137,10 +138,35 @@ def _new_source(config: BuildConfig):
     from synthgen.kernels import warm_up
     from synthgen.sources import source_from_config
 
-    WORKER.get("source", "kernels warm", warm_up)  # compile or load every Numba kernel once per process
-    source = source_from_config(config.source, config.image_size)
-    source.draw(np.random.default_rng(0))  # compiles (or loads) the source's own Numba code once
+    with notice_if_slow(
+        "compiling the Numba kernels for this CPU (first run after an install; cached after)"
+    ):
+        WORKER.get("source", "kernels warm", warm_up)  # compile or load every Numba kernel once per process
+        source = source_from_config(config.source, config.image_size)
+        source.draw(np.random.default_rng(0))  # compiles (or loads) the source's own Numba code once
     return source
+
+
+@contextlib.contextmanager
+def notice_if_slow(message: str, after_s: float = 3.0):
+    """Say ``message`` on stderr when the block still runs after ``after_s`` seconds (a first-run
+    compilation that would otherwise look like a hang), and how long it took when it ends."""
+    start = time.perf_counter()
+    said = threading.Event()
+
+    def say() -> None:
+        said.set()
+        print(f"synthgen: {message} ...", file=sys.stderr, flush=True)
+
+    timer = threading.Timer(after_s, say)
+    timer.daemon = True
+    timer.start()
+    try:
+        yield
+    finally:
+        timer.cancel()
+        if said.is_set():
+            print(f"synthgen: ... done in {time.perf_counter() - start:.0f} s", file=sys.stderr, flush=True)
 
 
 def generator(config: BuildConfig):
@@ -481,6 +507,8 @@ def build_shard(payload: Mapping[str, Any], k: int) -> ShardStats:
     if "coordinator" in payload:
         watch_coordinator(*payload["coordinator"])
     use_fast_codecs()  # this task may run in a worker process of its own
+    if payload.get("storage_options"):  # the coordinator's, also on a worker of another host
+        set_storage_options(payload["storage_options"])
     writer = StoreWriter.open(payload["out"])
     layout = writer.attrs.layout
     start, stop = layout.shard_bounds(k)

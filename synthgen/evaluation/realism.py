@@ -35,6 +35,7 @@ from synthgen.evaluation.segmentation import (
     read_samples,
     segmentation_rows,
     summarize_rows,
+    trained_normalisation,
     write_csv,
 )
 from synthgen.inference import open_generator
@@ -93,10 +94,12 @@ def kernel_distance(
 def store_features(
     model: torch.nn.Module, spec: SegmenterSpec, reader: StoreReader, indices: np.ndarray, memo_size: int
 ) -> tuple[np.ndarray, np.ndarray]:
-    """(network features (n, D), images at memo_size x memo_size flattened (n, C * memo_size**2)) of samples."""
+    """(network features (n, D), images at memo_size x memo_size flattened (n, C * memo_size**2)) of samples;
+    the network sees each image normalised as it trained (its spec's ``normalise``)."""
     feats, pixels = [], []
     for _, images, _ in read_samples(reader, indices):
-        feats.append(model.features(model_input(images, spec.image_size)).double().numpy())
+        features = model.features(model_input(images, spec.image_size, trained_normalisation(spec)))
+        feats.append(features.double().numpy())
         pixels.append(resize_images(images, (memo_size, memo_size)).reshape(len(images), -1))
     return np.concatenate(feats), np.concatenate(pixels)
 
@@ -161,7 +164,7 @@ def check_not_trained_on(checkpoint: str, spec: SegmenterSpec, judged: StoreRead
     if record is None:
         return
     store = select_split(judged, "all")
-    if any(seen.covers(store).any() for seen in record.train):
+    if any(seen.covers(store).any() for seen in record.learned_from):
         raise ConfigError(
             f"Expected a segmenter that never trained on the judged store {judged.url}. Got {checkpoint}, "
             "whose training data included it: train one on the real store only (train-seg REAL)."

@@ -9,13 +9,20 @@ store, or of a store cut from the same one), the result says so (``seen``, ``sum
 store's ``spacing`` attribute), in pixels of the store otherwise. Outputs: ``per_sample.csv``,
 ``summary.json`` and ``summary.md`` (median, mean, 2.5-97.5 percentiles, bootstrap 95% interval of the
 mean, per class and metric).
+
+A store of another label schema is scored on the classes it shares with the segmenter
+(:func:`~synthgen.schemas.labels.match_classes`: by name, then by alias, or pairs given by hand); the
+result names the scored classes, their names in the store, and the classes skipped on either side. A
+store sharing no class is refused. The images are normalised per image as the segmenter's training
+was (its spec's ``train_config["normalise"]``; none for checkpoints that predate the option), at the
+segmenter's input size; another choice is applied with a warning.
 """
 
 from __future__ import annotations
 
 import csv
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,12 +30,22 @@ from typing import Any
 import numpy as np
 import torch
 
-from synthgen.errors import ConfigError, SchemaError, StoreError
+from synthgen.errors import CheckpointError, ConfigError, SchemaError, StoreError
 from synthgen.evaluation.metrics import METRICS, class_metrics, summarize
+from synthgen.evaluation.shift import AcquisitionShift
 from synthgen.kernels import resize_images
 from synthgen.models import SegmenterSpec, load_segmenter
-from synthgen.schemas import label_lut
-from synthgen.storage import RunSplits, StoreReader, StoreSplit, atomic_write, select_split
+from synthgen.schemas import ClassMatch, label_lut, match_classes, remap_table
+from synthgen.storage import (
+    NORMALISATIONS,
+    RunSplits,
+    StoreReader,
+    StoreSplit,
+    atomic_write,
+    check_normalise,
+    normalise_images,
+    select_split,
+)
 
 META_COLUMNS = ("patient", "view", "phase")
 
@@ -54,20 +71,45 @@ def read_samples(
             yield start + keep[a : a + batch], images[a : a + batch], labels[a : a + batch]
 
 
-def model_input(images: np.ndarray, size: Sequence[int]) -> torch.Tensor:
-    """Images in [0, 1] (n, C, H, W) -> a tensor at the segmenter's input size."""
-    return torch.from_numpy(np.ascontiguousarray(resize_images(images.astype(np.float32), tuple(size))))
+def model_input(images: np.ndarray, size: Sequence[int], normalise: str = "none") -> torch.Tensor:
+    """Images in [0, 1] (n, C, H, W) -> a tensor at the segmenter's input size, each image then
+    normalised by ``normalise`` (:func:`~synthgen.storage.loader.normalise_images`), as in training."""
+    resized = resize_images(images.astype(np.float32), tuple(size))
+    if normalise != "none":
+        resized = normalise_images(resized, normalise)
+    return torch.from_numpy(np.ascontiguousarray(resized))
 
 
 @torch.no_grad()
-def predict(model: torch.nn.Module, spec: SegmenterSpec, images: np.ndarray) -> np.ndarray:
-    """Class indices (n, H, W) at the images' own size: predicted at the model's size, logits resized."""
+def predict(
+    model: torch.nn.Module, spec: SegmenterSpec, images: np.ndarray, normalise: str = "none"
+) -> np.ndarray:
+    """Class indices (n, H, W) at the images' own size: predicted at the model's size (images
+    normalised by ``normalise`` there), logits resized."""
     device = next(model.parameters()).device
-    logits = model(model_input(images, spec.image_size).to(device)).float().cpu().numpy()
+    logits = model(model_input(images, spec.image_size, normalise).to(device)).float().cpu().numpy()
     return resize_images(logits, images.shape[-2:]).argmax(1).astype(np.uint8)
 
 
+def trained_normalisation(spec: SegmenterSpec) -> str:
+    """The per-image normalisation the segmenter trained with (``none`` where its spec predates it)."""
+    method = spec.train_config.get("normalise", "none")
+    if method not in NORMALISATIONS:
+        raise CheckpointError(
+            f"Expected a normalisation in {NORMALISATIONS} in the segmenter's train_config. "
+            f"Got {method!r} instead."
+        )
+    return method
+
+
+def check_channels(spec: SegmenterSpec, reader: StoreReader) -> None:
+    channels = 1 if len(reader.layout.image_shape) == 2 else reader.layout.image_shape[0]
+    if channels != spec.channels:
+        raise ConfigError(f"Expected {spec.channels}-channel images in {reader.url}. Got {channels}.")
+
+
 def check_store_for(spec: SegmenterSpec, reader: StoreReader) -> None:
+    """A store of exactly the segmenter's schema (names and values) and channels (realism needs it)."""
     key = [(c.name, c.value) for c in spec.schema.classes]
     got = [(c.name, c.value) for c in reader.schema.classes]
     if key != got:
@@ -75,9 +117,42 @@ def check_store_for(spec: SegmenterSpec, reader: StoreReader) -> None:
             f"Expected a store of the segmenter's schema {spec.schema.name!r} {key}. "
             f"Got {reader.schema.name!r} {got} in {reader.url} instead."
         )
-    channels = 1 if len(reader.layout.image_shape) == 2 else reader.layout.image_shape[0]
-    if channels != spec.channels:
-        raise ConfigError(f"Expected {spec.channels}-channel images in {reader.url}. Got {channels}.")
+    check_channels(spec, reader)
+
+
+def shared_classes(
+    spec: SegmenterSpec, reader: StoreReader, aliases: Mapping[str, str] | None = None
+) -> ClassMatch:
+    """The classes the segmenter and the store share (``aliases``: store class -> segmenter class,
+    by hand); a :class:`SchemaError` where they share none, or the channels differ."""
+    match = match_classes(spec.schema, reader.schema, aliases)
+    if not match.pairs:
+        raise SchemaError(
+            f"Expected a store sharing a class with the segmenter's schema {spec.schema.name!r} "
+            f"{list(spec.schema.names)}. Got {reader.schema.name!r} {list(reader.schema.names)} in "
+            f"{reader.url}, none the same by name or alias: pair them with --alias STORE_CLASS=SEG_CLASS."
+        )
+    check_channels(spec, reader)
+    return match
+
+
+def classes_to_dict(match: ClassMatch) -> dict[str, Any]:
+    return {
+        "scored": [{"segmenter": p.own, "store": p.other, "matched_by": p.by} for p in match.pairs],
+        "skipped_segmenter_only": list(match.own_only),
+        "skipped_store_only": list(match.other_only),
+    }
+
+
+def classes_line(match: ClassMatch) -> str:
+    """One line: the classes scored (segmenter name, store name, how matched) and those skipped."""
+    how = {"alias": "by alias", "given": "by hand"}
+    scored = ", ".join(
+        p.own if p.by == "name" else f"{p.own} (store {p.other!r}, {how[p.by]})" for p in match.pairs
+    )
+    skipped = [f"{n} (segmenter only)" for n in match.own_only]
+    skipped += [f"{n} (store only)" for n in match.other_only]
+    return f"Scored classes: {scored}; skipped: {', '.join(skipped) or 'none'}."
 
 
 def resolve_spacing(reader: StoreReader, spacing: Sequence[float] | None) -> tuple[tuple[float, float], str]:
@@ -140,6 +215,18 @@ class SegEvaluation:
     unit: str
     n: int
     seen: SeenSamples | None = None  # None: the checkpoint records no training data
+    classes: ClassMatch | None = None  # the classes scored and skipped
+    normalise: str = "none"  # the per-image normalisation applied
+    trained_normalise: str = "none"  # the one the segmenter trained with
+
+    @property
+    def normalise_warning(self) -> str:
+        if self.normalise == self.trained_normalise:
+            return ""
+        return (
+            f"Normalising images by {self.normalise!r}, although the segmenter trained with "
+            f"{self.trained_normalise!r}: these scores are not what it does on the images it expects."
+        )
 
 
 def segmentation_rows(
@@ -148,19 +235,30 @@ def segmentation_rows(
     reader: StoreReader,
     indices: np.ndarray,
     spacing: tuple[float, float],
+    *,
+    classes: ClassMatch | None = None,
+    normalise: str | None = None,
+    shift: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None,
 ) -> list[dict[str, Any]]:
-    """One row per sample: store index, patient/view/phase where stored, every metric of every class."""
-    check_store_for(spec, reader)
-    lut = label_lut(spec.schema)
-    classes = {name: i for i, name in enumerate(spec.schema.names, start=1)}
+    """One row per sample: store index, patient/view/phase where stored, every metric of every class
+    shared with the store (``classes``, default :func:`shared_classes`), named as the segmenter names
+    it. Images are normalised by ``normalise`` (default: as the segmenter trained); before that,
+    ``shift(images, store indices)`` changes them (an acquisition shift, :mod:`synthgen.evaluation.shift`)."""
+    classes = classes if classes is not None else shared_classes(spec, reader)
+    normalise = trained_normalisation(spec) if normalise is None else check_normalise(normalise)
+    # store label value -> the segmenter's class index (classes the segmenter lacks: background)
+    lut = label_lut(spec.schema)[remap_table(reader.schema, spec.schema, aliases=classes.aliases())]
+    scored = {name: spec.schema.names.index(name) + 1 for name in classes.names}
     meta = {m: read_meta_column(reader, m) for m in META_COLUMNS if m in {f.name for f in reader.layout.meta}}
     rows = []
     for idx, images, labels in read_samples(reader, indices):
-        spec.schema.check_labels(labels, f"{reader.url} samples {idx[0]}..{idx[-1]}")
-        pred = predict(model, spec, images)
+        reader.schema.check_labels(labels, f"{reader.url} samples {idx[0]}..{idx[-1]}")
+        if shift is not None:
+            images = shift(images, idx)
+        pred = predict(model, spec, images, normalise)
         for i, p, r in zip(idx, pred, lut[labels], strict=True):
             row: dict[str, Any] = {"index": int(i)} | {m: int(v[i]) for m, v in meta.items()}
-            for name, values in class_metrics(p, r, classes, spacing).items():
+            for name, values in class_metrics(p, r, scored, spacing).items():
                 row |= {f"{name}_{k}": v for k, v in values.items()}
             rows.append(row)
     return rows
@@ -181,11 +279,20 @@ def evaluate_segmentation(
     spacing: Sequence[float] | None = None,
     limit: int | None = None,
     strict: bool = False,
+    normalise: str | None = None,
+    aliases: Mapping[str, str] | None = None,
+    shift: AcquisitionShift | None = None,
 ) -> SegEvaluation:
     """Score a segmenter checkpoint on ``split`` of ``store``; write the CSV and summaries to ``out_dir``.
-    With ``strict``, evaluated samples the segmenter trained or validated on are an error."""
+    With ``strict``, evaluated samples the segmenter trained or validated on are an error. The classes
+    scored are those shared with the store (``aliases``: store class -> segmenter class, by hand);
+    ``normalise`` (default: what the segmenter trained with) normalises each image; ``shift`` first
+    changes every image by a fixed acquisition shift."""
     model, spec = load_segmenter(checkpoint)
     reader = StoreReader(store)
+    classes = shared_classes(spec, reader, aliases)
+    trained = trained_normalisation(spec)
+    applied = trained if normalise is None else check_normalise(normalise)
     chosen = select_split(reader, split).head(limit)
     if chosen.n == 0:
         raise StoreError(f"Expected samples in split {split!r} of {store}. Found none.")
@@ -196,10 +303,14 @@ def evaluate_segmentation(
             "--split test, or another store."
         )
     sp, unit = resolve_spacing(reader, spacing)
-    rows = segmentation_rows(model, spec, reader, chosen.indices, sp)
-    result = SegEvaluation(rows, summarize_rows(rows, spec.schema.names), unit, len(rows), seen)
+    rows = segmentation_rows(
+        model, spec, reader, chosen.indices, sp, classes=classes, normalise=applied, shift=shift
+    )
+    summary = summarize_rows(rows, classes.names)
+    result = SegEvaluation(rows, summary, unit, len(rows), seen, classes, applied, trained)
     if out_dir is not None:
         context = {"checkpoint": str(checkpoint), "store": store, "split": split}
+        context |= {"shift": shift.to_dict()} if shift is not None else {}
         write_seg_outputs(Path(out_dir), result, context)
     return result
 
@@ -233,6 +344,14 @@ def write_seg_outputs(out: Path, result: SegEvaluation, context: dict[str, Any])
     write_csv(out / "per_sample.csv", result.rows)
     seen = result.seen.to_dict() if result.seen is not None else None
     payload = context | {"n": result.n, "distance_unit": result.unit, "seen_by_segmenter": seen}
+    if result.classes is not None:
+        payload["classes"] = classes_to_dict(result.classes)
+    payload["normalise"] = {
+        "applied": result.normalise,
+        "trained": result.trained_normalise,
+        "warning": result.normalise_warning or None,
+    }
     payload |= {"summary": result.summary}
     atomic_write(out / "summary.json", json.dumps(payload, indent=1) + "\n")
-    atomic_write(out / "summary.md", seg_table(result) + "\n")
+    note = f"\n\n{classes_line(result.classes)}" if result.classes is not None else ""
+    atomic_write(out / "summary.md", seg_table(result) + note + "\n")

@@ -1,4 +1,5 @@
-"""L3: :func:`open_generator` and its backends (torch, ONNX Runtime, TensorRT), ONNX export, FP16 rewriting.
+"""L3: :func:`open_generator` and its backends (torch, ONNX Runtime, TensorRT), ONNX export, FP16 rewriting,
+INT8 quantisation.
 
 Other packages import these names from here, never from the modules (the layer contract in the README)."""
 
@@ -7,6 +8,9 @@ from synthgen._lazy import lazy_exports
 _EXPORTS = {
     "Generator": "backends",
     "open_generator": "backends",
+    "CalibrationSet": "quantize",
+    "QuantConfig": "quantize",
+    "blob_maps": "quantize",
     "OnnxExportConfig": "onnx_export",
     "cached_onnx": "onnx_export",
     "checkpoint_hash": "onnx_export",

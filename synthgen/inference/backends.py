@@ -11,6 +11,12 @@ caller's style vectors (no randomness is drawn here). Batches larger than ``max_
 its provider is, else CPU: 1.8x to 5x torch eager at equal thread counts here, bench/generator.py),
 else torch; ``gen.reason`` says why, and it is logged.
 
+``backend="onnxruntime-int8"`` runs the statically quantised graph (:mod:`synthgen.inference.quantize`)
+on the CPU, and refuses when its images are further than the gate's PSNR from FP32. ``auto`` never
+picks it: it was not measured faster than FP32 on any CPU of this project yet (bench/generator.py; an
+AVX2-only CPU has no VNNI, and its u8 x s8 kernels are slower than FP32 there). There is no BF16 path:
+no CPU measured here has avx512_bf16 or AMX. ``backend="onnxruntime"`` is always FP32.
+
 ONNX Runtime's worker threads are created with spinning disabled: spinning threads slow torch in the
 same process by up to ~50x (onnxruntime #13808). Results are bitwise identical run to run for the same
 inputs and thread count.
@@ -38,11 +44,13 @@ from synthgen.inference.onnx_export import (
     IMAGES,
     LABELS,
     STYLE,
+    OnnxArtifact,
     cached_onnx,
     input_names,
     onehot,
     read_onnx_artifact,
 )
+from synthgen.inference.quantize import CalibrationSet, QuantConfig, blob_maps, cached_int8
 from synthgen.kernels import from_unit
 from synthgen.schemas import BACKENDS, GENERATOR_JSON, GeneratorSpec, label_lut
 
@@ -201,9 +209,18 @@ class OnnxRuntimeGenerator(Generator):
     backend = "onnxruntime"
 
     def __init__(
-        self, onnx_path: Path, *, threads: int, max_batch: int, cuda: bool, reason: str, options: Any = None
+        self,
+        onnx_path: Path,
+        *,
+        threads: int,
+        max_batch: int,
+        cuda: bool,
+        reason: str,
+        options: Any = None,
+        spec: GeneratorSpec | None = None,
     ) -> None:
         """``options``: ONNX Runtime SessionOptions replacing :func:`ort_session_options` (benchmarks).
+        ``spec``: the generator's spec where ``onnx_path`` has no export sidecar (a quantised graph).
 
         On the CPU with ``threads`` > 1 (and no ``options``), the generator holds ``threads`` one-thread
         sessions and splits each batch between them, run at once (ONNX Runtime releases the GIL): one
@@ -213,7 +230,7 @@ class OnnxRuntimeGenerator(Generator):
         """
         import onnxruntime as ort
 
-        artifact = read_onnx_artifact(onnx_path)
+        spec = spec or read_onnx_artifact(onnx_path).spec
         providers: list[Any] = ["CPUExecutionProvider"]
         if cuda:
             providers.insert(0, ("CUDAExecutionProvider", {"device_id": 0}))
@@ -232,7 +249,7 @@ class OnnxRuntimeGenerator(Generator):
                 for _ in range(threads - 1)
             ]
         self._pool = ThreadPoolExecutor(len(self._sessions)) if len(self._sessions) > 1 else None
-        super().__init__(artifact.spec, max_batch=max_batch, device=device, reason=reason)
+        super().__init__(spec, max_batch=max_batch, device=device, reason=reason)
         self.path = onnx_path
 
     def _run(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
@@ -246,6 +263,31 @@ class OnnxRuntimeGenerator(Generator):
             for session, a, b in zip(self._sessions, bounds[:-1], bounds[1:], strict=False)
         ]
         return np.concatenate([part.result()[0] for part in parts])
+
+
+class OnnxRuntimeInt8Generator(OnnxRuntimeGenerator):
+    """ONNX Runtime on the CPU with the statically quantised graph (:mod:`synthgen.inference.quantize`),
+    opened only when its gate passed. ``psnr_db``: the gate's measured PSNR against FP32."""
+
+    backend = "onnxruntime-int8"
+
+    def __init__(
+        self,
+        fp32: OnnxArtifact,
+        *,
+        threads: int,
+        max_batch: int,
+        reason: str,
+        calibration: CalibrationSet | None,
+        quant: QuantConfig,
+    ) -> None:
+        artifact = cached_int8(fp32, calibration or blob_maps(fp32.spec), quant)
+        artifact.check_gate(quant.min_psnr)
+        self.psnr_db = artifact.psnr_db
+        reason = f"{reason}; INT8 images {artifact.psnr_db:.1f} dB PSNR from FP32 ({artifact.calibration})"
+        super().__init__(
+            artifact.path, threads=threads, max_batch=max_batch, cuda=False, reason=reason, spec=fp32.spec
+        )
 
 
 # -- opening --------------------------------------------------------------------------------------
@@ -292,11 +334,15 @@ def open_generator(
     max_batch: int = 64,
     *,
     fp16: bool = False,
+    calibration: CalibrationSet | None = None,
+    quant: QuantConfig | None = None,
 ) -> Generator:
     """A :class:`Generator` for a checkpoint folder, an exported ``.onnx`` or a TensorRT engine.
 
     ``threads``: intra-op threads (ONNX Runtime; for torch it calls ``torch.set_num_threads``, which
     is process-wide, unless None). ``fp16`` applies to TensorRT engines built here from ONNX.
+    ``calibration`` and ``quant`` apply to ``onnxruntime-int8``: the label maps it is calibrated and
+    gated on (default :func:`~synthgen.inference.quantize.blob_maps`) and the quantisation settings.
     """
     if backend not in BACKENDS:
         raise ConfigError(f"Expected a backend in {BACKENDS}. Got {backend!r} instead.")
@@ -339,6 +385,20 @@ def open_generator(
                 return gen
         gen = OnnxRuntimeGenerator(
             onnx_path, threads=threads or 1, max_batch=max_batch, cuda=ort_cuda_available(), reason=reason
+        )
+    elif backend == "onnxruntime-int8":
+        if importlib.util.find_spec("onnxruntime") is None:
+            raise BackendUnavailableError(
+                "Expected the onnxruntime package for backend 'onnxruntime-int8'. It is not installed."
+            )
+        fp32 = cached_onnx(path) if kind == "checkpoint" else read_onnx_artifact(path)
+        gen = OnnxRuntimeInt8Generator(
+            fp32,
+            threads=threads or 1,
+            max_batch=max_batch,
+            reason=reason,
+            calibration=calibration,
+            quant=quant or QuantConfig(),
         )
     else:
         from synthgen.inference.tensorrt import TensorRTGenerator, engine_for

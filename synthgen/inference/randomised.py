@@ -25,6 +25,8 @@ class Restyler:
         self.config = config
         self._lut = label_lut(schema)
         self._ranges = np.array(config.ranges(), np.float64)
+        # schema values 0, 1, ..., K - 1 in order are their own class indices: no lookup needed
+        self._identity = bool((self._lut[: schema.num_classes] == np.arange(schema.num_classes)).all())
 
     @property
     def params_size(self) -> int:
@@ -37,9 +39,14 @@ class Restyler:
         """(images (N, C, H, W) float32 in [-1, 1], parameters (N, params_size) float32) for label maps
         (N, H, W) uint8 (schema values) and ``keys`` (N,) uint64; ``images`` (N, C, H, W) in [-1, 1]
         to restyle, unless the config draws textures. Every channel gets the same draw."""
-        indices = self._lut[labels]
-        if labels.size and indices.max() == 255:
-            self.schema.check_labels(labels, "the label maps given to the appearance stage")
+        if self._identity and labels.dtype == np.uint8:
+            indices = labels  # the kernel refuses values past the last class
+            if labels.size and labels.max() >= self.schema.num_classes:
+                self.schema.check_labels(labels, "the label maps given to the appearance stage")
+        else:
+            indices = self._lut[labels]
+            if labels.size and indices.max() == 255:
+                self.schema.check_labels(labels, "the label maps given to the appearance stage")
         cfg = self.config
         kwargs = {
             "num_classes": self.schema.num_classes,
@@ -48,18 +55,15 @@ class Restyler:
             "sector": cfg.uses_sector,
         }
         if cfg.texture:
-            unit, params = appearance(indices, keys, self._ranges, **kwargs)
-            unit *= 2  # in place: [0, 1] -> [-1, 1]
-            unit -= 1
-            return unit[:, None], params
+            signed, params = appearance(indices, keys, self._ranges, signed=True, **kwargs)
+            return signed[:, None], params
         if images is None or images.ndim != 4 or images.shape[0] != len(labels):
             raise LabelValueError(f"Expected images (N, C, H, W) for {len(labels)} label maps to restyle.")
         out = np.empty(images.shape, np.float32)
         params = np.empty((len(labels), self.params_size), np.float32)
         for c in range(images.shape[1]):
             base = (np.clip(images[:, c], -1, 1) + 1) / 2
-            unit, params = appearance(indices, keys, self._ranges, base=base, **kwargs)
-            out[:, c] = unit * 2 - 1
+            out[:, c], params = appearance(indices, keys, self._ranges, base=base, signed=True, **kwargs)
         return out, params
 
 

@@ -9,11 +9,17 @@ threading layer (see ``_threading``). Call :func:`warm_up` once per worker proce
 
 from synthgen.kernels._threading import threading_layer
 from synthgen.kernels.affine import AffineParams, AffineRanges, affine_field, sample_affine_params
-from synthgen.kernels.components import connected_components, count_components, fill_holes, largest_component
+from synthgen.kernels.components import (
+    connected_components,
+    count_components,
+    fill_holes,
+    label_class,
+    largest_component,
+)
 from synthgen.kernels.deform import deform_labels
 from synthgen.kernels.fields import FIELD_STEP, deformation_field, elastic_field
 from synthgen.kernels.intensity import from_unit, to_unit
-from synthgen.kernels.morphology import dilate_class, erode_class
+from synthgen.kernels.morphology import dilate_class, distance_to_mask, erode_class
 from synthgen.kernels.randomise import appearance
 from synthgen.kernels.randomise import n_params as appearance_params_size
 from synthgen.kernels.resize import resize_images, resize_labels
@@ -37,10 +43,12 @@ __all__ = [
     "deform_labels",
     "deformation_field",
     "dilate_class",
+    "distance_to_mask",
     "elastic_field",
     "erode_class",
     "fill_holes",
     "from_unit",
+    "label_class",
     "largest_component",
     "resize_images",
     "resize_labels",

@@ -6,7 +6,8 @@ of weaker classes within a disk of ``radius`` (``dy**2 + dx**2 <= radius**2``) a
 stronger ones, unlike OpenCV's ``dilate`` on a multi-class map, where the largest value always wins.
 Erosion frees the class's pixels that have another class within the disk (the image border does not
 erode) and gives each freed pixel the strongest class within its disk. Both accept one map (H, W) or
-a batch (N, H, W), which runs in parallel over samples.
+a batch (N, H, W), which runs in parallel over samples. :func:`distance_to_mask` is the Euclidean
+distance transform (SciPy's ``distance_transform_edt``) as a Numba function, for other kernels to call.
 """
 
 from __future__ import annotations
@@ -154,3 +155,71 @@ def erode_class(
 ) -> np.ndarray:
     """Shrink class ``value`` by ``radius`` pixels; each freed pixel takes the strongest class in reach."""
     return _apply(_erode_one, _erode_batch, labels, value, radius, priority, out, with_order=True)
+
+
+@numba.njit(cache=True, nogil=True)
+def distance_to_mask(mask, sy, sx, out):
+    """``out[y, x]``: the Euclidean distance from (y, x) to the nearest True pixel of ``mask``, rows
+    scaled by ``sy`` and columns by ``sx`` (inf where ``mask`` is empty); ``mask`` pixels get 0.
+
+    Equal to ``scipy.ndimage.distance_transform_edt(~mask, sampling=(sy, sx))``: the nearest pixel is
+    exact, found in integers (columns first, then a lower envelope of parabolas along each row,
+    Felzenszwalb and Huttenlocher), and its distance is formed as SciPy forms it,
+    ``sqrt((dy * sy) ** 2 + (dx * sx) ** 2)``. Where two pixels are equally near, either may be used;
+    their distances agree exactly when ``sy`` and ``sx`` are equal powers of two.
+    """
+    h, w = mask.shape
+    far = np.int64(h + w + 1)
+    dy = np.empty((h, w), dtype=np.int64)  # rows to the nearest mask pixel of the same column
+    for x in range(w):
+        last = -far
+        for y in range(h):
+            if mask[y, x]:
+                last = y
+            dy[y, x] = y - last
+        last = far + h
+        for y in range(h - 1, -1, -1):
+            if mask[y, x]:
+                last = y
+            dy[y, x] = min(dy[y, x], last - y)
+    # the order of (dy * sy) ** 2 + (dx * sx) ** 2, scaled by 1 / (sy * sx) ** 2 (whole numbers where
+    # 1 / sy and 1 / sx are): a lower envelope of the parabolas f[p] + along * (x - p) ** 2
+    inv_y, inv_x = 1.0 / sy, 1.0 / sx
+    across, along = inv_x * inv_x, inv_y * inv_y
+    v = np.empty(w, dtype=np.int64)  # the columns of the envelope's parabolas
+    z = np.empty(w + 1, dtype=np.float64)  # where each takes over
+    f = np.empty(w, dtype=np.float64)
+    for y in range(h):
+        k = -1
+        for x in range(w):
+            if dy[y, x] >= far:
+                continue
+            f[x] = across * np.float64(dy[y, x] * dy[y, x])
+            if k >= 0:
+                s = 0.0
+                while k >= 0:
+                    p = v[k]
+                    s = ((f[x] + along * x * x) - (f[p] + along * p * p)) / (2.0 * along * (x - p))
+                    if s > z[k]:
+                        break
+                    k -= 1
+                if k < 0:
+                    s = -np.inf
+            else:
+                s = -np.inf
+            k += 1
+            v[k] = x
+            z[k] = s
+            z[k + 1] = np.inf
+        if k < 0:
+            for x in range(w):
+                out[y, x] = np.inf
+            continue
+        j = 0
+        for x in range(w):
+            while z[j + 1] < x:
+                j += 1
+            p = v[j]
+            ry = np.float64(dy[y, p]) * sy
+            rx = np.float64(x - p) * sx
+            out[y, x] = np.sqrt(ry * ry + rx * rx)

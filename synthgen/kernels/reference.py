@@ -207,10 +207,35 @@ def _normal(key: int, stream: int, i: np.ndarray) -> np.ndarray:
     return ((sum(parts) / 65536.0 - 2.0) * np.sqrt(3.0)).astype(_F)
 
 
-def _rayleigh(key: int, stream: int, i: np.ndarray) -> np.ndarray:
-    h = _hash(key, stream, i)
-    u = [((h >> np.uint64(s)) & np.uint64(0xFFFF)).astype(np.float64) / 65536.0 for s in (0, 16, 32, 48)]
-    return np.hypot(u[0] + u[1] - 1, u[2] + u[3] - 1) / 0.5214053711942326
+def _pixel_bytes(key: int, stream: int, i: np.ndarray) -> list[np.ndarray]:
+    """The four bytes (low first) of the 32-bit pixel hash of values ``i`` of a stream: keyed by the
+    two halves of the stream's 64-bit hash of counter 0, two multiply-xorshift rounds."""
+    seed = _hash(key, stream, np.zeros(1, np.uint64))
+    lo, hi = (seed & np.uint64(0xFFFFFFFF)).astype(np.uint32), (seed >> np.uint64(32)).astype(np.uint32)
+    x = (np.asarray(i, np.uint64) & np.uint64(0xFFFFFFFF)).astype(np.uint32) + lo  # arrays wrap silently
+    x = x ^ (x >> np.uint32(16))
+    x = x * np.uint32(0x7FEB352D)
+    x = x ^ (x >> np.uint32(15)) ^ hi
+    x = x * np.uint32(0x846CA68B)
+    x = x ^ (x >> np.uint32(16))
+    return [((x >> np.uint32(s)) & np.uint32(0xFF)).astype(np.float64) for s in (0, 8, 16, 24)]
+
+
+def _pixel_normal(key: int, stream: int, i: np.ndarray) -> np.ndarray:
+    """Pixel noise: the sum of the hash's four bytes, standardised (Irwin-Hall: mean 510, variance
+    4 (256^2 - 1) / 12)."""
+    b = _pixel_bytes(key, stream, i)
+    return ((b[0] + b[1] + b[2] + b[3] - 510.0) / np.sqrt(4 * (256.0**2 - 1) / 12)).astype(_F)
+
+
+def _pixel_rayleigh(key: int, stream: int, i: np.ndarray) -> np.ndarray:
+    """Speckle amplitudes of mean 1: |(b0 + b1 - 255, b2 + b3 - 255)| over its mean, the mean over the
+    distribution of the byte-pair sums (counted over all 65536 pairs)."""
+    b = _pixel_bytes(key, stream, i)
+    ways = np.bincount(np.add.outer(np.arange(256), np.arange(256)).ravel()).astype(np.float64)
+    sums = np.arange(len(ways)) - 255.0
+    mean = ways @ np.hypot(sums[:, None], sums[None, :]) @ ways / ways.sum() ** 2
+    return np.hypot(b[0] + b[1] - 255.0, b[2] + b[3] - 255.0) / mean
 
 
 def appearance_params(
@@ -310,7 +335,7 @@ def appearance(
     if texture:
         means = p[k.CLASS0 : k.CLASS0 + num_classes].astype(np.float64)
         stds = p[k.CLASS0 + num_classes :].astype(np.float64)
-        img = means[indices] + stds[indices] * _normal(key, 1, n).reshape(h, w)
+        img = means[indices] + stds[indices] * _pixel_normal(key, 1, n).reshape(h, w)
     else:
         img = base.astype(np.float64)
     if modality == "echo" and p[k.NOISE] > 0:
@@ -319,7 +344,7 @@ def appearance(
             d = max(((y + 0.5) / h - np.float64(p[k.APEX_Y])) / np.float64(p[k.DEPTH]), 0.0)
             spacing = 1.0 + np.float64(p[k.SPECKLE]) * w * d
             pos = np.arange(w) / spacing
-            nodes = _rayleigh(key, 2, y * (w + 2) + np.arange(w + 2))
+            nodes = _pixel_rayleigh(key, 2, y * (w + 2) + np.arange(w + 2))
             amp[y] = np.interp(pos, np.arange(w + 2), nodes)
         img = img * (1 + np.float64(p[k.NOISE]) * (amp - 1))
     blur_x = _prefilter(float(p[k.BLUR_X]), float(p[k.RES_X]))
@@ -337,10 +362,11 @@ def appearance(
     sigma = np.float64(p[k.NOISE])
     if modality == "mr":
         img = np.hypot(
-            img + sigma * _normal(key, 4, n).reshape(h, w), sigma * _normal(key, 5, n).reshape(h, w)
+            img + sigma * _pixel_normal(key, 4, n).reshape(h, w),
+            sigma * _pixel_normal(key, 5, n).reshape(h, w),
         )
     elif modality == "ct":
-        img = img + sigma * _normal(key, 4, n).reshape(h, w)
+        img = img + sigma * _pixel_normal(key, 4, n).reshape(h, w)
     img = np.clip(img, 0, 1) ** np.float64(p[k.GAMMA])
     img = np.clip((img - 0.5) * np.float64(p[k.CONTRAST]) + 0.5 + np.float64(p[k.BRIGHTNESS]), 0, 1)
     if sector:

@@ -4,10 +4,14 @@ the per-class Dice of a batch of predictions (:func:`batch_dice`, for training l
 :func:`class_stats` takes class indices 0..K-1 (one map (H, W) or a batch (N, H, W)) and returns the
 area of each class and the (K, K) counts of pixel edges between classes, each edge counted once in
 each direction; pixels outside the map count as class 0 (background), so a map's border is an edge
-to background. A batch runs in parallel over maps.
+to background. Given ``components`` (class indices), it also counts the 8-connected components of
+each of those classes in the same call (what ``count_components(index, k, connectivity=8)`` gives for
+class k). A batch runs in parallel over maps.
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import numba
 import numpy as np
@@ -15,6 +19,7 @@ import numpy as np
 from synthgen.errors import KernelInputError
 from synthgen.kernels import _validate
 from synthgen.kernels._threading import parallel_section
+from synthgen.kernels.components import _join, _root
 
 
 @numba.njit(cache=True, nogil=True)
@@ -39,14 +44,57 @@ def _stats_one(index, areas, contacts):
             _touch(contacts, a, index[i + 1, j] if i + 1 < h else 0)
 
 
+@numba.njit(cache=True, nogil=True)
+def _components_one(index, counted, components):
+    """``components[k]``: the 8-connected components of class k for each class with ``counted[k]``,
+    all of them labelled in one raster pass (union-find over provisional labels; a pixel joins its
+    earlier neighbours of its class)."""
+    h, w = index.shape
+    parts = np.empty((h, w), dtype=np.int32)
+    parent = np.empty(h * w + 1, dtype=np.int32)
+    owner = np.empty(h * w + 1, dtype=np.uint8)  # the class of each provisional label
+    count = 0
+    for y in range(h):
+        for x in range(w):
+            a = index[y, x]
+            if not counted[a]:
+                parts[y, x] = 0
+                continue
+            best = 0
+            if x > 0 and index[y, x - 1] == a:
+                best = _join(parent, best, parts[y, x - 1])
+            if y > 0:
+                if index[y - 1, x] == a:
+                    best = _join(parent, best, parts[y - 1, x])
+                if x > 0 and index[y - 1, x - 1] == a:
+                    best = _join(parent, best, parts[y - 1, x - 1])
+                if x + 1 < w and index[y - 1, x + 1] == a:
+                    best = _join(parent, best, parts[y - 1, x + 1])
+            if best == 0:
+                count += 1
+                parent[count] = count
+                owner[count] = a
+                best = count
+            parts[y, x] = best
+    for k in range(1, count + 1):
+        if _root(parent, k) == k:
+            components[owner[k]] += 1
+
+
 @numba.njit(cache=True, nogil=True, parallel=True)
-def _stats_batch(index, areas, contacts):
+def _stats_batch(index, areas, contacts, counted, components):
     for n in numba.prange(index.shape[0]):
         _stats_one(index[n], areas[n], contacts[n])
+        if components.shape[0]:
+            _components_one(index[n], counted, components[n])
 
 
-def class_stats(index: np.ndarray, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
-    """Areas (K,) and contacts (K, K), int64, of class-index map(s); (N, K) and (N, K, K) for a batch."""
+def class_stats(
+    index: np.ndarray, num_classes: int, *, components: Sequence[int] | None = None
+) -> tuple[np.ndarray, ...]:
+    """Areas (K,) and contacts (K, K), int64, of class-index map(s); (N, K) and (N, K, K) for a batch.
+    With ``components`` (class indices), also the 8-connected component counts of those classes, (K,)
+    or (N, K) (zero for the classes not listed)."""
     batch, single = _validate.label_batch(index)
     if batch.dtype != np.uint8:
         raise KernelInputError(f"Expected uint8 class indices. Got {batch.dtype} instead.")
@@ -56,13 +104,22 @@ def class_stats(index: np.ndarray, num_classes: int) -> tuple[np.ndarray, np.nda
         raise KernelInputError(f"Expected class indices below {num_classes}. Got {int(batch.max())}.")
     areas = np.zeros((len(batch), num_classes), np.int64)
     contacts = np.zeros((len(batch), num_classes, num_classes), np.int64)
+    counted = np.zeros(num_classes, np.bool_)
+    if components is not None:
+        listed = np.asarray(components, np.int64).reshape(-1)
+        if listed.size and not (0 <= listed.min() and listed.max() < num_classes):
+            raise KernelInputError(f"Expected component classes below {num_classes}. Got {listed.tolist()}.")
+        counted[listed] = True
+    counts = np.zeros((len(batch) if components is not None else 0, num_classes), np.int64)
     if single:
         _stats_one(batch[0], areas[0], contacts[0])
-        return areas[0], contacts[0]
-    if len(batch):
+        if components is not None:
+            _components_one(batch[0], counted, counts[0])
+    elif len(batch):
         with parallel_section():
-            _stats_batch(batch, areas, contacts)
-    return areas, contacts
+            _stats_batch(batch, areas, contacts, counted, counts)
+    result = (areas, contacts) if components is None else (areas, contacts, counts)
+    return tuple(r[0] for r in result) if single else result
 
 
 def batch_dice(pred: np.ndarray, ref: np.ndarray, num_classes: int) -> np.ndarray:

@@ -33,6 +33,7 @@ BACKENDS = (
     "torch",
     "torch-compile",
     "onnxruntime",
+    "onnxruntime-int8",
     "tensorrt",
 )  # the generator backends (synthgen.inference)
 

@@ -13,6 +13,8 @@ from typing import Any, ClassVar
 from synthgen.errors import ConfigError
 from synthgen.schemas.parse import parse_float, parse_int, parse_mapping, parse_str, reject_unknown_keys
 
+SOURCE_SPLITS = ("all", "train")  # the patients a store source draws from (synthgen.storage.splits)
+
 VIEWS: tuple[str, ...] = ("echo_a4c", "echo_a2c", "sa_mr", "ct_axial")  # the procedural anatomy views
 
 VIEW_ALIASES: dict[str, tuple[str, ...]] = {
@@ -59,18 +61,28 @@ class StoreSourceConfig:
     kind: ClassVar[str] = "store"
     url: str
     skip_empty: bool = True  # never draw a map without foreground
+    # the patients to draw from (synthgen.storage.splits): "train" leaves the held-out test tenth out,
+    # so that a segmenter scored on those patients never saw their anatomy through synthetic images
+    split: str = "all"
+
+    def __post_init__(self) -> None:
+        if self.split not in SOURCE_SPLITS:
+            raise ConfigError(f"Expected source.split in {list(SOURCE_SPLITS)}. Got {self.split!r} instead.")
 
     def to_dict(self) -> dict[str, Any]:
-        return {"kind": self.kind, "url": self.url, "skip_empty": self.skip_empty}
+        out = {"kind": self.kind, "url": self.url, "skip_empty": self.skip_empty}
+        return out | ({"split": self.split} if self.split != "all" else {})  # old configs keep their token
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> StoreSourceConfig:
-        data = _source_dict(data, cls.kind, {"url", "skip_empty"})
+        data = _source_dict(data, cls.kind, {"url", "skip_empty", "split"})
         skip = data.get("skip_empty", True)
         if not isinstance(skip, bool):
             raise ConfigError(f"Expected source.skip_empty to be true or false. Got {skip!r} instead.")
         return cls(
-            url=parse_str(data.get("url"), "source.url (the store to draw labels from)"), skip_empty=skip
+            url=parse_str(data.get("url"), "source.url (the store to draw labels from)"),
+            skip_empty=skip,
+            split=parse_str(data.get("split", "all"), "source.split"),
         )
 
 

@@ -31,16 +31,15 @@ from typing import ClassVar
 
 import numba
 import numpy as np
-from scipy import ndimage
 
 from synthgen.errors import ConfigError
+from synthgen.kernels import distance_to_mask, label_class
 from synthgen.sources.anatomy_shapes import (
     AnatomyParams,
     Range,
     check_ranges,
     convex_hull,
     draw_uniform,
-    largest_component,
     pixel_grid,
 )
 
@@ -170,32 +169,16 @@ def render_echo(p: EchoParams, shape: tuple[int, int]) -> np.ndarray:
     As in the CAMUS annotations, the atrium is cut by the sector while the apical wall may reach
     past the sector's sides (experts draw the whole wall); the cavity lies inside the sector.
 
-    A Numba pass paints the closed-form shapes (cavity, inlet, atrium) over the heart's region; the
-    wall is the band within the local wall thickness of the cavity and its inlet: a Euclidean distance
-    transform over their bounding box, then a second pass that works out the thickness only where the
-    distance is within the thickest wall. Atrium slivers apart from the main atrium become wall.
+    A Numba pass paints the closed-form shapes (cavity, inlet, atrium) over the heart's region; a
+    second one gives the labels: the wall is the band within the local wall thickness of the cavity
+    and its inlet (a Euclidean distance transform over their bounding box, the thickness worked out
+    only where the distance is within the thickest wall), and atrium slivers apart from the main
+    atrium become wall.
     """
     h, w = shape
-    vector = p.to_vector().astype(np.float64)
-    code = np.zeros(shape, np.uint8)
-    _paint_codes(vector, h, w, *_region(p, shape), *_atrium_outline(p), code)
-    out = np.zeros(shape, np.uint8)
-    seed = (code & (_CAVITY | _INLET)) != 0
     reach = _reach(p) * (1 + 1e-9)  # never below a thickness computed in floats
-    box = _bounding_box(seed, int(np.ceil(reach * max(h, w))) + 1)
-    if box is not None:
-        distance = ndimage.distance_transform_edt(~seed[box], sampling=(1.0 / h, 1.0 / w))
-        _paint_wall(vector, h, w, box[0].start, box[1].start, distance, reach, code, out)
-    out[(code & _ATRIUM) != 0] = ATRIUM
-    out[(code & _CAVITY) != 0] = CAVITY
-    # the atrium is cut by the sector; slivers beside the annulus corners (or cut off) become wall
-    out[(out == ATRIUM) & ((code & _SECTOR) == 0)] = 0
-    box = _bounding_box(out == ATRIUM, 0)
-    if box is not None:
-        crop = out[box]
-        kept = out[box] == ATRIUM
-        crop[kept & ~largest_component(kept)] = WALL
-    return out
+    margin = int(np.ceil(reach * max(h, w))) + 1
+    return _render(p.to_vector(), h, w, _region(p, shape), *_atrium_outline(p), reach, margin)
 
 
 def _region(p: EchoParams, shape: tuple[int, int]) -> tuple[int, int, int, int]:
@@ -273,18 +256,6 @@ def _corners(origin: tuple[float, float], angle_deg: float, u: tuple[float, floa
     a = np.deg2rad(angle_deg)
     uu, vv = np.array([u[0], u[0], u[1], u[1]]), np.array([-v, v, -v, v])
     return origin[0] + uu * np.cos(a) - vv * np.sin(a), origin[1] + uu * np.sin(a) + vv * np.cos(a)
-
-
-def _bounding_box(mask: np.ndarray, margin: int) -> tuple[slice, slice] | None:
-    """The slices of ``mask``'s bounding box grown by ``margin`` pixels (clipped); None if it is empty."""
-    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
-    if not rows.size:
-        return None
-    h, w = mask.shape
-    return (
-        slice(max(rows[0] - margin, 0), min(rows[-1] + margin + 1, h)),
-        slice(max(cols[0] - margin, 0), min(cols[-1] + margin + 1, w)),
-    )
 
 
 # -- the Numba pass ---------------------------------------------------------------------------------
@@ -390,13 +361,26 @@ def _in_sector(p, yn, xc, margin_deg):
 
 @numba.njit(cache=True, nogil=True)
 def _cavity_leaves_sector(p, h, w, margin_deg):
-    """Whether any cavity pixel of an (h, w) render lies outside the sector narrowed by ``margin_deg``."""
+    """Whether any cavity pixel of an (h, w) render lies outside the sector narrowed by ``margin_deg``.
+
+    Only the pixels of the cavity's bounding rectangle (u from 0 to the length, v within the widest
+    half-width and the bow), padded by two pixels, are visited: no cavity pixel lies outside it.
+    """
     a = np.deg2rad(p[_LV_ANGLE])
     ca, sa = np.cos(a), np.sin(a)
     sin_pi = np.sin(np.pi * 1.0)
-    for i in range(h):
+    length = p[_LV_LENGTH]
+    half = 0.5 * p[_LV_WIDTH_RATIO] * length * (1.0 + abs(p[_ASYMMETRY])) + abs(p[_BEND] * length)
+    y_lo, y_hi, x_lo, x_hi = np.inf, -np.inf, np.inf, -np.inf
+    for u in (0.0, length):
+        for v in (-half, half):
+            y, x = p[_APEX_Y] + u * ca - v * sa, p[_APEX_X] + u * sa + v * ca
+            y_lo, y_hi, x_lo, x_hi = min(y_lo, y), max(y_hi, y), min(x_lo, x), max(x_hi, x)
+    r0, r1 = max(int(np.floor(y_lo * h)) - 2, 0), min(int(np.ceil(y_hi * h)) + 2, h)
+    c0, c1 = max(int(np.floor(x_lo * w)) - 2, 0), min(int(np.ceil(x_hi * w)) + 2, w)
+    for i in range(r0, r1):
         yn = (i + 0.5) / h
-        for j in range(w):
+        for j in range(c0, c1):
             xn = (j + 0.5) / w
             u, v = _frame(p, yn, xn, ca, sa)
             if _in_cavity(p, u, v, sin_pi) and not _in_sector(p, yn, xn - 0.5, margin_deg):
@@ -482,3 +466,73 @@ def _paint_wall(p, h, w, r0, c0, distance, reach, code, out):
             thick = apical * ws * p[_WALL_APEX_RATIO] + (1 - apical) * sides
             if d <= thick * min(max(1.0 - 0.6 * (u - length) / ext, 0.0), 1.0):
                 out[r0 + i, c0 + j] = WALL
+
+
+@numba.njit(cache=True, nogil=True)
+def _bounding_box(a, region, bits, equal, margin):
+    """Rows and columns [r0, r1) x [c0, c1) of the pixels of ``a`` (inside ``region``, rows and columns
+    [r0, r1) x [c0, c1), outside which there are none) equal to ``bits`` (``equal``) or with any of
+    ``bits`` set, grown by ``margin`` pixels (clipped); r0 == r1 when there is none."""
+    h, w = a.shape
+    r0, r1, c0, c1 = h, -1, w, -1
+    for i in range(region[0], region[1]):
+        for j in range(region[2], region[3]):
+            if (a[i, j] == bits) if equal else (a[i, j] & bits) != 0:
+                r0, r1 = min(r0, i), max(r1, i)
+                c0, c1 = min(c0, j), max(c1, j)
+    if r1 < 0:
+        return 0, 0, 0, 0
+    return max(r0 - margin, 0), min(r1 + margin + 1, h), max(c0 - margin, 0), min(c1 + margin + 1, w)
+
+
+@numba.njit(cache=True, nogil=True)
+def _render(p, h, w, region, atrium, hull, reach, margin):
+    """The label map: the code bits painted over ``region`` (r0, r1, c0, c1), then the labels."""
+    r0, r1, c0, c1 = region
+    code = np.zeros((h, w), dtype=np.uint8)
+    _paint_codes(p, h, w, r0, r1, c0, c1, atrium, hull, code)
+    out = np.zeros((h, w), dtype=np.uint8)
+    _paint_labels(p, h, w, code, region, reach, margin, out)
+    return out
+
+
+@numba.njit(cache=True, nogil=True)
+def _paint_labels(p, h, w, code, region, reach, margin, out):
+    """The labels of the painted ``code`` map into ``out`` (zeros): the wall within ``reach`` of the
+    cavity and inlet (their bounding box grown by ``margin`` pixels holds every such pixel), then the
+    atrium and the cavity, the atrium cut by the sector and its pieces apart from the largest (the
+    first in raster order of the largest) turned to wall."""
+    r0, r1, c0, c1 = _bounding_box(code, region, _CAVITY | _INLET, False, margin)
+    if r1 > r0:
+        seed = np.empty((r1 - r0, c1 - c0), dtype=np.bool_)
+        for i in range(r0, r1):
+            for j in range(c0, c1):
+                seed[i - r0, j - c0] = (code[i, j] & (_CAVITY | _INLET)) != 0
+        distance = np.empty(seed.shape, dtype=np.float64)
+        distance_to_mask(seed, 1.0 / h, 1.0 / w, distance)
+        _paint_wall(p, h, w, r0, c0, distance, reach, code, out)
+    for i in range(region[0], region[1]):
+        for j in range(region[2], region[3]):
+            bits = code[i, j]
+            if bits & _CAVITY:
+                out[i, j] = CAVITY
+            elif bits & _ATRIUM:
+                out[i, j] = ATRIUM if bits & _SECTOR else 0
+    r0, r1, c0, c1 = _bounding_box(out, region, ATRIUM, True, 0)
+    if r1 == r0:
+        return
+    crop = out[r0:r1, c0:c1]
+    parts = np.empty(crop.shape, dtype=np.int32)
+    count = label_class(crop, np.uint8(ATRIUM), False, True, parts)
+    if count <= 1:
+        return
+    sizes = np.zeros(count + 1, dtype=np.int64)
+    for i in range(crop.shape[0]):
+        for j in range(crop.shape[1]):
+            sizes[parts[i, j]] += 1
+    sizes[0] = -1
+    keep = np.argmax(sizes)
+    for i in range(crop.shape[0]):
+        for j in range(crop.shape[1]):
+            if parts[i, j] and parts[i, j] != keep:
+                crop[i, j] = WALL

@@ -17,6 +17,7 @@ from synthgen.errors import ConfigError
 from synthgen.schemas import parse_float, parse_mapping, reject_unknown_keys
 
 Range = tuple[float, float]
+_NAMES: dict[type, tuple[str, ...]] = {}  # field names per record type (asked for once per draw)
 
 
 @dataclass(frozen=True)
@@ -27,7 +28,10 @@ class AnatomyParams:
 
     @classmethod
     def names(cls) -> tuple[str, ...]:
-        return tuple(f.name for f in fields(cls))
+        names = _NAMES.get(cls)
+        if names is None:
+            names = _NAMES[cls] = tuple(f.name for f in fields(cls))
+        return names
 
     def to_dict(self) -> dict[str, float]:
         return {name: float(getattr(self, name)) for name in self.names()}
@@ -55,8 +59,10 @@ class AnatomyParams:
 
 
 def draw_uniform(rng: np.random.Generator, ranges: Mapping[str, Range]) -> dict[str, float]:
-    """One uniform draw per range, in the mapping's order (so the draws are reproducible)."""
-    return {name: float(rng.uniform(lo, hi)) for name, (lo, hi) in ranges.items()}
+    """One uniform draw per range, in the mapping's order (so the draws are reproducible): one call
+    for all of them, the same values as one ``rng.uniform(lo, hi)`` per range in turn."""
+    bounds = np.array(list(ranges.values()), np.float64).reshape(-1, 2)
+    return dict(zip(ranges, rng.uniform(bounds[:, 0], bounds[:, 1]).tolist(), strict=True))
 
 
 def check_ranges(ranges: Mapping[str, Range], params: type[AnatomyParams], drawn_elsewhere: set[str]) -> None:

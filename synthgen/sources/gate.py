@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 
 from synthgen.errors import LabelValueError, SchemaError
-from synthgen.kernels import class_stats, count_components
+from synthgen.kernels import class_stats
 from synthgen.schemas import BACKGROUND, LabelSchema
 
 FLAG_BITS = 32
@@ -116,14 +116,16 @@ def check_batch(labels: np.ndarray, schema: LabelSchema) -> tuple[np.ndarray, np
     position = {name: i for i, name in enumerate((BACKGROUND, *schema.names))}
     min_area = dict(schema.rules.min_area)
     pixels = labels.shape[1] * labels.shape[2]
-    areas, contact = class_stats(index, len(position))  # one pass: (N, K) areas, (N, K, K) edges
+    # one pass: (N, K) areas, (N, K, K) edges, (N, K) 8-connected components
+    connected = [position[name] for kind, name, _ in checks if kind == "split"]
+    areas, contact, components = class_stats(index, len(position), components=connected)
     border = contact.sum(axis=2)
     for j, (kind, name, other) in enumerate(checks):
         i = position[name]
         if kind == "missing":
             failed = areas[:, i] == 0
         elif kind == "split":
-            failed = count_components(index, i, connectivity=8) > 1
+            failed = components[:, i] > 1
         elif kind == "small":
             failed = (areas[:, i] > 0) & (areas[:, i] < min_area[name] * pixels)
         else:

@@ -146,18 +146,24 @@ class StoreSource(LabelSource):
 
     def _cached(self) -> tuple[np.ndarray, np.ndarray]:
         if getattr(self, "_cache", None) is None:
-            from synthgen.storage import StoreReader
+            from synthgen.storage import StoreReader, split_indices
 
             reader = StoreReader(self.config.url)
             indices = reader.available_indices()
             labels = np.concatenate(
                 [reader.read_labels(*reader.layout.shard_bounds(k)) for k in reader.complete_shards]
             )
+            if self.config.split != "all":  # by patient, as the trainers split (a store without is an error)
+                keep = np.isin(indices, split_indices(reader, self.config.split))
+                labels, indices = labels[keep], indices[keep]
             if self.config.skip_empty:
                 keep = labels.reshape(len(labels), -1).any(axis=1)
                 labels, indices = labels[keep], indices[keep]
             if not len(labels):
-                raise ConfigError(f"Expected label maps with foreground in {self.config.url}. All are empty.")
+                what = "" if self.config.split == "all" else f" of the {self.config.split} patients"
+                raise ConfigError(
+                    f"Expected label maps with foreground{what} in {self.config.url}. There are none."
+                )
             self._cache = (labels, indices)
         return self._cache
 

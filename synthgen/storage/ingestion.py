@@ -5,9 +5,22 @@ their headers (slice counts, shapes, dtypes) so the store can be created with it
 the files are read one pair at a time and written one whole shard at a time. A failure after the
 store was created deletes it, so no half-written store remains.
 
-Resampling (``size``): label maps by nearest neighbour (never a new value), images linearly, with a
-Gaussian pre-filter along an axis that is shrunk (sigma = (factor - 1) / 2) against aliasing. Both
-use the same pixel-centre grid, so image and label stay aligned.
+Geometry, in this order: NIfTI files come reoriented to one convention (RAS+, the slice axis kept:
+see :mod:`synthgen.storage.readers`); ``spacing`` then resamples each image to that (row, col) pixel
+size in mm, from the spacing its header gives, as MONAI's ``Spacing`` does (output size
+``round((n - 1) * old / new) + 1``, the first pixel centres kept in place, images linear, labels
+nearest, samples beyond the last pixel taking its value); ``pad_or_crop`` then pads (0: black,
+background) or crops symmetrically about the centre to H x W, keeping the aspect ratio, as MONAI's
+``ResizeWithPadOrCrop`` does. Labels follow their image's grid and spacing. ``size`` instead
+stretches every slice to H x W (labels by nearest neighbour, never a new value; images linear,
+antialiased when shrinking): it does not combine with ``spacing`` or ``pad_or_crop``.
+
+Intensity convention (the store's ``intensity``): uint8 and uint16 images keep their dtype's range
+(0..255, 0..65535); images stored as float (float16, and float32 for every other source dtype:
+int16, int32, float32, float64...) record the lowest and highest value the store holds, found by
+reading and resampling the images once before writing (padding's 0 included). Readers that map
+``low..high`` to [0, 1] therefore neither clip nor squash what was ingested, with or without
+resampling.
 """
 
 from __future__ import annotations
@@ -17,6 +30,7 @@ import time
 from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +45,7 @@ from synthgen.schemas import (
     StoreAttrs,
     StoreLayout,
     get_schema,
+    parse_float,
     parse_int,
     parse_mapping,
     parse_str,
@@ -47,7 +62,14 @@ from synthgen.storage.layouts import (
     nnunet_dataset,
     parse_patterns,
 )
-from synthgen.storage.readers import VolumeInfo, probe, probe_channels, read_channels, read_volume
+from synthgen.storage.readers import (
+    ORIENTATION,
+    VolumeInfo,
+    probe,
+    probe_channels,
+    read_channels,
+    read_volume,
+)
 
 _STORE_DTYPE = {"uint8": "uint8", "bool": "uint8", "uint16": "uint16", "float16": "float16"}
 _MARK_EVERY_S = 2.0  # record finished shards in the root attributes at most this often
@@ -55,7 +77,9 @@ _MARK_EVERY_S = 2.0  # record finished shards in the root attributes at most thi
 
 @dataclass(frozen=True)
 class IngestConfig:
-    """Everything ``synthgen ingest`` needs. ``size`` is (H, W) or None for the native size."""
+    """Everything ``synthgen ingest`` needs. ``size`` is (H, W) to stretch to, or None for the native
+    size; ``spacing`` the (row, col) pixel size in mm to resample to; ``pad_or_crop`` the (H, W) to
+    pad or crop to about the centre (see the module docstring for the order)."""
 
     source: str
     out: str
@@ -67,6 +91,8 @@ class IngestConfig:
     patterns: tuple[str, ...] = DEFAULT_PATTERNS
     include: tuple[str, ...] = ()
     limit: int | None = None
+    spacing: tuple[float, float] | None = None
+    pad_or_crop: tuple[int, int] | None = None
 
     def __post_init__(self) -> None:
         parse_str(self.source, "SOURCE")
@@ -78,6 +104,24 @@ class IngestConfig:
                 raise ConfigError(f"Expected --size H W. Got {self.size!r} instead.")
             for s in self.size:
                 parse_int(s, "each of --size H W", lo=1, hi=65536)
+        if self.pad_or_crop is not None:
+            if len(self.pad_or_crop) != 2:
+                raise ConfigError(f"Expected --pad-or-crop H W. Got {self.pad_or_crop!r} instead.")
+            for s in self.pad_or_crop:
+                parse_int(s, "each of --pad-or-crop H W", lo=1, hi=65536)
+        if self.spacing is not None:
+            if len(self.spacing) != 2:
+                raise ConfigError(f"Expected --spacing MM MM (row, col). Got {self.spacing!r} instead.")
+            for s in self.spacing:
+                if parse_float(s, "each of --spacing MM MM") <= 0:
+                    raise ConfigError(
+                        f"Expected each of --spacing MM MM to be a positive size in mm. Got {s}."
+                    )
+        if self.size is not None and (self.spacing is not None or self.pad_or_crop is not None):
+            raise ConfigError(
+                "Expected --size alone, or --spacing and/or --pad-or-crop. Got --size with them: --size stretches "
+                "every slice to H x W; for a fixed size that keeps the aspect ratio use --pad-or-crop H W."
+            )
         parse_int(self.shard_size, "--shard-size", lo=1)
         parse_patterns(self.patterns)
         if self.limit is not None:
@@ -95,13 +139,15 @@ class IngestConfig:
             "patterns": list(self.patterns),
             "include": list(self.include),
             "limit": self.limit,
+            "spacing": list(self.spacing) if self.spacing is not None else None,
+            "pad_or_crop": list(self.pad_or_crop) if self.pad_or_crop is not None else None,
         }
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> IngestConfig:
         data = parse_mapping(data, "an ingest config")
         reject_unknown_keys(data, set(cls.__dataclass_fields__), "an ingest config")
-        size = data.get("size")
+        size, spacing, pad = data.get("size"), data.get("spacing"), data.get("pad_or_crop")
         return cls(
             source=data.get("source"),  # type: ignore[arg-type]
             out=data.get("out"),  # type: ignore[arg-type]
@@ -113,6 +159,8 @@ class IngestConfig:
             patterns=tuple(data.get("patterns", DEFAULT_PATTERNS)),
             include=tuple(data.get("include", ())),
             limit=data.get("limit"),
+            spacing=tuple(spacing) if spacing is not None else None,  # type: ignore[arg-type]
+            pad_or_crop=tuple(pad) if pad is not None else None,  # type: ignore[arg-type]
         )
 
 
@@ -169,7 +217,12 @@ def _source_hash(source: Path, pairs: Sequence[SourcePair]) -> str:
 def meta_fields() -> tuple[MetaField, ...]:
     return (
         MetaField("source_index", "int32", (), "index into provenance 'sources' and 'label_sources'"),
-        MetaField("slice_index", "int32", (), "slice of the source volume (0 for 2D files)"),
+        MetaField(
+            "slice_index",
+            "int32",
+            (),
+            "slice of the source volume (0 for 2D files; NIfTI: after reorientation)",
+        ),
         MetaField("patient", "int32", (), "patient number from the file name; -1 where unknown"),
         MetaField("view", "uint8", (), "view code: " + ", ".join(f"{k} {v}" for k, v in VIEWS.items())),
         MetaField(
@@ -179,46 +232,199 @@ def meta_fields() -> tuple[MetaField, ...]:
             "spacing",
             "float32",
             (2,),
-            "(row, col) pixel spacing after resampling, from the source header (mm for NIfTI/MetaImage; "
-            "1.0 may mean the header did not know); NaN for PNG/TIFF/.npy",
+            "(row, col) pixel spacing in mm as stored: --spacing where given, else from the source header "
+            "(NIfTI/MetaImage/DICOM; a NIfTI 1.0 may mean the header did not know), scaled by --size; NaN where "
+            "unknown (PNG/TIFF/.npy)",
         ),
     )
+
+
+# -- geometry: --spacing, then --pad-or-crop; or --size --------------------------------------------
+def spacing_shape(shape: Sequence[int], spacing: Sequence[float], target: Sequence[float]) -> tuple[int, int]:
+    """(rows, cols) after resampling from ``spacing`` to ``target`` mm: MONAI ``Spacing``'s size, whose
+    first and last pixel centres span the same distance as before, ``round((n - 1) * old / new) + 1``."""
+    return tuple(  # type: ignore[return-value]
+        max(1, int(np.round((n - 1) * s / t + 1.0))) for n, s, t in zip(shape, spacing, target, strict=True)
+    )
+
+
+def _spacing_positions(n_in: int, spacing: float, target: float) -> np.ndarray:
+    """Input position of each output pixel centre (first centres aligned), held at the last pixel beyond it."""
+    n_out = spacing_shape((n_in,), (spacing,), (target,))[0]
+    return np.minimum(np.arange(n_out, dtype=np.float64) * (target / spacing), n_in - 1)
+
+
+@lru_cache(maxsize=64)
+def _spacing_weights(n_in: int, spacing: float, target: float) -> np.ndarray:
+    """(n_out, n_in) linear interpolation weights at :func:`_spacing_positions` (non-negative, rows sum to
+    1; read-only)."""
+    x = _spacing_positions(n_in, spacing, target)
+    lo = np.floor(x).astype(np.intp)
+    frac = x - lo
+    weights = np.zeros((len(x), n_in), np.float64)
+    np.add.at(weights, (np.arange(len(x)), lo), 1.0 - frac)
+    np.add.at(weights, (np.arange(len(x)), np.minimum(lo + 1, n_in - 1)), frac)
+    out = weights.astype(np.float32)
+    out.setflags(write=False)
+    return out
+
+
+def spacing_images(images: np.ndarray, spacing: Sequence[float], target: Sequence[float]) -> np.ndarray:
+    """Images (..., H, W) resampled from ``spacing`` to ``target`` (row, col) mm as MONAI's ``Spacing``
+    does with ``bilinear`` and ``border`` padding; integer images are rounded, the dtype is kept."""
+    x = np.matmul(_spacing_weights(images.shape[-2], spacing[0], target[0]), images.astype(np.float32))
+    x = np.matmul(x, _spacing_weights(images.shape[-1], spacing[1], target[1]).T)
+    if images.dtype.kind in "uib":
+        info = np.iinfo(images.dtype) if images.dtype.kind != "b" else np.iinfo(np.uint8)
+        x = np.clip(np.rint(x), info.min, info.max)
+    return x.astype(images.dtype, copy=False)
+
+
+def spacing_labels(labels: np.ndarray, spacing: Sequence[float], target: Sequence[float]) -> np.ndarray:
+    """Label maps (..., H, W) resampled as :func:`spacing_images`, by nearest neighbour: every value is an
+    input value. A position halfway between two pixels takes the later one (MONAI's ties fall either
+    way, by the float rounding of its normalised grid)."""
+    rows, cols = (
+        np.floor(_spacing_positions(n, s, t) + 0.5).astype(np.intp)
+        for n, s, t in zip(labels.shape[-2:], spacing, target, strict=True)
+    )
+    return labels[..., rows[:, None], cols[None, :]]
+
+
+def _centre_window(n: int, target: int) -> tuple[slice, slice]:
+    """(source, destination) slices of MONAI's symmetric pad (``target`` > ``n``: the extra split with
+    the odd one after) or centre crop (start ``n // 2 - target // 2``)."""
+    if target >= n:
+        before = (target - n) // 2
+        return slice(0, n), slice(before, before + n)
+    start = n // 2 - target // 2
+    return slice(start, start + target), slice(0, target)
+
+
+def pad_or_crop(array: np.ndarray, size: Sequence[int]) -> np.ndarray:
+    """``array`` (..., H, W) padded with 0 or cropped about the centre to (..., *size), as MONAI's
+    ``ResizeWithPadOrCrop`` does; nothing is stretched."""
+    (rows_in, rows_out), (cols_in, cols_out) = (
+        _centre_window(array.shape[-2], size[0]),
+        _centre_window(array.shape[-1], size[1]),
+    )
+    out = np.zeros((*array.shape[:-2], *size), array.dtype)
+    out[..., rows_out, cols_out] = array[..., rows_in, cols_in]
+    return out
+
+
+@dataclass(frozen=True)
+class _Geometry:
+    """What ingestion does to the slices of one source file (see the module docstring for the order)."""
+
+    native_spacing: tuple[float, float]  # (row, col) mm from the header, NaN where unknown
+    target_spacing: tuple[float, float] | None  # --spacing
+    pad_or_crop: bool  # to ``shape``; else ``shape`` is stretched to where it differs
+    shape: tuple[int, int]  # as stored
+    spacing: tuple[float, float]  # (row, col) of the stored pixels, NaN where unknown
+
+    def images(self, images: np.ndarray) -> np.ndarray:
+        if self.target_spacing is not None:
+            images = spacing_images(images, self.native_spacing, self.target_spacing)
+        if self.pad_or_crop:
+            return pad_or_crop(images, self.shape)
+        return resize_images(images, self.shape)
+
+    def labels(self, labels: np.ndarray) -> np.ndarray:
+        if self.target_spacing is not None:
+            labels = spacing_labels(labels, self.native_spacing, self.target_spacing)
+        if self.pad_or_crop:
+            return pad_or_crop(labels, self.shape)
+        return resize_labels(labels, self.shape)
+
+
+def plan_geometry(info: VolumeInfo, config: IngestConfig) -> _Geometry:
+    native = info.shape[1:]
+    spacing = tuple(float(s) for s in info.spacing)
+    resampled = native
+    if config.spacing is not None:
+        resampled, spacing = spacing_shape(native, info.spacing, config.spacing), tuple(config.spacing)
+    shape = tuple(config.pad_or_crop or config.size or resampled)
+    if config.size is not None:
+        spacing = tuple(s * n / t for s, n, t in zip(spacing, resampled, shape, strict=True))
+    return _Geometry(
+        tuple(float(s) for s in info.spacing),  # type: ignore[arg-type]
+        config.spacing,
+        config.pad_or_crop is not None,
+        shape,  # type: ignore[arg-type]
+        spacing,  # type: ignore[arg-type]
+    )
+
+
+def _check_finite(image: np.ndarray, where: str) -> None:
+    if image.dtype.kind in "fc" and not np.isfinite(image).all():
+        bad = int(np.size(image) - np.count_nonzero(np.isfinite(image)))
+        raise InputDataError(
+            f"Expected finite image values. Got {bad} NaN or infinite value(s) in {where}: fix or leave "
+            "out that file."
+        )
+
+
+def _images(source: Path, pair: SourcePair, info: VolumeInfo) -> np.ndarray:
+    """The image volume of ``pair``, checked against its header: (slices, [channels,] rows, cols)."""
+    image = read_channels([source / f for f in pair.images], pair.images)
+    expected = (info.shape[0], *((info.channels,) if info.channels > 1 else ()), *info.shape[1:])
+    if image.shape != expected:
+        raise InputDataError(
+            f"Expected data of shape {expected} as the header says. Got {image.shape} in {pair.image}."
+        )
+    _check_finite(image, pair.image)
+    return image
 
 
 def _samples(
     source: Path,
     pairs: Sequence[SourcePair],
     infos: Sequence[VolumeInfo],
+    geometries: Sequence[_Geometry],
     schema: LabelSchema,
-    size: tuple[int, int],
     dtype: str,
+    intensity: Intensity,
 ) -> Iterator[tuple[np.ndarray, np.ndarray, tuple]]:
     """One (image, labels, meta) per 2D sample, reading one pair of files at a time."""
-    for index, (p, info) in enumerate(zip(pairs, infos, strict=True)):
-        image = read_channels([source / f for f in p.images], p.images)
+    for index, (p, info, geometry) in enumerate(zip(pairs, infos, geometries, strict=True)):
+        image = _images(source, p, info)
         raw = read_volume(source / p.label, p.label, "label")
-        expected = (info.shape[0], *((info.channels,) if info.channels > 1 else ()), *info.shape[1:])
-        if image.shape != expected or raw.shape != info.shape:
+        if raw.shape != info.shape:
             raise InputDataError(
-                f"Expected data of shape {expected} as the header says. Got image {image.shape} in {p.image} "
-                f"and label {raw.shape} in {p.label}."
-            )
-        if image.dtype.kind in "fc" and not np.isfinite(image).all():
-            bad = int(np.size(image) - np.count_nonzero(np.isfinite(image)))
-            raise InputDataError(
-                f"Expected finite image values. Got {bad} NaN or infinite value(s) in {p.image}: fix or leave "
-                "out that file."
+                f"Expected data of shape {info.shape} as the header says. Got {raw.shape} in {p.label}."
             )
         labels = schema.encode_source(raw, p.label)
-        native = info.shape[1:]
-        spacing = (
-            np.array(info.spacing, np.float32) * np.array(native, np.float32) / np.array(size, np.float32)
-        )
+        spacing = np.array(geometry.spacing, np.float32)
         for z in range(info.shape[0]):
-            img, lab = image[z], labels[z]
-            if native != size:
-                img, lab = resize_images(img, size), resize_labels(lab, size)
-            yield img.astype(dtype, copy=False), lab, (index, z, p.patient, p.view, p.phase, spacing)
+            img = geometry.images(image[z]).astype(dtype, copy=False)
+            if img.dtype.kind == "f":  # the values image_intensity found; float rounding stays within them
+                img = np.clip(img, intensity.low, intensity.high).astype(dtype, copy=False)
+            yield img, geometry.labels(labels[z]), (index, z, p.patient, p.view, p.phase, spacing)
+
+
+def image_intensity(
+    source: Path,
+    pairs: Sequence[SourcePair],
+    infos: Sequence[VolumeInfo],
+    geometries: Sequence[_Geometry],
+    dtype: str,
+) -> Intensity:
+    """The store's intensity convention for images stored as ``dtype`` (see the module docstring): float
+    stores read and resample every image once here, for the lowest and highest value they will hold."""
+    if dtype in ("uint8", "uint16"):
+        return Intensity.for_dtype(dtype)
+    lo, hi = np.inf, -np.inf
+    for p, info, geometry in zip(pairs, infos, geometries, strict=True):
+        stored = geometry.images(_images(source, p, info)).astype(dtype, copy=False)
+        lo, hi = min(lo, float(stored.min())), max(hi, float(stored.max()))
+    if hi <= lo:  # one value throughout: a range of 1 holding it
+        hi = lo + 1.0
+    return Intensity(
+        lo,
+        hi,
+        f"source values as stored, not rescaled: {lo:g} is the lowest stored value, {hi:g} the highest",
+    )
 
 
 def _check_output(config: IngestConfig, source: Path) -> None:
@@ -273,19 +479,25 @@ def _ingest(config: IngestConfig, progress: bool | None) -> IngestResult:
     else:
         schema = get_schema(config.schema or layout)
     infos = scan(source, pairs)
-    hint = "Pass --size H W to resample (labels nearest, images linear)."
-    native = [i.shape[1:] for i in infos]
-    if config.size is None:
-        _common([f"{h} x {w}" for h, w in native], pairs, "size", hint)
-    size = tuple(config.size or native[0])
+    if config.spacing is not None:
+        _check_spacing_known(pairs, infos)
+    geometries = [plan_geometry(i, config) for i in infos]
+    hint = (
+        "Pass --pad-or-crop H W for one size (aspect ratio kept), or --size H W to stretch."
+        if config.spacing is not None
+        else "Pass --size H W to resample (labels nearest, images linear), or --pad-or-crop H W."
+    )
+    _common([f"{h} x {w}" for h, w in (g.shape for g in geometries)], pairs, "size", hint)
+    size = geometries[0].shape
     channels = _common([i.channels for i in infos], pairs, "number of channels", "Convert them alike first.")
     dtype = _common(
         [store_image_dtype(i.dtype) for i in infos], pairs, "stored dtype", "Convert them alike first."
     )
     n = sum(i.shape[0] for i in infos)
-    slices_per_size = Counter()
+    slices_per_size, orientations = Counter(), Counter()
     for i in infos:
         slices_per_size[i.shape[1:]] += i.shape[0]
+        orientations[i.orientation or "as stored"] += 1
     store_layout = StoreLayout(
         n=n,
         image_shape=(channels, *size) if channels > 1 else size,
@@ -303,17 +515,26 @@ def _ingest(config: IngestConfig, progress: bool | None) -> IngestResult:
         "source_hash": _source_hash(source, pairs),
         "source_hash_of": "sha256 of 'path<TAB>bytes' lines of every image and label file, in order",
         "native_sizes": {f"{h}x{w}": c for (h, w), c in sorted(slices_per_size.items())},
-        "resampling": (
-            "none" if all(s == size for s in native) else "labels nearest; images linear, antialiased"
-        ),
+        "orientation": ORIENTATION,
+        "source_orientations": dict(sorted(orientations.items())),
+        "resampling": _resampling(config, infos, size),
     }
-    attrs = StoreAttrs(layout=store_layout, schema=schema, intensity=_intensity(dtype), provenance=provenance)
+    intensity = image_intensity(source, pairs, infos, geometries, dtype)
+    attrs = StoreAttrs(
+        layout=store_layout,
+        schema=schema,
+        intensity=intensity,
+        spacing=tuple(config.spacing) if config.spacing is not None else None,
+        provenance=provenance,
+    )
     aside = aside_url(config.out)
     try:
         clear_scratch(aside)  # what a killed ingest left
         writer = StoreWriter.create(aside, attrs, overwrite=True)  # a leftover aside store is ours
         try:
-            image_range = _write_all(writer, _samples(source, pairs, infos, schema, size, dtype), progress)
+            image_range = _write_all(
+                writer, _samples(source, pairs, infos, geometries, schema, dtype, intensity), progress
+            )
         finally:
             writer.close()
         attrs = writer.mark_complete(
@@ -328,10 +549,27 @@ def _ingest(config: IngestConfig, progress: bool | None) -> IngestResult:
     return IngestResult(attrs, layout, time.perf_counter() - t0)
 
 
-def _intensity(dtype: str) -> Intensity:
-    if dtype in ("uint8", "uint16"):
-        return Intensity.for_dtype(dtype)
-    return Intensity(0.0, 1.0, "source values as stored, not rescaled: see provenance 'image_range'")
+def _check_spacing_known(pairs: Sequence[SourcePair], infos: Sequence[VolumeInfo]) -> None:
+    for p, info in zip(pairs, infos, strict=True):
+        if not np.isfinite(info.spacing).all():
+            raise InputDataError(
+                f"Expected a pixel spacing in the header of {p.image} for --spacing. It gives none (PNG, TIFF and "
+                ".npy never do): leave out --spacing, or convert the images to NIfTI with their spacing."
+            )
+
+
+def _resampling(config: IngestConfig, infos: Sequence[VolumeInfo], size: tuple[int, int]) -> str:
+    steps = []
+    if config.spacing is not None:
+        steps.append(
+            f"--spacing to {config.spacing[0]:g} x {config.spacing[1]:g} mm as MONAI Spacingd (images linear, "
+            "labels nearest, border)"
+        )
+    if config.pad_or_crop is not None:
+        steps.append("--pad-or-crop about the centre as MONAI ResizeWithPadOrCrop (padding 0)")
+    elif any(i.shape[1:] != size for i in infos):
+        steps.append("--size: labels nearest; images linear, antialiased")
+    return ", then ".join(steps) or "none"
 
 
 def _write_all(writer, samples: Iterator, progress: bool | None) -> list[float | None]:

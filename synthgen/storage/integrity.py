@@ -3,18 +3,25 @@
 - **Files.** :class:`StoreFiles` reads and writes the files of a store at any fsspec URL. A write is
   atomic: on a local file system the bytes go to a temporary file that is renamed over the target
   (readers see the old file or the new one, never a torn one); on an object store one PUT is atomic.
+  Remote URLs open with :func:`storage_options`: the options given to :func:`set_storage_options`
+  (the CLI's ``--storage-option KEY=VALUE``) over fsspec's configuration (``FSSPEC_S3_*`` variables)
+  over synthgen's bounded timeouts and retries for S3, so that a wrong endpoint fails in seconds.
 - **Ownership.** One writer at a time holds a store's lease (the file ``URL.synthgen-lease`` beside it:
   an owner token, host, process id and its start time, the command). It lives beside the store, not in
   it, so that Zarr tools see nothing but Zarr there, and it exists only while a writer runs. A second writer is refused with a line
   naming the first. A lease is stale when its process is gone (same host: the process id is not
   running, or runs another program) or, from another host, when it was not renewed for
   :data:`LEASE_TIMEOUT_S`; a stale lease is taken over (written, then read back to check that this
-  writer won). Local files are created with an exclusive link; on object stores creation is
-  check-then-put, so two writers starting within the same instant are not excluded there.
+  writer won). Local files are created with an exclusive link; on object stores with a conditional
+  PUT (``If-None-Match: *`` on S3: the server refuses it where the lease exists), after a check that
+  it does not exist (which keeps a running writer's lease where a server ignores the condition: there
+  two writers starting within the same instant are not excluded).
 - **Replacement.** ``--overwrite`` writes the new store aside (``URL.synthgen-new``) and swaps it in only
   when it is complete (:func:`swap_in`); the old store stays intact until then. A swap interrupted half
   way is finished or undone by :func:`recover` at the next start. On a local file system each step is
-  a rename; on object stores a move copies, so a swap there is not atomic (it is still resumable).
+  a rename; on object stores a move copies each object (the root ``zarr.json`` last, so the copy is a
+  store only once whole) and then deletes the source (its ``zarr.json`` first), so a swap there is
+  not atomic, but it is resumable: :func:`recover` goes by which ``zarr.json`` exists.
 - **Shards.** A shard is encoded into a scratch folder beside the store (``URL.synthgen-scratch``, same
   file system) and each of its files is then renamed into place (uploaded in one PUT on object stores).
   The shard's digest (:func:`shard_digest`: SHA-256 over each file's size and the CRC32C of its
@@ -37,6 +44,7 @@ import uuid
 from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 from synthgen.errors import StoreError, StoreLockedError
 from synthgen.schemas import StoreLayout
@@ -56,6 +64,109 @@ def local_path(url: str) -> str:
     return url.removeprefix("file://")
 
 
+# -- storage options ----------------------------------------------------------------------------------
+STORAGE_OPTIONS_ENV = "SYNTHGEN_STORAGE_OPTIONS"  # JSON: the given options, inherited by child processes
+# botocore's settings on S3: a closed or wrong endpoint fails within seconds (s3fs retries each call
+# up to 5 times on top of botocore's attempts), a slow server still gets s3fs's read timeout
+_DEFAULT_OPTIONS: dict[str, dict[str, Any]] = {
+    protocol: {"config_kwargs": {"connect_timeout": 5, "retries": {"max_attempts": 2, "mode": "standard"}}}
+    for protocol in ("s3", "s3a")
+}
+
+
+def set_storage_options(options: Mapping[str, Any] | None) -> None:
+    """fsspec storage options for every remote store this process opens from now on, and for the
+    processes it starts (they inherit them through the environment variable
+    :data:`STORAGE_OPTIONS_ENV`); for S3 say ``endpoint_url``, ``key``, ``secret``, ``client_kwargs``,
+    ``config_kwargs``. None or empty: none. Tasks that run on other hosts (Dask workers) get them in
+    their payload and set them there."""
+    if options:
+        os.environ[STORAGE_OPTIONS_ENV] = json.dumps(dict(options), sort_keys=True)
+    else:
+        os.environ.pop(STORAGE_OPTIONS_ENV, None)
+
+
+def given_storage_options() -> dict[str, Any]:
+    """The options :func:`set_storage_options` set, here or in a parent process ({} where none)."""
+    raw = os.environ.get(STORAGE_OPTIONS_ENV)
+    if not raw:
+        return {}
+    try:
+        options = json.loads(raw)
+    except ValueError as e:
+        raise StoreError(f"Expected a JSON object in {STORAGE_OPTIONS_ENV}. Got {raw!r} instead.") from e
+    if not isinstance(options, dict):
+        raise StoreError(f"Expected a JSON object in {STORAGE_OPTIONS_ENV}. Got {raw!r} instead.")
+    return options
+
+
+def storage_options(url: str) -> dict[str, Any]:
+    """The options that open the store at ``url``: synthgen's defaults for its protocol, then fsspec's
+    configuration for it, then :func:`given_storage_options`, each over the one before (dictionaries
+    such as ``config_kwargs`` merged key by key). {} for a local path."""
+    if is_local(url):
+        return {}
+    import fsspec.config
+
+    protocol = url.split("://", 1)[0]
+    layers = (
+        _DEFAULT_OPTIONS.get(protocol, {}),
+        fsspec.config.conf.get(protocol, {}),
+        given_storage_options(),
+    )
+    merged: dict[str, Any] = {}
+    for layer in layers:
+        for key, value in json.loads(json.dumps(layer)).items():  # copies: botocore edits its config
+            if isinstance(value, dict) and isinstance(merged.get(key), dict):
+                value = merged[key] | value
+            merged[key] = value
+    return merged
+
+
+def _error_code(e: BaseException) -> str:
+    """The S3 error code (``NoSuchBucket``...) of an error s3fs raised, from the botocore error it
+    chains; "" where there is none."""
+    cause = e.__cause__ if e.__cause__ is not None else e
+    return (getattr(cause, "response", None) or {}).get("Error", {}).get("Code", "")
+
+
+def _remote_failure(url: str, e: BaseException) -> StoreError | None:
+    """A one-line error for a failure to reach the object store of ``url`` (credentials refused or
+    missing, no such bucket, endpoint unreachable), or None where ``e`` is none of these."""
+    code = _error_code(e)
+    name = type(e).__name__
+    bucket = url.split("://", 1)[-1].split("/", 1)[0]
+    credentials = "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or --storage-option key=... secret=..."
+    if isinstance(e, PermissionError) or code in ("InvalidAccessKeyId", "SignatureDoesNotMatch"):
+        return StoreError(
+            f"The object store refused access to {url} ({e}). Check the credentials: {credentials}."
+        )
+    if isinstance(e, FileNotFoundError) and code == "NoSuchBucket":
+        return StoreError(f"Bucket {bucket!r} of {url} does not exist. Create it first, or check the name.")
+    if name in ("NoCredentialsError", "PartialCredentialsError"):
+        return StoreError(f"No credentials for {url} ({e}). Set {credentials}.")
+    if "Connect" in name or "Endpoint" in name:
+        return StoreError(
+            f"Cannot reach the object store of {url}: {e}. Check the endpoint (AWS_ENDPOINT_URL, or "
+            "--storage-option endpoint_url=...) and that the server is up."
+        )
+    return None
+
+
+@contextlib.contextmanager
+def object_store_errors(url: str) -> Iterator[None]:
+    """Raise a failure to reach the object store of ``url`` as one :class:`StoreError` line."""
+    try:
+        yield
+    except StoreError:
+        raise
+    except Exception as e:
+        failure = None if is_local(url) else _remote_failure(url, e)
+        if failure is None:
+            raise
+        raise failure from e
+
+
 class StoreFiles:
     """The files of the store at ``url`` (a local path or any fsspec URL), by key relative to its root."""
 
@@ -68,7 +179,7 @@ class StoreFiles:
         else:
             import fsspec
 
-            self.fs, self.root = fsspec.core.url_to_fs(self.url)
+            self.fs, self.root = fsspec.core.url_to_fs(self.url, **storage_options(self.url))
             self.root = self.root.rstrip("/")
 
     def path(self, key: str) -> str:
@@ -81,15 +192,26 @@ class StoreFiles:
         if self.local:
             with open(self.path(key), "rb") as f:
                 return f.read()
+        protocols = (self.fs.protocol,) if isinstance(self.fs.protocol, str) else self.fs.protocol
+        if "s3" in protocols:  # small files: one GET (s3fs asks for the size first otherwise)
+            return self.fs.cat_file(self.path(key), max_concurrency=1)
         return self.fs.cat_file(self.path(key))
 
     def write(self, key: str, data: bytes, *, exclusive: bool = False) -> None:
         """Write ``data`` atomically; ``exclusive``: fail with FileExistsError if ``key`` exists."""
         path = self.path(key)
         if not self.local:
-            if exclusive and self.fs.exists(path):
+            if exclusive and self.fs.exists(path):  # also where a server ignores the condition below
                 raise FileExistsError(path)
-            self.fs.pipe_file(path, data)
+            # one PUT; exclusive: conditional (If-None-Match: * on S3), so the server refuses it where
+            # another writer created the file since the check (fsspec raises FileExistsError), or
+            # answers 409 where another one is creating it at the same moment
+            try:
+                self.fs.pipe_file(path, data, mode="create" if exclusive else "overwrite")
+            except OSError as e:
+                if exclusive and _error_code(e) == "ConditionalRequestConflict":
+                    raise FileExistsError(path) from e
+                raise
             return
         if not exclusive:
             atomic_write(path, data)
@@ -110,6 +232,16 @@ class StoreFiles:
         size = self.fs.size(self.path(key))
         start = max(0, size - (16 * chunks + 4)) if chunks else 0
         return fingerprint_bytes(size, self.fs.cat_file(self.path(key), start=start), chunks)
+
+    def keys(self) -> list[str]:
+        """Every file under the root, as keys relative to it, sorted."""
+        if self.local:
+            return sorted(
+                os.path.relpath(os.path.join(d, f), self.root)
+                for d, _, names in os.walk(self.root)
+                for f in names
+            )
+        return sorted(p[len(self.root) + 1 :] for p in self.fs.find(self.root))
 
     def move_in(self, local_file: str, key: str) -> None:
         """Move a finished local file to ``key`` atomically (a rename, or one upload)."""
@@ -224,6 +356,11 @@ def read_lease(url: str) -> Lease | None:
 
 def acquire_lease(url: str, command: str) -> Lease:
     """Take the store's lease for this process, or raise :class:`StoreLockedError` naming its holder."""
+    with object_store_errors(url):
+        return _acquire_lease(url, command)
+
+
+def _acquire_lease(url: str, command: str) -> Lease:
     files = _lease_file(url)
     if files.local and not os.path.isdir(os.path.dirname(files.root)):
         raise StoreError(
@@ -292,8 +429,20 @@ def aside_url(url: str) -> str:
 def _move(src: StoreFiles, dst: StoreFiles) -> None:
     if src.local:
         os.rename(src.root, dst.root)
-    else:
-        src.fs.mv(src.root, dst.root, recursive=True)
+        return
+    # no rename on object stores: copy object by object (server-side), the root zarr.json last, so
+    # that dst is a store only once whole; then delete src, its zarr.json first, so that a half
+    # deleted src is no store (recover() goes by both)
+    if dst.exists():  # what an interrupted move left
+        dst.remove("", recursive=True)
+    keys = src.keys()
+    rest = [k for k in keys if k != "zarr.json"]
+    if rest:
+        src.fs.copy([src.path(k) for k in rest], [dst.path(k) for k in rest])
+    if "zarr.json" in keys:
+        src.fs.copy(src.path("zarr.json"), dst.path("zarr.json"))
+        src.remove("zarr.json")
+    src.remove("", recursive=True)
 
 
 def swap_in(aside: str, url: str) -> None:
@@ -313,11 +462,13 @@ def recover(url: str) -> None:
     target, old = StoreFiles(url), StoreFiles(url.rstrip("/") + OLD_SUFFIX)
     if not old.exists():
         return
-    if target.exists():  # the new store is in place: drop the old one
-        old.remove("", recursive=True)
-        return
     new = StoreFiles(aside_url(url))
-    _move(new if new.exists() else old, target)  # the complete new one, else put the old one back
+    if target.exists("zarr.json"):  # the new store is in place (whole: zarr.json moves last)
+        old.remove("", recursive=True)
+        if not new.local and new.exists() and not new.exists("zarr.json"):  # its half-deleted source
+            new.remove("", recursive=True)
+        return
+    _move(new if new.exists("zarr.json") else old, target)  # the complete new one, else put the old one back
     if old.exists():
         old.remove("", recursive=True)
 

@@ -3,15 +3,18 @@
 ``camus``: ``patientNNNN/patientNNNN_{2CH,4CH}_{ED,ES}[_gt].nii.gz`` (or ``.mhd`` of the older release).
 ``acdc``: ``patientNNN/patientNNN_frameFF[_gt].nii.gz`` volumes, with ``Info.cfg`` giving ED/ES frames.
 ``pairs``: any folder of images and labels, the label of ``dir/name.ext`` found by naming patterns
-relative to ``dir`` (``{name}_gt``, ``../labels/{name}``...), with any supported suffix.
+relative to ``dir`` (``{name}_gt``, ``../labels/{name}``...), with any supported suffix. DICOM images
+pair the same way: ``case.dcm`` with ``case_gt.png`` or ``case_gt.nii.gz`` beside it (a label file
+of the same suffix is preferred where there are several; a DICOM label is refused when read).
 ``nnunet``: an nnU-Net v2 raw dataset folder: ``dataset.json`` (``channel_names``, ``labels`` by name,
 ``file_ending``), ``imagesTr/{case}_{XXXX}{file_ending}`` (one file per channel, ``_0000``, ``_0001``...)
 and ``labelsTr/{case}{file_ending}``; the label schema comes from ``dataset.json``. The 2D NIfTI slices
 that ``synthgen convert --to nnunet`` writes read back as they were; 3D volumes are sliced like ACDC's.
 
 Discovery only lists files and pairs them: no file is opened except ACDC's small ``Info.cfg`` and
-nnU-Net's ``dataset.json``. Files no reader opens (DICOM...) are skipped; where one of them is the
-missing half of a pair, the error names it and says its format is not read.
+nnU-Net's ``dataset.json``. Files no reader opens (NRRD, JPEG, a DICOM file without a ``.dcm``
+suffix...; in the nnunet layout anything but ``file_ending``) are skipped; where one of them is the
+missing half of a pair, or all a folder holds, the error names it as not a readable image format.
 """
 
 from __future__ import annotations
@@ -27,7 +30,15 @@ from pathlib import Path
 
 from synthgen.errors import ConfigError, InputDataError, SchemaError
 from synthgen.schemas import LabelClass, LabelSchema
-from synthgen.storage.readers import READ_FORMATS, SUFFIXES, bare_name, file_suffix, not_read, strip_suffix
+from synthgen.storage.readers import (
+    DICOM_SUFFIXES,
+    READ_FORMATS,
+    SUFFIXES,
+    bare_name,
+    file_suffix,
+    not_read,
+    strip_suffix,
+)
 
 LAYOUTS = ("camus", "acdc", "pairs", "nnunet")
 DEFAULT_PATTERNS = ("{name}_gt", "{name}_label", "{name}_mask", "{name}_seg")
@@ -221,9 +232,7 @@ def _generic_pairs(
             "with any supported suffix. Pass --pattern to say how labels are named."
         )
     if not pairs:
-        raise InputDataError(
-            f"Expected image/label pairs (PNG, TIFF, NIfTI, MetaImage or .npy) in {source}. Found none."
-        )
+        raise InputDataError(f"Expected image/label pairs ({READ_FORMATS}) in {source}. Found none.")
     return pairs
 
 
@@ -348,10 +357,10 @@ def nnunet_dataset(source: Path) -> NnunetDataset:
     if not isinstance(data, dict):
         raise InputDataError(f"Expected a JSON object in {path}. Got {type(data).__name__} instead.")
     ending = data.get("file_ending")
-    if not isinstance(ending, str) or file_suffix(ending) != ending.lower() or ending.lower() == ".mhd":
+    endings = [s for s in SUFFIXES if s != ".mhd" and s not in DICOM_SUFFIXES]
+    if not isinstance(ending, str) or file_suffix(ending) != ending.lower() or ending.lower() not in endings:
         raise InputDataError(
-            f"Expected a 'file_ending' this layout reads ({', '.join(s for s in SUFFIXES if s != '.mhd')}) "
-            f"in {path}. Got {ending!r} instead."
+            f"Expected a 'file_ending' this layout reads ({', '.join(endings)}) in {path}. Got {ending!r} instead."
         )
     name = data.get("name")
     try:
@@ -373,6 +382,7 @@ def _folder_files(folder: Path, source: Path) -> list[str]:
 
 def _nnunet_pairs(source: Path, dataset: NnunetDataset) -> list[SourcePair]:
     ending, n = dataset.file_ending, len(dataset.channels)
+    reads = f"dataset.json's file_ending {ending}"
     cases: dict[str, dict[int, str]] = {}
     unread_images = []
     for f in _folder_files(source / "imagesTr", source):
@@ -400,7 +410,9 @@ def _nnunet_pairs(source: Path, dataset: NnunetDataset) -> list[SourcePair]:
         if case not in labels:
             other = [f for f in unread_labels if bare_name(f) == case]
             if other:
-                raise InputDataError(f"{not_read('labelsTr/' + other[0], source / 'labelsTr' / other[0])}.")
+                raise InputDataError(
+                    f"{not_read('labelsTr/' + other[0], source / 'labelsTr' / other[0], reads)}."
+                )
             raise InputDataError(f"Case {case} has no label in {source}: expected labelsTr/{case}{ending}.")
         files = tuple(f"imagesTr/{cases[case][c]}" for c in range(n))
         pairs.append(SourcePair(files[0], f"labelsTr/{labels[case]}", channels=files[1:]))
@@ -409,13 +421,15 @@ def _nnunet_pairs(source: Path, dataset: NnunetDataset) -> list[SourcePair]:
         label = f"labelsTr/{labels[orphans[0]]}"
         other = [f for f in unread_images if bare_name(f).startswith(orphans[0] + "_")]
         if other:
-            unread = not_read("imagesTr/" + other[0], source / "imagesTr" / other[0])
+            unread = not_read("imagesTr/" + other[0], source / "imagesTr" / other[0], reads)
             raise InputDataError(f"{unread}, so {label} has no image in {source}.")
         raise InputDataError(
             f"Label {label} has no image in {source}: expected imagesTr/{orphans[0]}_0000{ending}."
         )
     if not pairs:
-        unread = f": {not_read('imagesTr/' + unread_images[0], source / 'imagesTr' / unread_images[0])}"
+        unread = (
+            f": {not_read('imagesTr/' + unread_images[0], source / 'imagesTr' / unread_images[0], reads)}"
+        )
         raise InputDataError(
             f"Expected training cases (imagesTr/CASE_0000{ending}) in {source}. Found none"
             f"{unread if unread_images else ''}."

@@ -13,6 +13,15 @@ training run resumes exactly where it stopped.
 
 Several stores mix at given ratios (``real.zarr:0.3,synth.zarr:0.7``): each yielded sample comes from
 store *j* with probability ``ratio_j``; a store that runs out within an epoch starts a fresh pass.
+A :class:`MixSchedule` moves those ratios linearly over the batches of a run instead (a synthetic share
+that rises or falls over training): batch *g* of the run (counted over epochs, and over DataLoader workers
+and ranks, which take turns) draws from the ratios of step *g*.
+
+Per-image intensity normalisation (``LoaderConfig.normalise``, :func:`normalise_images`) is the last
+step of a batch, after the scaling to [0, 1], resizing and augmentation (whose intensity changes work
+in [0, 1]): ``percentile`` clips each image (each channel) to its [0.5, 99.5] percentiles and scales
+that range to [0, 1]; ``zscore`` subtracts the image's mean and divides by its standard deviation, as
+nnU-Net does for MR. Evaluation applies it at the same point: to the images at the model's size.
 
 Stores are opened lazily inside each worker (the zarrs codec pipeline is not fork-safe): use
 :func:`make_loader`, which starts workers with ``spawn``. Workers use the zarrs pipeline when the process
@@ -34,6 +43,37 @@ from synthgen.kernels import resize_images, resize_labels
 from synthgen.schemas import LabelSchema, remap_table
 from synthgen.seeding import augment_rng, block_order_rng, epoch_rngs
 from synthgen.storage.store import StoreReader, fast_codecs_in_use, use_fast_codecs
+
+NORMALISATIONS = ("none", "percentile", "zscore")
+PERCENTILES = (0.5, 99.5)  # the clipping range of "percentile" normalisation
+
+
+def check_normalise(method: str, where: str = "normalise") -> str:
+    """``method`` if it names one of :data:`NORMALISATIONS`; a :class:`ConfigError` otherwise."""
+    if method not in NORMALISATIONS:
+        raise ConfigError(f"Expected {where} in {NORMALISATIONS}. Got {method!r} instead.")
+    return method
+
+
+def normalise_images(images: np.ndarray, method: str) -> np.ndarray:
+    """Per-image intensity normalisation of (..., H, W) images, each (H, W) plane on its own: ``none``
+    (as float32), ``percentile`` (clip to the plane's [0.5, 99.5] percentiles, scale them to [0, 1])
+    or ``zscore`` ((x - mean) / std). A constant plane becomes zeros. Returns a new float32 array."""
+    check_normalise(method)
+    x = np.asarray(images)
+    if method == "none" or x.size == 0:
+        return x.astype(np.float32)
+    flat = x.reshape(*x.shape[:-2], -1).astype(np.float64)
+    if method == "percentile":
+        low, high = np.percentile(flat, PERCENTILES, axis=-1)
+        span = high - low
+        scale = np.divide(1.0, span, out=np.zeros_like(span), where=span > 0)
+        out = (np.clip(flat, low[..., None], high[..., None]) - low[..., None]) * scale[..., None]
+    else:
+        mean, std = flat.mean(-1), flat.std(-1)
+        scale = np.divide(1.0, std, out=np.zeros_like(std), where=std > 1e-8)
+        out = (flat - mean[..., None]) * scale[..., None]
+    return out.astype(np.float32).reshape(x.shape)
 
 
 @dataclass(frozen=True)
@@ -73,6 +113,34 @@ def parse_mix(text: str | Sequence[str | StoreMix]) -> tuple[StoreMix, ...]:
 
 
 @dataclass(frozen=True)
+class MixSchedule:
+    """Mixing ratios (one per store of the mix, each set summing to 1) that move linearly from ``start``
+    at batch 0 to ``end`` at batch ``batches - 1`` of a run, and stay at ``end`` after it."""
+
+    start: tuple[float, ...]
+    end: tuple[float, ...]
+    batches: int
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "start", tuple(float(r) for r in self.start))
+        object.__setattr__(self, "end", tuple(float(r) for r in self.end))
+        if len(self.start) != len(self.end) or self.batches < 1:
+            raise ConfigError(
+                f"Expected start and end ratios of one length and batches >= 1. Got {len(self.start)} and "
+                f"{len(self.end)} ratios over {self.batches} batches instead."
+            )
+        for ratios in (self.start, self.end):
+            if min(ratios) < 0 or abs(sum(ratios) - 1) > 1e-9:
+                raise ConfigError(f"Expected non-negative ratios summing to 1. Got {list(ratios)} instead.")
+
+    def ratios(self, batch: int) -> np.ndarray:
+        """The ratios of batch ``batch`` of the run."""
+        t = min(batch / max(self.batches - 1, 1), 1.0)
+        mixed = (1 - t) * np.asarray(self.start) + t * np.asarray(self.end)
+        return mixed / mixed.sum()
+
+
+@dataclass(frozen=True)
 class LoaderConfig:
     """How a :class:`StoreStream` walks its stores."""
 
@@ -89,11 +157,13 @@ class LoaderConfig:
     world_size: int = 1
     include_flagged: bool = False  # also serve samples whose gate attempts ran out (meta/plausibility != 0)
     channel_first_labels: bool = False  # labels as int64 (B, 1, H, W), as MONAI's losses take them
+    normalise: str = "none"  # per-image intensity normalisation: one of NORMALISATIONS
 
     def __post_init__(self) -> None:
         for name in ("batch_size", "block_size", "window"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"Expected {name} >= 1. Got {getattr(self, name)} instead.")
+        check_normalise(self.normalise)
         if not 0 <= self.rank < self.world_size:
             raise ConfigError(
                 f"Expected 0 <= rank < world_size. Got rank {self.rank}, world size {self.world_size}."
@@ -269,7 +339,8 @@ def _is_list_of_subsets(indices) -> bool:
 
 
 class StoreStream(IterableDataset):
-    """Yields batches ``{"image": float32 (B, C, H, W) in [0, 1], "label": uint8 (B, H, W), ...}``.
+    """Yields batches ``{"image": float32 (B, C, H, W) in [0, 1], "label": uint8 (B, H, W), ...}``
+    (images normalised per image instead with ``config.normalise``: see the module docstring).
 
     Labels stay uint8 (8x less to move between processes than int64): call ``.long()`` for a loss, or
     set ``config.channel_first_labels`` for int64 (B, 1, H, W) labels (MONAI's convention).
@@ -282,6 +353,7 @@ class StoreStream(IterableDataset):
     antialiased; labels nearest), so stores of different sizes mix; without it they must share one shape.
     ``indices`` keeps only those store sample indices: an array for a single store, or a list with an
     array (or None: all) per store. What an epoch walks is planned once, here (:func:`plan_stream`).
+    ``schedule`` (a :class:`MixSchedule`, one ratio per store) replaces the mix's fixed ratios.
     """
 
     def __init__(
@@ -293,16 +365,25 @@ class StoreStream(IterableDataset):
         size: tuple[int, int] | None = None,
         indices=None,
         augment=None,
+        schedule: MixSchedule | None = None,
     ) -> None:
         super().__init__()
         self.mix = parse_mix(stores)
         self.config = config or LoaderConfig()
         self.augment = augment
+        if schedule is not None and len(schedule.start) != len(self.mix):
+            raise ConfigError(
+                f"Expected one scheduled ratio per store of the mix ({len(self.mix)}). "
+                f"Got {len(schedule.start)} instead."
+            )
+        self.schedule = schedule
         readers = [StoreReader(m.url) for m in self.mix]  # attributes only, no array data
         dtypes = {r.layout.image_dtype for r in readers}
-        if not self.config.as_float and (len(dtypes) > 1 or size is not None or augment is not None):
+        converts = size is not None or augment is not None or self.config.normalise != "none"
+        if not self.config.as_float and (len(dtypes) > 1 or converts):
             raise ConfigError(
-                f"Expected as_float=True to mix image dtypes {sorted(dtypes)}, resize or augment. Got as_float=False."
+                f"Expected as_float=True to mix image dtypes {sorted(dtypes)}, resize, augment or normalise. "
+                "Got as_float=False."
             )
         self.plan = plan_stream(readers, self.config, schema=schema, size=size, indices=indices)
         self._fast_codecs = fast_codecs_in_use()  # DataLoader workers follow this process
@@ -414,8 +495,11 @@ class StoreStream(IterableDataset):
         total = self.samples_per_epoch
         share = total // slots + (1 if slot < total % slots else 0)
         done = number = 0
+        per_slot = max(share // cfg.batch_size, 1)  # batches of this slot in one epoch
         while one_pass or done < share:
             b = cfg.batch_size if one_pass else min(cfg.batch_size, share - done)
+            if self.schedule is not None:  # batch g of the run: slots take turns, epoch after epoch
+                ratios = self.schedule.ratios((epoch * per_slot + number) * slots + slot)
             counts = pick_rng.multinomial(b, ratios) if len(takers) > 1 else np.array([b])
             if number < start:  # skipped: the same draws, nothing read
                 n = sum(takers[j].skip(int(c)) for j, c in enumerate(counts) if c)
@@ -446,6 +530,8 @@ class StoreStream(IterableDataset):
         labels = np.concatenate(labels) if len(labels) > 1 else labels[0]
         if self.augment is not None:
             images, labels = self.augment(images, labels, rng)
+        if self.config.normalise != "none":
+            images = normalise_images(images, self.config.normalise)
         if images.ndim == 3:
             images = images[:, None]
         if self.config.channel_first_labels:

@@ -1,7 +1,7 @@
 """A PNG contact sheet of samples: each tile shows the image and, beside it, the image with its labels.
 
-Labels are drawn in the schema's colours: a translucent fill and an opaque one-pixel outline, so that
-both the class and how well its boundary sits on the image can be judged by eye. Images are mapped
+Labels are drawn in the schema's colours (:func:`display_colors`): a translucent fill and an opaque
+one-pixel outline, so that both the class and how well its boundary sits on the image can be judged by eye. Images are mapped
 to grey levels by the store's intensity range (uint8 as is); RGB images are shown in colour.
 """
 
@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from synthgen.errors import InputDataError, StoreError
-from synthgen.schemas import Intensity, LabelSchema
+from synthgen.schemas import Intensity, LabelSchema, fill_colors
 
 MAX_TILE = 256  # longest side of one picture in the sheet; larger samples are shrunk for display
 
@@ -44,9 +44,21 @@ def boundaries(labels: np.ndarray) -> np.ndarray:
     return edge & (labels > 0)
 
 
+def display_colors(schema: LabelSchema) -> tuple[tuple[int, int, int], ...]:
+    """The colour of each class of ``schema`` on screen: its own, except where an earlier class has the
+    same one (stores written before classes got default colours hold white for every class given
+    none): then a default colour that no other class has (:func:`~synthgen.schemas.fill_colors`)."""
+    seen: set[tuple[int, ...]] = set()
+    colors = []
+    for c in schema.classes:
+        colors.append(None if tuple(c.color) in seen else c.color)
+        seen.add(tuple(c.color))
+    return fill_colors(colors)
+
+
 def overlay(rgb: np.ndarray, labels: np.ndarray, schema: LabelSchema, alpha: float = 0.35) -> np.ndarray:
     """``rgb`` with the label classes blended in at ``alpha`` and outlined opaquely."""
-    colors = schema.palette()[labels].astype(np.float32)
+    colors = schema.palette(display_colors(schema))[labels].astype(np.float32)
     out = rgb.astype(np.float32)
     fg = labels > 0
     out[fg] = (1 - alpha) * out[fg] + alpha * colors[fg]
@@ -61,8 +73,8 @@ def _legend(schema: LabelSchema, width: int):
     sheet = Image.new("RGB", (width, 18), (0, 0, 0))
     draw = ImageDraw.Draw(sheet)
     x = 4
-    for c in schema.classes:
-        draw.rectangle((x, 4, x + 10, 14), fill=tuple(c.color))
+    for c, color in zip(schema.classes, display_colors(schema), strict=True):
+        draw.rectangle((x, 4, x + 10, 14), fill=color)
         text = f"{c.value} {c.name}"
         draw.text((x + 14, 3), text, fill=(255, 255, 255))
         x += 14 + int(draw.textlength(text)) + 12

@@ -1,10 +1,28 @@
-"""Readers for the file formats labelled datasets come in: NIfTI, MetaImage, PNG/TIFF, NumPy.
+"""Readers for the file formats labelled datasets come in: NIfTI, MetaImage, DICOM, PNG/TIFF, NumPy.
 
 Every reader returns arrays in one order, whatever the format: ``(slices, rows, cols)`` for grey
 images and label maps, ``(slices, channels, rows, cols)`` for RGB images. Rows run down the picture
 as it is displayed. NIfTI stores ``(x, y, z)`` with x along the columns, so it is transposed;
-SimpleITK, Pillow and NumPy files are already in row order. No reorientation from the NIfTI affine
-is applied: voxel order is kept as stored, which is how CAMUS and ACDC are read by their authors.
+SimpleITK (MetaImage, DICOM), Pillow and NumPy files are already in row order.
+
+Orientation: NIfTI voxels are brought to RAS+ before slicing, as nibabel's ``as_closest_canonical``
+does, except that the stored slice axis (the third, k) stays the slice axis (a short-axis stack is
+never cut across its slices): each voxel axis is flipped to run towards the positive end of its
+closest world axis (Right, Anterior, Superior; nibabel's ``io_orientation`` of the header's best
+affine), and the two in-plane axes are swapped where needed so that columns follow the lower world
+axis (R before A before S). For an axial volume this is exactly ``as_closest_canonical``; identity
+affines (CAMUS, ACDC, what ``synthgen convert`` writes) are unchanged. A header with neither sform
+nor qform keeps its voxel order. :func:`probe` reports the stored orientation (``LAS``...) in
+``VolumeInfo.orientation``. MetaImage and DICOM keep their stored voxel order, which for DICOM is
+the order of display.
+
+DICOM (``.dcm``, ``.dicom``, ``.ima``, read by SimpleITK/GDCM with rescale slope and intercept
+applied): images only (a label map beside it comes in another format), a single file of one frame
+or several frames (slices); ``MONOCHROME1`` (inverted grey) is refused.
+
+Spacing is (row, col) in mm from the header (NIfTI ``pixdim``, MetaImage ``ElementSpacing``, DICOM
+pixel spacing), NaN where the header gives none (PNG, TIFF, .npy; a MetaImage or DICOM without a
+spacing field; a non-positive NIfTI ``pixdim``).
 
 :func:`probe` reads headers only (shape, dtype, spacing); :func:`read_volume` reads the data. Any
 failure becomes an :class:`~synthgen.errors.InputDataError` naming the file.
@@ -23,23 +41,35 @@ import numpy as np
 
 from synthgen.errors import InputDataError
 
-SUFFIXES = (".nii.gz", ".nii", ".mhd", ".mha", ".png", ".tif", ".tiff", ".npy")
-READ_FORMATS = "NIfTI, MetaImage, PNG, TIFF and .npy"
+DICOM_SUFFIXES = (".dcm", ".dicom", ".ima")
+SUFFIXES = (".nii.gz", ".nii", ".mhd", ".mha", *DICOM_SUFFIXES, ".png", ".tif", ".tiff", ".npy")
+READ_FORMATS = "NIfTI, MetaImage, DICOM (.dcm), PNG, TIFF and .npy"
 _UNREAD_FORMATS = {".dcm": "DICOM", ".dicom": "DICOM", ".ima": "DICOM", ".nrrd": "NRRD", ".nhdr": "NRRD"}
 _UNREAD_FORMATS |= {".mgz": "MGH", ".mgh": "MGH", ".mnc": "MINC", ".hdr": "Analyze", ".img": "Analyze"}
 _UNREAD_FORMATS |= {".jpg": "JPEG", ".jpeg": "JPEG", ".bmp": "BMP", ".gif": "GIF", ".npz": "NumPy .npz"}
 _READ_ERRORS = (OSError, EOFError, ValueError, zlib.error, RuntimeError, SyntaxError, MemoryError)
 _NAN2 = (float("nan"), float("nan"))
+ORIENTATION = (
+    "NIfTI: RAS+ with the stored slice axis kept (each voxel axis flipped towards Right, Anterior or Superior, "
+    "in-plane axes swapped so columns follow the lower of R, A, S; nibabel io_orientation of the best affine; "
+    "as_closest_canonical for axial volumes); arrays (slices, rows, cols); MetaImage, DICOM, PNG, TIFF, .npy: "
+    "voxel order as stored"
+)
+_DICOM_UNREAD = "not a DICOM image that SimpleITK (GDCM) reads: no pixel data, or a compression it lacks"
+_DICOM_SPACING_TAGS = ("0028|0030", "0018|1164", "0018|2010")  # pixel, imager pixel, nominal scanned
 
 
 @dataclass(frozen=True)
 class VolumeInfo:
-    """What the header of a file says: ``shape`` is (slices, rows, cols); ``spacing`` (row, col)."""
+    """What the header of a file says, after reorientation: ``shape`` is (slices, rows, cols); ``spacing``
+    (row, col) in mm, NaN where unknown; ``orientation`` the stored NIfTI axis codes (``LAS``...), ''
+    for other formats or a NIfTI header without sform or qform."""
 
     shape: tuple[int, int, int]
     channels: int
     dtype: str
     spacing: tuple[float, float] = _NAN2
+    orientation: str = ""
 
 
 def file_suffix(path: str | Path) -> str | None:
@@ -78,9 +108,12 @@ def unread_format(path: str | Path) -> str:
     return f"the {suffix} format" if suffix else "a file without a suffix"
 
 
-def not_read(where: str, path: str | Path) -> str:
-    """The message for a file skipped because no reader opens it."""
-    return f"{where}: {unread_format(path)} is not read by this layout (it reads {READ_FORMATS})"
+def not_read(where: str, path: str | Path, reads: str = READ_FORMATS) -> str:
+    """The message for a file skipped because the layout does not open it; ``reads``: what it does."""
+    fmt = unread_format(path)
+    bare = fmt == "DICOM" and file_suffix(path) is None and reads == READ_FORMATS
+    hint = " without a .dcm suffix" if bare else ""
+    return f"{where}: {fmt} is not read by this layout{hint} (not a readable image format here: it reads {reads})"
 
 
 def _one_line(e: BaseException) -> str:
@@ -110,7 +143,41 @@ def _nifti_xyz_shape(shape: tuple[int, ...], where: str) -> tuple[int, int, int]
 
 def _nifti_spacing(header) -> tuple[float, float]:
     zooms = header.get_zooms()
-    return (float(zooms[1]), float(zooms[0])) if len(zooms) >= 2 else _NAN2
+    if len(zooms) < 2:
+        return _NAN2
+    return tuple(float(z) if z > 0 else float("nan") for z in (zooms[1], zooms[0]))  # type: ignore[return-value]
+
+
+@dataclass(frozen=True)
+class _Plane:
+    """How stored NIfTI voxel axes (i, j, k) reach the convention: flip each where set, then swap i and j."""
+
+    flip: tuple[bool, bool, bool] = (False, False, False)
+    swap: bool = False
+    axcodes: str = ""  # the stored orientation, e.g. 'LAS'
+
+
+def _nifti_plane(header) -> _Plane:
+    """The reorientation of a NIfTI to RAS+ that keeps k the slice axis (see the module docstring)."""
+    import nibabel as nib
+
+    if int(header["sform_code"]) == 0 and int(header["qform_code"]) == 0:
+        return _Plane()  # no orientation in the header (nibabel would assume ANALYZE's LAS): as stored
+    ornt = nib.orientations.io_orientation(header.get_best_affine())
+    if np.isnan(ornt[:2]).any():  # a degenerate in-plane axis: nothing to go by
+        return _Plane()
+    codes = "".join(c or "?" for c in nib.orientations.ornt2axcodes(ornt))
+    flip = (bool(ornt[0, 1] < 0), bool(ornt[1, 1] < 0), bool(ornt[2, 1] < 0))  # NaN < 0 is False
+    return _Plane(flip, bool(ornt[0, 0] > ornt[1, 0]), codes)
+
+
+def _orient(xyz: np.ndarray, plane: _Plane) -> np.ndarray:
+    """A NIfTI array (x, y, z) reoriented by ``plane``, then transposed to (slices, rows, cols)."""
+    flips = tuple(slice(None, None, -1 if f else None) for f in plane.flip)
+    xyz = xyz[flips]
+    if plane.swap:
+        xyz = xyz.transpose(1, 0, 2)
+    return np.ascontiguousarray(xyz.transpose(2, 1, 0))
 
 
 def _nifti_header(raw: bytes, where: str):
@@ -141,7 +208,10 @@ def _probe_nifti(path: Path, where: str) -> VolumeInfo:
         header = _nifti_header(f.read(544), where)
     x, y, z = _nifti_xyz_shape(header.get_data_shape(), where)
     dtype = np.dtype(np.float32) if _nifti_scaled(header) else header.get_data_dtype()
-    return VolumeInfo((z, y, x), 1, _native(dtype), _nifti_spacing(header))
+    plane, spacing = _nifti_plane(header), _nifti_spacing(header)
+    if plane.swap:
+        x, y, spacing = y, x, spacing[::-1]
+    return VolumeInfo((z, y, x), 1, _native(dtype), spacing, plane.axcodes)
 
 
 def _read_nifti(path: Path, where: str) -> np.ndarray:
@@ -162,10 +232,10 @@ def _read_nifti(path: Path, where: str) -> np.ndarray:
     data = data.reshape(_nifti_xyz_shape(data.shape, where)).astype(_native(data.dtype), copy=False)
     if data.dtype.kind == "f" and data.dtype != np.float16:
         data = data.astype(np.float32, copy=False)
-    return np.ascontiguousarray(data.transpose(2, 1, 0))
+    return _orient(data, _nifti_plane(header))
 
 
-# -- MetaImage (.mhd/.raw, .mha) via SimpleITK ---------------------------------------------------
+# -- MetaImage (.mhd/.raw, .mha) and DICOM via SimpleITK -----------------------------------------
 def _sitk_dtype(pixel_id: int) -> np.dtype:
     import SimpleITK as sitk
 
@@ -178,12 +248,21 @@ def _sitk_dtype(pixel_id: int) -> np.dtype:
     raise ValueError(f"unsupported pixel type {sitk.GetPixelIDValueAsString(pixel_id)}")
 
 
-def _check_raw_size(path: Path, info: VolumeInfo, itemsize: int, where: str) -> None:
-    """A truncated .raw beside an .mhd is caught here, before ITK prints its own noise to stderr."""
+def _mhd_fields(path: Path) -> dict[str, str]:
+    """The ``key = value`` header of a MetaImage (.mhd, or the text before an .mha's data)."""
+    with open(path, "rb") as f:
+        text = f.read(65536).decode("latin-1")
     fields = {}
-    for line in path.read_text(errors="replace").splitlines():
+    for line in text.splitlines():
         key, _, value = line.partition("=")
         fields[key.strip()] = value.strip()
+        if key.strip() == "ElementDataFile":
+            break
+    return fields
+
+
+def _check_raw_size(path: Path, fields: dict[str, str], info: VolumeInfo, itemsize: int, where: str) -> None:
+    """A truncated .raw beside an .mhd is caught here, before ITK prints its own noise to stderr."""
     data_file = fields.get("ElementDataFile", "")
     if (
         fields.get("CompressedData", "False") == "True"
@@ -200,30 +279,67 @@ def _check_raw_size(path: Path, info: VolumeInfo, itemsize: int, where: str) -> 
         raise _fail(where, f"its data file {data_file} holds {have} bytes, expected {need} (truncated)")
 
 
-def _probe_sitk(path: Path, where: str) -> VolumeInfo:
+def _check_dicom(path: Path, where: str, kind: str) -> None:
+    """DICOM is read for images only, and only a file that says it is DICOM (before GDCM guesses)."""
+    if kind == "label":
+        raise _fail(
+            where,
+            "expected a label map in NIfTI, MetaImage, PNG, TIFF or .npy, got DICOM: DICOM is read for images "
+            "only (convert DICOM SEG or RTSTRUCT labels to a label map)",
+        )
+    with open(path, "rb") as f:
+        if f.read(132)[128:] != b"DICM":
+            raise _fail(where, "expected a DICOM file (the 'DICM' marker at byte 128), found none")
+
+
+def _probe_sitk(path: Path, where: str, kind: str) -> VolumeInfo:
     import SimpleITK as sitk
 
+    suffix = file_suffix(path)
+    if suffix in DICOM_SUFFIXES:
+        _check_dicom(path, where, kind)
     reader = sitk.ImageFileReader()
     reader.SetFileName(str(path))
-    reader.ReadImageInformation()
+    try:
+        reader.ReadImageInformation()
+    except RuntimeError as e:
+        if suffix in DICOM_SUFFIXES:
+            raise _fail(where, _DICOM_UNREAD) from e
+        raise
     size = reader.GetSize()
     if len(size) > 3 or (len(size) == 3 and size[2] < 1):
         raise _fail(where, f"expected a 2D or 3D image, got size {size}")
     dtype = _sitk_dtype(reader.GetPixelID())
     z = size[2] if len(size) == 3 else 1
-    spacing = reader.GetSpacing()
-    info = VolumeInfo(
-        (z, size[1], size[0]), reader.GetNumberOfComponents(), dtype.name, (spacing[1], spacing[0])
-    )
-    if path.suffix.lower() == ".mhd":
-        _check_raw_size(path, info, dtype.itemsize, where)
+    spacing = (float(reader.GetSpacing()[1]), float(reader.GetSpacing()[0]))
+    if suffix in DICOM_SUFFIXES:
+        has = reader.HasMetaDataKey
+        if has("0028|0004") and reader.GetMetaData("0028|0004").strip() == "MONOCHROME1":
+            raise _fail(where, "expected MONOCHROME2 or RGB pixels, got MONOCHROME1 (inverted grey levels)")
+        if spacing == (1.0, 1.0) and not any(has(tag) for tag in _DICOM_SPACING_TAGS):
+            spacing = _NAN2  # GDCM's 1.0 where the file gives no pixel spacing
+    info = VolumeInfo((z, size[1], size[0]), reader.GetNumberOfComponents(), dtype.name, spacing)
+    if suffix in (".mhd", ".mha"):
+        fields = _mhd_fields(path)
+        if not {"ElementSpacing", "ElementSize"} & fields.keys():
+            info = VolumeInfo(info.shape, info.channels, info.dtype)  # ITK's 1.0 where the header has none
+        if suffix == ".mhd":
+            _check_raw_size(path, fields, info, dtype.itemsize, where)
     return info
 
 
-def _read_sitk(path: Path, where: str) -> np.ndarray:
+def _read_sitk(path: Path, where: str, kind: str) -> np.ndarray:
     import SimpleITK as sitk
 
-    img = sitk.ReadImage(str(path))
+    dicom = file_suffix(path) in DICOM_SUFFIXES
+    if dicom:
+        _check_dicom(path, where, kind)
+    try:
+        img = sitk.ReadImage(str(path))
+    except RuntimeError as e:
+        if dicom:
+            raise _fail(where, _DICOM_UNREAD) from e
+        raise
     data = sitk.GetArrayFromImage(img)  # (z, y, x[, c]) or (y, x[, c])
     if img.GetNumberOfComponentsPerPixel() > 1:
         data = data[None] if img.GetDimension() == 2 else data
@@ -300,8 +416,8 @@ def _dispatch(path: Path, where: str, kind: str, probing: bool):
     suffix = file_suffix(path)
     if suffix in (".nii", ".nii.gz"):
         return _probe_nifti(path, where) if probing else _read_nifti(path, where)
-    if suffix in (".mhd", ".mha"):
-        return _probe_sitk(path, where) if probing else _read_sitk(path, where)
+    if suffix in (".mhd", ".mha", *DICOM_SUFFIXES):
+        return _probe_sitk(path, where, kind) if probing else _read_sitk(path, where, kind)
     if suffix in (".png", ".tif", ".tiff"):
         return _probe_pil(path, where, kind) if probing else _read_pil(path, where, kind)
     if suffix == ".npy":

@@ -281,24 +281,42 @@ def select_split(reader, split: str) -> StoreSplit:
 @dataclass(frozen=True, eq=False)
 class RunSplits:
     """What a segmenter trained on (one :class:`StoreSplit` per store of the mix) and validated on,
-    written beside its weights as ``splits.json``."""
+    written beside its weights as ``splits.json``. ``init``: what the checkpoint it started from
+    (``train-seg --init``) trained and validated on, and that one's own ``init``, flattened: the new
+    segmenter learned from those samples too."""
 
     train: tuple[StoreSplit, ...]
     val: StoreSplit
+    init: tuple[StoreSplit, ...] = ()
+
+    @property
+    def learned_from(self) -> tuple[StoreSplit, ...]:
+        """Every selection whose samples shaped the weights: the mix and everything its init saw."""
+        return (*self.train, *self.init)
+
+    def lineage(self) -> tuple[StoreSplit, ...]:
+        """Everything this run saw (training, validation, its init's), as the ``init`` of a run started
+        from its checkpoint."""
+        return (*self.train, self.val, *self.init)
 
     def overlap(self, evaluated: StoreSplit) -> tuple[np.ndarray, np.ndarray]:
-        """(trained, validated): which samples of ``evaluated`` the run trained on / validated on."""
+        """(trained, validated): which samples of ``evaluated`` the run (or its init) trained on / the
+        run validated on."""
         trained = np.zeros(evaluated.n, bool)
-        for seen in self.train:
+        for seen in self.learned_from:
             trained |= seen.covers(evaluated)
         return trained, self.val.covers(evaluated)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"train": [s.to_dict() for s in self.train], "val": self.val.to_dict()}
+        out = {"train": [s.to_dict() for s in self.train], "val": self.val.to_dict()}
+        return out | ({"init": [s.to_dict() for s in self.init]} if self.init else {})
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> RunSplits:
-        return cls(tuple(StoreSplit.from_dict(s) for s in data["train"]), StoreSplit.from_dict(data["val"]))
+        init = tuple(StoreSplit.from_dict(s) for s in data.get("init", ()))
+        return cls(
+            tuple(StoreSplit.from_dict(s) for s in data["train"]), StoreSplit.from_dict(data["val"]), init
+        )
 
     def write(self, folder: str | Path) -> None:
         atomic_write(Path(folder) / RUN_SPLITS_JSON, json.dumps(self.to_dict(), separators=(",", ":")) + "\n")

@@ -15,6 +15,7 @@ with ``spawn``.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime as _dt
 import json
 import os
@@ -48,8 +49,10 @@ from synthgen.storage.integrity import (
     fingerprint_chunks,
     is_local,
     local_path,
+    object_store_errors,
     shard_digest,
     shard_keys,
+    storage_options,
 )
 
 COMPRESSION_LEVEL = 1  # zstd level 1: labels shrink ~30x, images ~2x, at ~8,000 pairs/s
@@ -85,7 +88,9 @@ def _zarr_store(url: str, *, read_only: bool) -> zarr.abc.store.Store:
     if is_local(url):
         return zarr.storage.LocalStore(local_path(url), read_only=read_only)
     try:
-        return zarr.storage.FsspecStore.from_url(url, read_only=read_only)
+        return zarr.storage.FsspecStore.from_url(
+            url, storage_options=storage_options(url), read_only=read_only
+        )
     except (ImportError, ValueError) as e:
         raise StoreError(f"Cannot open store URL {url!r}: {e}. For s3:// install the 's3' extra.") from e
 
@@ -94,10 +99,7 @@ def store_exists(url: str) -> bool:
     """Whether anything Zarr-like (a root ``zarr.json``) is at ``url``."""
     if is_local(url):
         return os.path.exists(local_path(url))
-    import fsspec
-
-    fs, path = fsspec.core.url_to_fs(url)
-    return fs.exists(f"{path.rstrip('/')}/zarr.json")
+    return StoreFiles(url).exists("zarr.json")
 
 
 def store_state(url: str) -> str:
@@ -331,8 +333,56 @@ class StoreWriter:
         """Unlist shards (``synthgen verify --repair``), so that resuming the build writes them again."""
         return self._update(set(), set(shards), None, {})
 
-    def _update(self, add: set[int], remove: set[int], provenance, digests: Mapping[int, str]) -> StoreAttrs:
+    def grow(self, n: int, provenance: Mapping[str, Any] | None = None) -> StoreAttrs:
+        """Extend the store to ``n`` samples (more than it holds) and merge ``provenance`` into its
+        attributes; the new samples are then written shard by shard like any others.
+
+        The arrays grow first (their metadata only: readers go by the root attributes, which still
+        hold the old size, so they see the old store). Then one write of the root attributes records
+        ``n`` and unlists the old last shard where it was partial: it is to be written again whole,
+        with the samples it lacked, and a reader must not count it until it is. A crash between the
+        two leaves the old store as it was (with larger arrays: :meth:`fit_arrays`); growing again
+        finishes the job. For the one coordinating process, under the store's lease."""
         root = zarr.open_group(_zarr_store(self.url, read_only=False), mode="r+")
+        current = StoreAttrs.from_dict(root.attrs.get(ATTR_KEY), self.url)
+        old = current.layout
+        if n <= old.n:
+            raise StoreError(f"Expected to grow {self.url} beyond its {old.n} samples. Got n = {n} instead.")
+        grown = dataclasses.replace(old, n=n)
+        self._resize(root, grown)
+        partial = {old.num_shards - 1} if old.n % old.shard_size else set()
+        done = tuple(k for k in current.complete_shards if k not in partial)
+        prov = dict(current.provenance) | dict(provenance or {})
+        prov.pop("completed", None)  # set again when the last shard of the grown store is recorded
+        self.attrs = StoreAttrs(
+            layout=grown,
+            schema=current.schema,
+            intensity=current.intensity,
+            spacing=current.spacing,
+            provenance=prov,
+            complete_shards=done,
+            shard_digests={k: v for k, v in current.shard_digests.items() if k in done},
+        )
+        root.attrs[ATTR_KEY] = self.attrs.to_dict()
+        return self.attrs
+
+    def fit_arrays(self) -> None:
+        """Bring every array to the number of samples the root attributes record, where a growth
+        killed before it recorded its new size (:meth:`grow`) left them larger; nothing is written
+        where they match. Shrinking an array drops only files beyond the recorded samples, which no
+        shard write reaches before the growth is recorded. Under the store's lease."""
+        root = zarr.open_group(_zarr_store(self.url, read_only=False), mode="r+")
+        self._resize(root, StoreAttrs.from_dict(root.attrs.get(ATTR_KEY), self.url).layout)
+
+    @staticmethod
+    def _resize(root: zarr.Group, layout: StoreLayout) -> None:
+        for name, spec in _array_specs(layout).items():
+            array = root[name]
+            if array.shape != spec["shape"]:
+                array.resize(spec["shape"])
+
+    def _update(self, add: set[int], remove: set[int], provenance, digests: Mapping[int, str]) -> StoreAttrs:
+        root = zarr.open_group(_zarr_store(self.url, read_only=False), mode="r+", zarr_format=3)
         current = StoreAttrs.from_dict(root.attrs.get(ATTR_KEY), self.url)
         done = (set(current.complete_shards) | {int(k) for k in add}) - {int(k) for k in remove}
         for k in done:
@@ -361,10 +411,12 @@ class StoreReader:
 
     def __init__(self, url: str) -> None:
         self.url = url
+        self._files = StoreFiles(url)  # pickled with the reader: a remote one keeps its options
         try:
-            root = zarr.open_group(_zarr_store(url, read_only=True), mode="r")
+            with object_store_errors(url):  # format 3 only: no probing for format 2 keys (requests)
+                root = zarr.open_group(_zarr_store(url, read_only=True), mode="r", zarr_format=3)
         except FileNotFoundError as e:
-            raise StoreNotFoundError(f"No Zarr store at {url}.") from e
+            raise StoreNotFoundError(f"No Zarr store at {url} (Zarr format 3).") from e
         except (ValueError, KeyError, TypeError, OSError) as e:
             raise StoreFormatError(f"Expected a Zarr format 3 store at {url}. Cannot read it: {e}") from e
         self.attrs = StoreAttrs.from_dict(root.attrs.get(ATTR_KEY), url)
@@ -427,7 +479,7 @@ class StoreReader:
         digest = self.attrs.shard_digests.get(k)
         if digest is None:  # written before synthgen recorded digests
             return
-        files = StoreFiles(self.url)
+        files = self._files
         gone = [key for key in digest_files(shard_keys(self.layout, k), digest) if not files.exists(key)]
         if gone:
             raise CorruptShardError(

@@ -5,7 +5,15 @@ Training batches stream from one store or a mix (``real.zarr:0.3,synth.zarr:0.7`
 labels nearest) and augmented on the fly, the same transform for image and labels: ``augment`` is None,
 the light :class:`~synthgen.trainers.augment.SegAugment` or the strong (nnU-Net's set, the default)
 :class:`~synthgen.trainers.augment_strong.StrongAugment`; the spec records its level and ranges.
+``normalise`` (none, percentile or zscore: :func:`~synthgen.storage.loader.normalise_images`) normalises
+every image on its own at the training size, after augmentation, in training and validation; the spec's
+``train_config`` records it, so ``evaluate seg`` applies the same by default.
 Loss: cross-entropy + soft Dice.
+Strategies: ``init`` starts from another segmenter's weights (a checkpoint folder, or a train-seg run
+folder's ``best``; same architecture, schema and channels), and the new ``splits.json`` records what that
+one saw (``init``), so evaluation knows; ``synth_share_schedule`` (START, END) moves the synthetic
+stores' share of each batch of a real + synthetic mix linearly from START at the first step to END at
+the last (:func:`synth_schedule`), drawn from the run's seed.
 Splits (:mod:`synthgen.storage.splits`): the real stores of the mix are read with ``split`` ('train':
 the test patients left out, as the generative trainers do; 'all'); a real store without patient
 metadata is split by sample index with a note; a synthetic store (build-dataset output) is read whole.
@@ -44,16 +52,19 @@ from synthgen.models import (
     SegModelConfig,
     build_segmenter,
     init_segmenter,
+    load_segmenter,
     save_segmenter,
 )
 from synthgen.schemas import LabelSchema, label_lut
 from synthgen.storage import (
     LoaderConfig,
+    MixSchedule,
     RunSplits,
     StoreReader,
     StoreSplit,
     StoreStream,
     atomic_write,
+    check_normalise,
     make_loader,
     parse_mix,
     select_split,
@@ -83,11 +94,14 @@ class SegTrainConfig:
     weight_decay: float = 1e-4
     dice_weight: float = 1.0  # loss = cross-entropy + dice_weight * soft Dice
     augment: SegAugmentation = field(default_factory=StrongAugment)  # None, light or strong
+    normalise: str = "none"  # per-image intensity normalisation: none, percentile or zscore
     seed: int = 0
     num_workers: int = 0
     block_size: int = 32
     window: int = 8
     device: str = "auto"
+    init: str = ""  # start from this segmenter checkpoint's weights ("": a seeded initialisation)
+    synth_share_schedule: tuple[float, float] | None = None  # synthetic share of a batch, first to last step
 
     def __post_init__(self) -> None:
         for name in ("batch_size", "steps", "val_every"):
@@ -109,12 +123,20 @@ class SegTrainConfig:
                 "stay unseen until evaluation; validate on STORE:val."
             )
         augment_level(self.augment)  # a ConfigError for anything but None, light or strong
+        schedule = self.synth_share_schedule
+        if schedule is not None and (len(schedule) != 2 or not all(0 <= s <= 1 for s in schedule)):
+            raise ConfigError(
+                f"Expected a synthetic share schedule START:END with both in [0, 1]. Got {schedule} instead."
+            )
+        check_normalise(self.normalise)
 
     def to_dict(self) -> dict[str, Any]:
         out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         out["model"] = self.model.to_dict()
         out["image_size"] = list(self.image_size)
         out["augment"] = augment_to_dict(self.augment)
+        if self.synth_share_schedule is not None:
+            out["synth_share_schedule"] = list(self.synth_share_schedule)
         return out
 
     @classmethod
@@ -129,6 +151,8 @@ class SegTrainConfig:
             data["image_size"] = tuple(int(s) for s in data["image_size"])
         if "augment" in data:
             data["augment"] = augment_from_dict(data["augment"])
+        if data.get("synth_share_schedule") is not None:
+            data["synth_share_schedule"] = tuple(float(s) for s in data["synth_share_schedule"])
         return cls(**data)
 
 
@@ -240,11 +264,12 @@ def load_eval_set(
     channels: int,
     limit: int | None = None,
     indices: np.ndarray | None = None,
+    normalise: str = "none",
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Every sample of a store (only ``indices`` where given; the first ``limit``) at ``size``:
-    images (N, C, H, W), class indices."""
+    images (N, C, H, W), normalised per image by ``normalise``, and class indices."""
     try:
-        config = LoaderConfig(batch_size=64, shuffle=False)
+        config = LoaderConfig(batch_size=64, shuffle=False, normalise=normalise)
         stream = StoreStream(url, config, size=size, indices=indices)
     except StoreNotFoundError as e:
         raise StoreNotFoundError(f"No validation store at {url}.") from e
@@ -331,6 +356,67 @@ def write_log(out: Path, rows: list[dict[str, float]], plot: bool = True) -> Non
     plt.close(fig)
 
 
+def synth_schedule(cfg: SegTrainConfig, splits: RunSplits) -> MixSchedule | None:
+    """The mixing schedule of ``cfg.synth_share_schedule`` (None without one): the synthetic stores of
+    the mix (read whole) take START of each batch at the first step and END at the last, linearly in
+    between, shared among them by their ratios in the mix; the real stores share the rest alike."""
+    if cfg.synth_share_schedule is None:
+        return None
+    ratios = np.array([m.ratio for m in parse_mix(cfg.train)])
+    synthetic = np.array([s.by == "whole" for s in splits.train])
+    if synthetic.all() or not synthetic.any():
+        raise ConfigError(
+            "Expected a mix of real and synthetic (build-dataset) stores for --synth-share-schedule. "
+            f"Got {int(synthetic.sum())} synthetic of the {len(ratios)} stores of {cfg.train}."
+        )
+    within = np.where(synthetic, ratios / ratios[synthetic].sum(), ratios / ratios[~synthetic].sum())
+    start, end = (np.where(synthetic, share, 1 - share) * within for share in cfg.synth_share_schedule)
+    return MixSchedule(tuple(start), tuple(end), cfg.steps)
+
+
+def training_stream(cfg: SegTrainConfig, splits: RunSplits, loader_cfg: LoaderConfig) -> StoreStream:
+    """The training batches: the samples ``splits`` chose, resized and augmented, mixed at the mix's
+    ratios or by the synthetic share schedule (:func:`synth_schedule`)."""
+    subsets = [_subset(s) for s in splits.train]
+    indices = None if all(i is None for i in subsets) else subsets
+    schedule = synth_schedule(cfg, splits)
+    return StoreStream(
+        cfg.train, loader_cfg, augment=cfg.augment, size=cfg.image_size, indices=indices, schedule=schedule
+    )
+
+
+def init_checkpoint(path: str | Path) -> Path:
+    """The checkpoint folder ``--init`` names: the folder itself, or ``best`` of a train-seg run folder."""
+    path = Path(path)
+    if not (path / SEGMENTER_JSON).is_file() and (path / "best" / SEGMENTER_JSON).is_file():
+        return path / "best"
+    return path
+
+
+def load_init(
+    cfg: SegTrainConfig, channels: int, schema: LabelSchema
+) -> tuple[dict[str, torch.Tensor], tuple[StoreSplit, ...]]:
+    """The weights of the segmenter ``cfg.init`` and everything it learned from or validated on
+    (:meth:`RunSplits.lineage`); a ConfigError where its architecture, schema or channels are not
+    this run's."""
+    folder = init_checkpoint(cfg.init)
+    model, spec = load_segmenter(folder)
+    differs = []
+    if spec.model != cfg.model:
+        differs.append(f"architecture {spec.model.to_dict()} (this run: {cfg.model.to_dict()})")
+    if schema_key(spec.schema) != schema_key(schema):
+        differs.append(f"schema {schema_key(spec.schema)} (this run: {schema_key(schema)})")
+    if spec.channels != channels:
+        differs.append(f"{spec.channels}-channel images (this run: {channels})")
+    if differs:
+        raise ConfigError(
+            f"Expected an --init segmenter of this run's architecture, schema and channels. Got {folder} "
+            f"with {'; '.join(differs)}: pass its --arch/--width/--depth, or start from another checkpoint."
+        )
+    record = RunSplits.read(folder, spec.train_config)
+    return model.state_dict(), () if record is None else record.lineage()
+
+
 def train_seg(
     cfg: SegTrainConfig,
     *,
@@ -345,17 +431,22 @@ def train_seg(
         raise ConfigError(f"Expected a new output folder. {out} already holds a segmenter: choose another.")
     device = resolve_device(cfg.device)
     loader_cfg = LoaderConfig(
-        cfg.batch_size, cfg.block_size, cfg.window, shuffle=True, seed=cfg.seed, drop_last=True
+        cfg.batch_size,
+        cfg.block_size,
+        cfg.window,
+        shuffle=True,
+        seed=cfg.seed,
+        drop_last=True,
+        normalise=cfg.normalise,
     )
     splits, notes = plan_splits(cfg)
-    subsets = [_subset(s) for s in splits.train]
-    indices = None if all(i is None for i in subsets) else subsets
-    stream = StoreStream(cfg.train, loader_cfg, augment=cfg.augment, size=cfg.image_size, indices=indices)
+    stream = training_stream(cfg, splits, loader_cfg)
     schema = stream.schema
     channels = 1 if len(stream.image_shape) == 2 else stream.image_shape[0]
+    init = load_init(cfg, channels, schema) if cfg.init else None
     val = splits.val
     val_images, val_labels = load_eval_set(
-        val.url, schema, cfg.image_size, channels, cfg.val_limit, _subset(val)
+        val.url, schema, cfg.image_size, channels, cfg.val_limit, _subset(val), cfg.normalise
     )
     lut = torch.from_numpy(label_lut(schema))
     for note in notes if notify is not None else ():
@@ -363,6 +454,9 @@ def train_seg(
 
     model = build_segmenter(cfg.model, channels, schema.num_classes)
     init_segmenter(model, seeded(cfg.seed, 0))
+    if init is not None:  # fine-tuning: its weights, and what it saw goes into this run's record
+        model.load_state_dict(init[0])
+        splits = dataclasses.replace(splits, init=init[1])
     model.to(device).train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     spec = SegmenterSpec(cfg.model, cfg.image_size, channels, schema, train_config=cfg.to_dict())

@@ -33,13 +33,16 @@ def make_seg_store(
     spacing: tuple[float, float] | None = None,
     shard_size: int = 16,
     noise: float = 12.0,
+    synthetic: bool = False,
 ) -> str:
-    """A complete store of disc label maps and matching images; ``meta/patient`` where given."""
+    """A complete store of disc label maps and matching images; ``meta/patient`` where given; with
+    ``synthetic``, provenance ``build_config`` (a build-dataset store: read whole, no patients)."""
     labels = disc_labels(n, size, size, seed=seed)
     images = pair_images(labels, seed, noise)
     meta = (MetaField("patient", "int32"),) if patients is not None else ()
     layout = StoreLayout(n=n, image_shape=(size, size), shard_size=shard_size, meta=meta)
-    attrs = StoreAttrs(layout, schema, Intensity.for_dtype("uint8"), spacing=spacing)
+    provenance = {"build_config": {"preset": "test"}} if synthetic else {}
+    attrs = StoreAttrs(layout, schema, Intensity.for_dtype("uint8"), spacing=spacing, provenance=provenance)
     writer = StoreWriter.create(url, attrs)
     for k in range(layout.num_shards):
         a, b = layout.shard_bounds(k)
