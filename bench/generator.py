@@ -35,8 +35,9 @@ import onnxruntime as ort
 import torch
 
 from synthgen.inference.backends import OnnxRuntimeGenerator, open_generator
-from synthgen.inference.quantize import BF16_FLAGS, VNNI_FLAGS, CalibrationSet, blob_maps, cpu_flags, psnr
+from synthgen.inference.quantize import BF16_FLAGS, VNNI_FLAGS, CalibrationSet, blob_maps, cpu_flags
 from synthgen.inference.tensorrt import tensorrt_status
+from synthgen.kernels import psnr
 from synthgen.schemas import CAMUS
 from synthgen.schemas.generator_spec import default_generator_path
 from synthgen.schemas.sources import ProceduralSourceConfig
@@ -178,7 +179,9 @@ def main() -> None:
             reference = by_name["onnxruntime"](quality_maps, quality_z) if "onnxruntime" in by_name else None
             for label, g in generators:
                 if reference is not None:
-                    measured = psnr(g(quality_maps, quality_z), reference)
+                    measured = psnr(
+                        g(quality_maps, quality_z), reference, data_range=2.0
+                    )  # images in [-1, 1]
                     quality[label] = None if math.isinf(measured) else measured  # None: identical
                     print(f"  {label:34s} PSNR vs ONNX Runtime FP32: {measured:.2f} dB")
         for b in batch_sizes:

@@ -13,6 +13,7 @@ import pytest
 import zarr
 from click.testing import CliRunner
 from helpers.checkpoints import random_checkpoint
+from helpers.processes import loopback_cluster
 
 from synthgen.cli import cli
 from synthgen.engine import replay
@@ -292,39 +293,10 @@ def test_output_of_another_kind_is_refused(tmp_path, checkpoint):
     assert result.exit_code == 1 and "different build (differs in ['seed'])" in result.stderr
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.slow
 def test_distributed_cluster_survives_a_killed_worker(tmp_path, checkpoint):
     """A real `dask scheduler` and two `dask worker` processes on loopback; one worker is killed mid-build."""
-    port = _free_port()
-    address = f"tcp://127.0.0.1:{port}"
-    quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
-    env = os.environ | {"DASK_DISTRIBUTED__WORKER__DAEMON": "False"}
-    procs = [
-        subprocess.Popen(
-            [sys.executable, "-m", "distributed.cli.dask_scheduler", "--host", "127.0.0.1", "--port", str(port),
-             "--no-dashboard"], env=env, **quiet,
-        )
-    ]  # fmt: skip
-    try:
-        for _ in range(2):
-            procs.append(
-                subprocess.Popen(
-                    [sys.executable, "-m", "distributed.cli.dask_worker", address, "--nthreads", "1", "--no-nanny",
-                     "--no-dashboard", "--host", "127.0.0.1"], env=env, **quiet,
-                )
-            )  # fmt: skip
-        from distributed import Client
-
-        with Client(address, timeout="60s") as client:
-            client.wait_for_workers(2, timeout=60)
+    with loopback_cluster(os.environ) as (address, procs):
         config = config_for(checkpoint, n=96, shard_size=8)
         out = str(tmp_path / "dist.zarr")
 
@@ -350,7 +322,3 @@ def test_distributed_cluster_survives_a_killed_worker(tmp_path, checkpoint):
         reference = str(tmp_path / "sync.zarr")
         build_dataset(reference, config, RunOptions(scheduler="sync", progress=False))
         assert_same_store(reference, out)
-    finally:
-        for p in procs:
-            p.kill()
-            p.wait()

@@ -23,6 +23,7 @@ import pytest
 import zarr
 from click.testing import CliRunner
 from helpers.checkpoints import random_checkpoint
+from helpers.processes import kill_after_lease
 
 from synthgen.cli import cli
 from synthgen.errors import IncompleteShardError, StoreError
@@ -213,14 +214,7 @@ def test_a_growth_killed_at_a_random_moment_resumes_to_the_fresh_bytes(tmp_path,
     out = tmp_path / "k.zarr"
     build(checkpoint, out, 40)
     delay = float(np.random.default_rng(seed).uniform(0.0, 4.0))  # from the lease to the last shards
-    proc = subprocess.Popen(_cli(*build_args(checkpoint, out, 100)), stderr=subprocess.DEVNULL)
-    deadline = time.time() + 60
-    while time.time() < deadline and proc.poll() is None and not Path(str(out) + LEASE_SUFFIX).exists():
-        time.sleep(0.01)
-    time.sleep(delay)
-    if proc.poll() is None:
-        os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
+    kill_after_lease(_cli(*build_args(checkpoint, out, 100)), out, delay, stdout=None)
     verify(out)
     build(checkpoint, out, 100)
     assert_same_build(out, fresh[100])

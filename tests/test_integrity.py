@@ -16,6 +16,7 @@ import zarr
 from click.testing import CliRunner
 from helpers.checkpoints import random_checkpoint
 from helpers.data import disc_labels, pairs_folder
+from helpers.processes import free_port, kill_after_lease
 
 from synthgen.cli import cli
 from synthgen.schemas import CAMUS
@@ -304,14 +305,6 @@ def test_a_source_whose_maps_all_fail_the_gate_stops_the_build(tmp_path, checkpo
 
 
 # -- schedulers, workers, usage ---------------------------------------------------------------------
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_a_server_that_is_not_dask_is_refused_in_time(tmp_path, checkpoint, monkeypatch):
     import socket
     import threading
@@ -340,7 +333,7 @@ def test_a_server_that_is_not_dask_is_refused_in_time(tmp_path, checkpoint, monk
 
 @pytest.mark.slow
 def test_a_scheduler_without_workers_is_refused_in_time(tmp_path, checkpoint):
-    port = _free_port()
+    port = free_port()
     scheduler = subprocess.Popen(
         [sys.executable, "-m", "distributed.cli.dask_scheduler", "--host", "127.0.0.1", "--port", str(port),
          "--no-dashboard"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
@@ -419,27 +412,12 @@ def _cli(*args) -> list[str]:
     return [sys.executable, "-m", "synthgen.cli", *map(str, args)]
 
 
-def _kill_at(argv: list[str], out: Path, delay: float) -> None:
-    """Start ``argv``, wait until it holds the lease of ``out``, then ``delay`` seconds, then kill -9."""
-    import signal
-    import time
-
-    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 60
-    while time.time() < deadline and proc.poll() is None and not Path(str(out) + LEASE_SUFFIX).exists():
-        time.sleep(0.01)
-    time.sleep(delay)
-    if proc.poll() is None:
-        os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("seed", range(4))
 def test_a_build_killed_at_a_random_moment_resumes_to_the_same_bytes(tmp_path, checkpoint, reference, seed):
     delay = float(np.random.default_rng(seed).uniform(0.0, 2.5))  # from store creation to the last shards
     out = tmp_path / "k.zarr"
-    _kill_at(_cli(*build_args(checkpoint, out)), out, delay)
+    kill_after_lease(_cli(*build_args(checkpoint, out)), out, delay)
     rerun = run(*build_args(checkpoint, out))
     assert rerun.exit_code == 0, (delay, rerun.output)
     assert_same_arrays(out, reference)
@@ -459,7 +437,7 @@ def test_an_ingest_killed_at_a_random_moment_leaves_nothing_or_the_old_store(tmp
         assert run("ingest", pairs_folder(tmp_path / "old", n=4), out, "--schema", "camus").exit_code == 0
         before = arrays(out)
     args = ["ingest", src, out, "--schema", "camus", "--shard-size", "16", *(["--overwrite"] if old else [])]
-    _kill_at(_cli(*args), out, delay)
+    kill_after_lease(_cli(*args), out, delay)
     recover(str(out))  # what every next command does first: a swap killed between its two renames
     finished = out.exists() and StoreReader(str(out)).layout.n == 1000
     if out.exists() and not finished:  # killed before the swap: the old store, as it was

@@ -25,8 +25,8 @@ from synthgen.inference.quantize import (
     blob_maps,
     cache_key,
     cached_int8,
-    psnr,
 )
+from synthgen.kernels import psnr
 from synthgen.schemas import CAMUS
 from synthgen.schemas.build_config import BuildConfig, load_build_config
 
@@ -45,9 +45,9 @@ def private_cache(tmp_path, monkeypatch):
 
 def test_psnr_on_the_0_255_scale():
     a = np.zeros((2, 1, 4, 4), np.float32)
-    assert psnr(a, a) == float("inf")
+    assert psnr(a, a, data_range=2.0) == float("inf")
     # one grey level (2 / 255 in [-1, 1]) everywhere: MSE 1 on 0..255, PSNR 20 log10(255)
-    assert psnr(a + 2 / 255, a) == pytest.approx(20 * np.log10(255.0), abs=1e-3)
+    assert psnr(a + 2 / 255, a, data_range=2.0) == pytest.approx(20 * np.log10(255.0), abs=1e-3)
 
 
 def test_styles_are_fed_to_calibration_and_gate(checkpoints):
@@ -69,7 +69,7 @@ def test_int8_images_are_within_the_gate_of_fp32(name, checkpoints):
     labels, z = label_maps(24, seed=11), styles(24, fp32.style_dim, seed=11)  # maps the gate never saw
     a, b = int8(labels, z), fp32(labels, z)
     assert a.shape == b.shape == (24, 1, SIZE, SIZE)
-    measured = psnr(a, b)
+    measured = psnr(a, b, data_range=2.0)
     assert 35.0 <= measured < float("inf")  # within the gate, and really quantised (not the FP32 graph)
     assert int8.psnr_db >= 35.0 and f"{int8.psnr_db:.1f} dB" in int8.reason
 

@@ -15,7 +15,8 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 from helpers.data import pairs_folder
-from helpers.s3 import S3Server, free_port, moto_s3
+from helpers.processes import free_port, loopback_cluster
+from helpers.s3 import S3Server, moto_s3
 from helpers.seg import make_seg_store
 
 from synthgen.cli import cli
@@ -247,42 +248,19 @@ def test_train_seg_and_evaluate_read_from_the_bucket(s3, tmp_path):
 def test_a_dask_cluster_writes_the_bucket_with_the_options_of_the_command(s3, local_reference):
     """A real `dask scheduler` and two `dask worker` processes whose environment holds neither the
     endpoint nor the credentials: the command's --storage-option flags reach them in the task."""
-    port = free_port()
-    address = f"tcp://127.0.0.1:{port}"
-    quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
-    env |= {"DASK_DISTRIBUTED__WORKER__DAEMON": "False"}
-    procs = [
-        subprocess.Popen(
-            [sys.executable, "-m", "distributed.cli.dask_scheduler", "--host", "127.0.0.1", "--port", str(port),
-             "--no-dashboard"], env=env, **quiet,
-        )
-    ]  # fmt: skip
-    try:
-        for _ in range(2):
-            procs.append(
-                subprocess.Popen(
-                    [sys.executable, "-m", "distributed.cli.dask_worker", address, "--nthreads", "1", "--no-nanny",
-                     "--no-dashboard", "--host", "127.0.0.1"], env=env, **quiet,
-                )
-            )  # fmt: skip
-        from distributed import Client
+    from distributed import Client
 
-        with Client(address, timeout="60s") as client:
-            client.wait_for_workers(2, timeout=60)
-            out = s3.url("cluster.zarr")
-            result = run(*s3.flags(credentials=True), *BUILD, "--out", out, "--scheduler", address)
-            assert result.exit_code == 0, result.output
-            workers = client.run(lambda: os.environ.get(STORAGE_OPTIONS_ENV))
-        assert len(workers) == 2 and all(
-            json.loads(w)["endpoint_url"] == s3.endpoint for w in workers.values() if w
-        )
-        assert any(workers.values()), "no worker ran a shard"
-        assert_same_build(out, local_reference)
-    finally:
-        for p in procs:
-            p.kill()
-            p.wait()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    with loopback_cluster(env) as (address, _), Client(address, timeout="60s") as client:
+        out = s3.url("cluster.zarr")
+        result = run(*s3.flags(credentials=True), *BUILD, "--out", out, "--scheduler", address)
+        assert result.exit_code == 0, result.output
+        workers = client.run(lambda: os.environ.get(STORAGE_OPTIONS_ENV))
+    assert len(workers) == 2 and all(
+        json.loads(w)["endpoint_url"] == s3.endpoint for w in workers.values() if w
+    )
+    assert any(workers.values()), "no worker ran a shard"
+    assert_same_build(out, local_reference)
 
 
 # -- integrity ---------------------------------------------------------------------------------------

@@ -319,7 +319,8 @@ def test_style_encoder_carries_the_image_style(tmp_path):
 
 
 def test_realism_measures(store, tmp_path):
-    from synthgen.evaluation.realism import compare_with_real, psnr, ssim, wasserstein_1d
+    from synthgen.evaluation.realism import compare_with_real, ssim, wasserstein_1d
+    from synthgen.kernels import psnr
 
     rng = np.random.default_rng(0)
     a = rng.integers(0, 256, (32, 32)).astype(np.uint8)

@@ -39,7 +39,7 @@ from synthgen.evaluation.segmentation import (
     write_csv,
 )
 from synthgen.inference import open_generator
-from synthgen.kernels import from_unit, resize_images
+from synthgen.kernels import from_unit, psnr, resize_images
 from synthgen.models import SegmenterSpec, load_segmenter
 from synthgen.storage import RunSplits, StoreReader, atomic_write, select_split, split_indices
 from synthgen.trainers import load_training_pairs, sample_grid, save_png
@@ -284,11 +284,6 @@ def ssim(a: np.ndarray, b: np.ndarray, data_range: float, sigma: float = 1.5) ->
     cov = blur(a * b) - mu_a * mu_b
     s = ((2 * mu_a * mu_b + c1) * (2 * cov + c2)) / ((mu_a**2 + mu_b**2 + c1) * (var_a + var_b + c2))
     return float(s.mean())
-
-
-def psnr(a: np.ndarray, b: np.ndarray, data_range: float) -> float:
-    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
-    return float("inf") if mse == 0 else 10 * np.log10(data_range**2 / mse)
 
 
 def wasserstein_1d(a: np.ndarray, b: np.ndarray, quantiles: int = 1000) -> float:

@@ -43,6 +43,7 @@ from synthgen.inference.onnx_export import (
     sha256_file,
     sidecar_path,
 )
+from synthgen.kernels import psnr
 from synthgen.schemas import GeneratorSpec, label_lut, parse_float, parse_int, parse_mapping
 from synthgen.storage import atomic_write
 
@@ -192,12 +193,6 @@ class Int8Artifact:
             )
 
 
-def psnr(images: np.ndarray, reference: np.ndarray) -> float:
-    """PSNR in dB of images in [-1, 1] against a reference, on the 0..255 scale (inf when equal)."""
-    mse = float(np.mean(((images.astype(np.float64) - reference) * 127.5) ** 2))
-    return float("inf") if mse == 0.0 else 10.0 * np.log10(255.0**2 / mse)
-
-
 def _feeds(spec: GeneratorSpec, maps: np.ndarray, seed: int, what: str) -> Iterator[dict[str, np.ndarray]]:
     """Batches of one-hot maps, with N(0, I) styles drawn from ``seed`` where the generator takes them."""
     size = spec.image_size
@@ -283,7 +278,7 @@ def quantize_generator(
     for feeds in _feeds(spec, gate, config.gate_seed, f"the gate maps of {calibration.name!r}"):
         fp32_images.append(fp32_session.run([IMAGES], feeds)[0])
         int8_images.append(int8_session.run([IMAGES], feeds)[0])
-    measured = psnr(np.concatenate(int8_images), np.concatenate(fp32_images))
+    measured = psnr(np.concatenate(int8_images), np.concatenate(fp32_images), data_range=2.0)  # [-1, 1]
     atomic_write(out, int8_bytes)
     artifact = Int8Artifact(
         out, fp32.onnx_hash, calibration.name, config.key_dict(), measured, config.gate_maps

@@ -25,7 +25,7 @@ from synthgen.kernels.randomise import n_params as appearance_params_size
 from synthgen.kernels.resize import resize_images, resize_labels
 from synthgen.kernels.sector import sector_mask
 from synthgen.kernels.slicing import slice_plane
-from synthgen.kernels.stats import batch_dice, class_stats
+from synthgen.kernels.stats import batch_dice, class_stats, psnr
 from synthgen.kernels.warmup import warm_up
 from synthgen.kernels.warp import warp_image, warp_labels
 
@@ -50,6 +50,7 @@ __all__ = [
     "from_unit",
     "label_class",
     "largest_component",
+    "psnr",
     "resize_images",
     "resize_labels",
     "sample_affine_params",

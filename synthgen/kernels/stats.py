@@ -132,3 +132,10 @@ def batch_dice(pred: np.ndarray, ref: np.ndarray, num_classes: int) -> np.ndarra
         total = np.count_nonzero(p, axis=1) + np.count_nonzero(r, axis=1)
         out[:, k - 1] = np.where(total > 0, 2.0 * inter / np.maximum(total, 1), 1.0)
     return out
+
+
+def psnr(a: np.ndarray, b: np.ndarray, data_range: float) -> float:
+    """Peak signal-to-noise ratio in dB of ``a`` against ``b`` over values spanning ``data_range``
+    (inf where they are equal)."""
+    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
+    return float("inf") if mse == 0 else 10 * np.log10(data_range**2 / mse)

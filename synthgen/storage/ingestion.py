@@ -17,8 +17,9 @@ antialiased when shrinking): it does not combine with ``spacing`` or ``pad_or_cr
 
 Intensity convention (the store's ``intensity``): uint8 and uint16 images keep their dtype's range
 (0..255, 0..65535); images stored as float (float16, and float32 for every other source dtype:
-int16, int32, float32, float64...) record the lowest and highest value the store holds, found by
-reading and resampling the images once before writing (padding's 0 included). Readers that map
+int16, int32, float32, float64...) record the lowest and highest value the store holds, taken from the
+shards as they are written (padding's 0 included) and recorded when the store is marked complete,
+before it takes the output's place. Readers that map
 ``low..high`` to [0, 1] therefore neither clip nor squash what was ingested, with or without
 resampling.
 """
@@ -384,7 +385,6 @@ def _samples(
     geometries: Sequence[_Geometry],
     schema: LabelSchema,
     dtype: str,
-    intensity: Intensity,
 ) -> Iterator[tuple[np.ndarray, np.ndarray, tuple]]:
     """One (image, labels, meta) per 2D sample, reading one pair of files at a time."""
     for index, (p, info, geometry) in enumerate(zip(pairs, infos, geometries, strict=True)):
@@ -398,26 +398,17 @@ def _samples(
         spacing = np.array(geometry.spacing, np.float32)
         for z in range(info.shape[0]):
             img = geometry.images(image[z]).astype(dtype, copy=False)
-            if img.dtype.kind == "f":  # the values image_intensity found; float rounding stays within them
-                img = np.clip(img, intensity.low, intensity.high).astype(dtype, copy=False)
             yield img, geometry.labels(labels[z]), (index, z, p.patient, p.view, p.phase, spacing)
 
 
-def image_intensity(
-    source: Path,
-    pairs: Sequence[SourcePair],
-    infos: Sequence[VolumeInfo],
-    geometries: Sequence[_Geometry],
-    dtype: str,
-) -> Intensity:
+def image_intensity(dtype: str, image_range: Sequence[float | None]) -> Intensity:
     """The store's intensity convention for images stored as ``dtype`` (see the module docstring): float
-    stores read and resample every image once here, for the lowest and highest value they will hold."""
+    stores record the lowest and highest value written (``image_range``, from the shards as written)."""
     if dtype in ("uint8", "uint16"):
         return Intensity.for_dtype(dtype)
-    lo, hi = np.inf, -np.inf
-    for p, info, geometry in zip(pairs, infos, geometries, strict=True):
-        stored = geometry.images(_images(source, p, info)).astype(dtype, copy=False)
-        lo, hi = min(lo, float(stored.min())), max(hi, float(stored.max()))
+    lo, hi = image_range
+    if lo is None:  # no finite value at all (ingest refuses non-finite images before this)
+        lo, hi = 0.0, 1.0
     if hi <= lo:  # one value throughout: a range of 1 holding it
         hi = lo + 1.0
     return Intensity(
@@ -519,11 +510,10 @@ def _ingest(config: IngestConfig, progress: bool | None) -> IngestResult:
         "source_orientations": dict(sorted(orientations.items())),
         "resampling": _resampling(config, infos, size),
     }
-    intensity = image_intensity(source, pairs, infos, geometries, dtype)
     attrs = StoreAttrs(
         layout=store_layout,
         schema=schema,
-        intensity=intensity,
+        intensity=image_intensity(dtype, (None, None)),  # float stores: recorded from what is written
         spacing=tuple(config.spacing) if config.spacing is not None else None,
         provenance=provenance,
     )
@@ -533,12 +523,14 @@ def _ingest(config: IngestConfig, progress: bool | None) -> IngestResult:
         writer = StoreWriter.create(aside, attrs, overwrite=True)  # a leftover aside store is ours
         try:
             image_range = _write_all(
-                writer, _samples(source, pairs, infos, geometries, schema, dtype, intensity), progress
+                writer, _samples(source, pairs, infos, geometries, schema, dtype), progress
             )
         finally:
             writer.close()
         attrs = writer.mark_complete(
-            [], {"image_range": image_range, "seconds": round(time.perf_counter() - t0, 2)}
+            [],
+            {"image_range": image_range, "seconds": round(time.perf_counter() - t0, 2)},
+            intensity=image_intensity(dtype, image_range),
         )
     except StoreExistsError:  # someone else's files are where the aside store would go: leave them
         raise

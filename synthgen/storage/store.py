@@ -40,7 +40,7 @@ from synthgen.errors import (
     StoreFormatError,
     StoreNotFoundError,
 )
-from synthgen.schemas import ATTR_KEY, StoreAttrs, StoreLayout
+from synthgen.schemas import ATTR_KEY, Intensity, StoreAttrs, StoreLayout
 from synthgen.storage.integrity import (
     SCRATCH_SUFFIX,
     StoreFiles,
@@ -324,10 +324,12 @@ class StoreWriter:
         shards: Iterable[int],
         provenance: Mapping[str, Any] | None = None,
         digests: Mapping[int, str] | None = None,
+        intensity: Intensity | None = None,
     ) -> StoreAttrs:
         """Record shards as complete, with their digests (from :meth:`write_shard`), and optionally
-        merge provenance into the root attributes."""
-        return self._update(set(shards), set(), provenance, digests or {})
+        merge provenance into the root attributes and record the images' ``intensity`` convention
+        (where it is known only once every image is written), in the same write."""
+        return self._update(set(shards), set(), provenance, digests or {}, intensity)
 
     def unmark(self, shards: Iterable[int]) -> StoreAttrs:
         """Unlist shards (``synthgen verify --repair``), so that resuming the build writes them again."""
@@ -381,7 +383,14 @@ class StoreWriter:
             if array.shape != spec["shape"]:
                 array.resize(spec["shape"])
 
-    def _update(self, add: set[int], remove: set[int], provenance, digests: Mapping[int, str]) -> StoreAttrs:
+    def _update(
+        self,
+        add: set[int],
+        remove: set[int],
+        provenance,
+        digests: Mapping[int, str],
+        intensity: Intensity | None = None,
+    ) -> StoreAttrs:
         root = zarr.open_group(_zarr_store(self.url, read_only=False), mode="r+", zarr_format=3)
         current = StoreAttrs.from_dict(root.attrs.get(ATTR_KEY), self.url)
         done = (set(current.complete_shards) | {int(k) for k in add}) - {int(k) for k in remove}
@@ -396,7 +405,7 @@ class StoreWriter:
         self.attrs = StoreAttrs(
             layout=current.layout,
             schema=current.schema,
-            intensity=current.intensity,
+            intensity=intensity or current.intensity,
             spacing=current.spacing,
             provenance=prov,
             complete_shards=tuple(sorted(done)),

@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -20,15 +19,11 @@ import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+from helpers.processes import free_port
+
 REGION = "us-east-1"
 ALLOW_ALL = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]}
 SETUP_ACTIONS = 3  # create_user, create_access_key, put_user_policy: moto authenticates every later request
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @dataclass(frozen=True)
