@@ -4,10 +4,15 @@ In one run, on one config (the bundled generator at 128 x 128 unless --generator
 
 - each stage alone on one worker: label drawing (source + deformation + gate), generation, post-processing
   plus the shard write; and generation alone on ``--workers`` processes (the slowest stage);
-- the whole build through the CLI on 1 and on ``--workers`` local processes, and on 1 process held to
-  one core (``sched_setaffinity``): total samples per second, and the steady rate, the marginal rate
-  between a build of ``--n`` samples and one of ``--base`` samples (start-up, imports, kernel cache
-  loads and generator sessions cancel out; they are reported apart as ``startup_s``);
+- the whole build through the CLI on 1 and on ``--workers`` local processes, on 1 process held to
+  one core (``sched_setaffinity``), and on ``--workers`` threads of one process (the default local
+  scheduler): total samples per second, and the steady rate, the marginal rate between a build of
+  ``--n`` samples and one of ``--base`` samples (start-up, imports, kernel cache loads and generator
+  sessions cancel out; they are reported apart as ``startup_s``);
+- start-up, cold and warm: a 1,000-sample build with the default scheduler, first with empty Numba
+  and ONNX caches (a fresh installation: ``NUMBA_CACHE_DIR`` and ``SYNTHGEN_CACHE_DIR`` pointed at new
+  folders), then again with them filled; its wall time end to end and its start-up (wall time less
+  1,000 samples at the steady rate); and what 100,000 samples take at the measured start-up and rate;
 - the ratio of the one-worker build to its slowest stage alone (target >= 0.85), and of ``--workers``
   workers to one worker: against one worker on all cores, and against one worker held to one core (a
   worker per core; one unrestricted worker already overlaps its stages over both cores of this machine);
@@ -33,6 +38,9 @@ from collections import Counter
 from pathlib import Path
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from machine import cpu_model
 
 
 def _config(args, n: int):
@@ -126,13 +134,21 @@ def _generate_parallel(args, n: int, workers: int) -> float:
     return per * workers / max(seconds)
 
 
-def _build(args, n: int, workers: int, workdir: str, cores: set[int] | None = None) -> dict[str, float]:
+def _build(
+    args,
+    n: int,
+    workers: int,
+    workdir: str,
+    cores: set[int] | None = None,
+    scheduler: str = "processes",
+    env: dict[str, str] | None = None,
+) -> dict[str, float]:
     """The whole build through the CLI in a child process (held to ``cores`` if given): samples per
     second and peak RSS."""
-    out = str(Path(workdir) / f"b{n}_{workers}.zarr")
+    out = str(Path(workdir) / f"b{n}_{workers}_{scheduler}.zarr")
     cmd = [
         sys.executable, "-m", "synthgen.cli", "build-dataset", "--out", out, "--n", str(n), "--seed", "0",
-        "--workers", str(workers), "--scheduler", "processes", "--backend", args.backend,
+        "--workers", str(workers), "--scheduler", scheduler, "--backend", args.backend,
         "--batch-size", str(args.batch_size), "--quiet", "--overwrite",
     ]  # fmt: skip
     if args.generator:
@@ -140,10 +156,35 @@ def _build(args, n: int, workers: int, workdir: str, cores: set[int] | None = No
     before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     pin = (lambda: os.sched_setaffinity(0, cores)) if cores else None
     t = time.perf_counter()
-    subprocess.run(cmd, check=True, capture_output=True, preexec_fn=pin)
+    subprocess.run(
+        cmd, check=True, capture_output=True, preexec_fn=pin, env=None if env is None else os.environ | env
+    )
     seconds = time.perf_counter() - t
     peak_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     return {"samples_per_s": n / seconds, "seconds": seconds, "peak_rss_mb": max(peak_kb, before) / 1024}
+
+
+DEFAULT_SETUP = "threads"  # what `synthgen build-dataset` runs with no --scheduler or --workers
+
+
+def _startup(args, workdir: str, setup: tuple, runs: list[dict]) -> dict[str, dict[str, float]]:
+    """A 1,000-sample build on the default setup with cold caches, then warm (medians of
+    ``--repeats``): seconds end to end and start-up (less 1,000 samples at the steady rate)."""
+    workers, cores, scheduler = setup
+    steady = statistics.median(r["steady_samples_per_s"] for r in runs)
+    n = 1000
+    cold, warm = [], []
+    for k in range(args.repeats):
+        caches = Path(workdir) / f"caches{k}"
+        env = {"NUMBA_CACHE_DIR": str(caches / "numba"), "SYNTHGEN_CACHE_DIR": str(caches / "synthgen")}
+        cold.append(_build(args, n, workers, workdir, cores, scheduler, env)["seconds"])
+        warm.append(_build(args, n, workers, workdir, cores, scheduler, env)["seconds"])
+    out = {}
+    for name, seconds in (("cold", cold), ("warm", warm)):
+        s = statistics.median(seconds)
+        out[name] = {"seconds": s, "startup_s": s - n / steady, "raw_seconds": seconds}
+    out["hours_for_100k_samples_warm"] = (out["warm"]["startup_s"] + 100_000 / steady) / 3600
+    return out
 
 
 def main() -> None:
@@ -162,19 +203,25 @@ def main() -> None:
     stages = _stage_median(args, min(args.n, 1024))
     backend = stages.pop("backend")
     slowest = min(stages, key=stages.get)
-    setups = {"one_worker": (1, None), "one_worker_one_core": (1, {0}), "workers": (args.workers, None)}
+    setups = {
+        "one_worker": (1, None, "processes"),
+        "one_worker_one_core": (1, {0}, "processes"),
+        "workers": (args.workers, None, "processes"),
+        "threads": (args.workers, None, "threads"),
+    }
     builds: dict[str, list[dict]] = {name: [] for name in setups}
     with tempfile.TemporaryDirectory() as d:
         gen_parallel = statistics.median(
             _generate_parallel(args, args.n, args.workers) for _ in range(args.repeats)
         )
         for _ in range(args.repeats):  # interleaved, so that drifts of the machine hit every setup alike
-            for name, (workers, cores) in setups.items():
-                small = _build(args, args.base, workers, d, cores)
-                big = _build(args, args.n, workers, d, cores)
+            for name, (workers, cores, scheduler) in setups.items():
+                small = _build(args, args.base, workers, d, cores, scheduler)
+                big = _build(args, args.n, workers, d, cores, scheduler)
                 steady = (args.n - args.base) / (big["seconds"] - small["seconds"])
                 startup = big["seconds"] - args.n / steady
                 builds[name].append(big | {"steady_samples_per_s": steady, "startup_s": startup})
+        startup = _startup(args, d, setups[DEFAULT_SETUP], builds[DEFAULT_SETUP])
         memory = {}
         if args.memory:
             memory = {str(n): _build(args, n, args.workers, d) for n in (args.n, 10 * args.n)}
@@ -190,9 +237,12 @@ def main() -> None:
         "workers_vs_one_worker_one_core_steady": steady["workers"] / steady["one_worker_one_core"],
         "workers_vs_one_worker_all_cores_steady": steady["workers"] / steady["one_worker"],
         "workers_vs_one_worker_all_cores_total": total["workers"] / total["one_worker"],
+        "threads_vs_workers_steady": steady["threads"] / steady["workers"],
+        "threads_vs_workers_total": total["threads"] / total["workers"],
     }
     result = {
         "benchmark": "build",
+        "cpu": cpu_model(),
         "n": args.n,
         "base": args.base,
         "workers": args.workers,
@@ -204,8 +254,10 @@ def main() -> None:
         "build_steady_samples_per_s": steady,
         "build_total_samples_per_s": total,
         "startup_s": {name: med(name, "startup_s") for name in setups},
+        "default_scheduler": f"{setups[DEFAULT_SETUP][2]}, {setups[DEFAULT_SETUP][0]} workers",
+        "startup_1000_samples": startup,
         "ratios": ratios,
-        "hours_for_1M_samples": 1_000_000 / steady["workers"] / 3600,
+        "hours_for_1M_samples": 1_000_000 / steady[DEFAULT_SETUP] / 3600,
         "targets_met": {
             "build_ge_0.85_slowest_stage (steady, one worker)": ratios[
                 "build_vs_slowest_stage_alone_one_worker_steady"
@@ -217,6 +269,9 @@ def main() -> None:
                 "workers_vs_one_worker_all_cores_steady"
             ]
             >= 1.7,
+            "startup_warm_lt_2_s": startup["warm"]["startup_s"] < 2.0,
+            "build_1000_warm_lt_5_s": startup["warm"]["seconds"] < 5.0,
+            "steady_ge_1000_per_s (default scheduler)": steady[DEFAULT_SETUP] >= 1000,
         },
         "peak_memory": memory,
         "raw": builds,

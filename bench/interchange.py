@@ -5,7 +5,8 @@ In one run, on one store of ``--n`` pairs of 128 x 128 (speckled label-following
 - the xarray view (``xarray.open_zarr`` repr) and the folder tree of ``synthgen convert --to nnunet``;
 - convert throughput (samples/s) to nnU-Net (NIfTI), plain NIfTI and PNG, medians of ``--repeats``;
 - ``StoreDataset`` (map-style, one random read per item) through torch's DataLoader with 0 and 2
-  workers, against the streaming loader (``StoreStream``, sequential blocks) in the same run;
+  workers, against the streaming loader (``StoreStream``, sequential blocks) in the same run; each
+  loader is warmed by one pass first (worker start-up is not throughput), then timed over ``--repeats``;
 - a MONAI training loop of a few steps on ``StoreDataset`` batches (MONAI's UNet and DiceCELoss).
 
     python bench/interchange.py --n 2048 --out bench/results/interchange.json
@@ -93,7 +94,10 @@ def dataset_rates(url: str, n: int, batch: int, repeats: int) -> dict:
         rates = [time_loader(loader, n) for _ in range(repeats)]
         out[f"StoreDataset, {workers} workers"] = {"samples_per_s": statistics.median(rates), "runs": rates}
         stream = StoreStream(url, LoaderConfig(batch_size=batch))
-        rates = [time_loader(make_loader(stream, num_workers=workers), n) for _ in range(repeats)]
+        extra = {"persistent_workers": True} if workers else {}
+        loader = make_loader(stream, num_workers=workers, **extra)
+        time_loader(loader, n)  # warm, as above
+        rates = [time_loader(loader, n) for _ in range(repeats)]
         out[f"StoreStream, {workers} workers"] = {"samples_per_s": statistics.median(rates), "runs": rates}
     return out
 

@@ -288,7 +288,10 @@ def convert_command(store, out, to, split, dataset_id, name, overwrite, quiet) -
 )
 @click.option("--preset", default=None, help="echo (default), sa-mr or ct: a complete starting config.")
 @click.option(
-    "--scheduler", default="processes", show_default=True, help="sync, threads, processes or tcp://host:port."
+    "--scheduler",
+    default="threads",
+    show_default=True,
+    help="sync, threads, processes or tcp://host:port (threads: the kernels and ONNX Runtime release the GIL).",
 )
 @click.option("--workers", type=int, default=2, show_default=True, help="Local threads or processes.")
 @click.option("--image-size", type=(int, int), default=None, help="H W [default: the generator's, 128 128].")

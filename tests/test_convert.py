@@ -175,7 +175,7 @@ def test_nnunet_integrity_check_accepts_the_output(tmp_path, monkeypatch):
     except ImportError as e:
         pytest.skip(
             f"nnunetv2 is not importable ({e}): it is not in the dev extra, as installing it replaces torch "
-            "with a CUDA build; 'pip install nnunetv2' and rerun to run nnU-Net's own check"
+            "with a CUDA build; 'pip install -c <(echo torch==2.13.0) nnunetv2' and rerun for nnU-Net's own check"
         )
     make_store(tmp_path / "s.zarr", spacing=(0.5, 0.25))
     raw = tmp_path / "nnUNet_raw"

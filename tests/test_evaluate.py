@@ -220,3 +220,7 @@ def test_utility_cli_errors(tmp_path):
     assert result.exit_code == 1 and "Expected --synth for arms ['synthetic']" in result.output
     result = CliRunner().invoke(cli, ["evaluate", "utility", real, str(tmp_path / "u"), "--arms", "realx"])
     assert result.exit_code == 1 and "Expected arms from" in result.output
+    no_test = make_seg_store(str(tmp_path / "no_test.zarr"), n=8, patients=np.array([1, 2, 3, 4, 5, 6, 7, 8]))
+    result = CliRunner().invoke(cli, ["evaluate", "utility", no_test, str(tmp_path / "u2"), "--arms", "real"])
+    assert result.exit_code == 1 and "Expected test patients (number % 10 == 0)" in result.output
+    assert "none among its 8 patients (1 to 8)" in result.output and not (tmp_path / "u2" / "arms").exists()

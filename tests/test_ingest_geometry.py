@@ -15,16 +15,16 @@ from PIL import Image
 
 from synthgen.cli import cli
 from synthgen.errors import ConfigError
-from synthgen.kernels import resize_images, to_unit
-from synthgen.storage import LoaderConfig, StoreStream
-from synthgen.storage.ingestion import (
-    IngestConfig,
+from synthgen.kernels import (
     pad_or_crop,
+    resize_images,
     spacing_images,
     spacing_labels,
     spacing_shape,
-    store_image_dtype,
+    to_unit,
 )
+from synthgen.storage import LoaderConfig, StoreStream
+from synthgen.storage.ingestion import IngestConfig, store_image_dtype
 from synthgen.storage.readers import probe, read_volume
 from synthgen.storage.store import StoreReader
 

@@ -107,18 +107,39 @@ def test_power_matches_numpy_within_its_stated_error():
 
 
 @pytest.mark.parametrize("n", [1, 2, 3, 5, 40])
-def test_axis_operator_is_the_blur_then_the_resolution_loss(n):
+def test_axis_plan_is_the_blur_then_the_resolution_loss(n):
     from scipy import ndimage as ndi
 
     line = np.random.default_rng(n).random(n)
     for sigma in (0.0, 0.3, 1.7, 2.9):
         for factor in (1.0, 1.3, 2.5, 3.7):
             s = k._prefilter_sigma(np.float32(sigma), np.float32(factor))
-            starts, weights = k._axis_operator(n, s, np.float32(factor))
-            out = [weights[i] @ line[starts[i] : starts[i] + weights.shape[1]] for i in range(n)]
+            index, weight, lower, upper, frac = k._axis_plan(n, s, np.float32(factor))
+            values = (weight * line[index]).sum(axis=1)
+            out = values[lower] + frac * (values[upper] - values[lower])
             blurred = ndi.correlate1d(line, ref._taps(float(s)), mode="nearest")
             expected = ref._lose_resolution(blurred[None], float(np.float32(factor)), 1)[0]
             np.testing.assert_allclose(out, expected, atol=1e-6, err_msg=f"sigma {sigma}, factor {factor}")
+
+
+@pytest.mark.parametrize("shape", [(8, 8), (13, 21), (16, 3), (1, 9)])
+def test_transpose_moves_every_value_including_the_edges_past_whole_tiles(shape):
+    src = np.random.default_rng(0).random(shape).astype(np.float32)
+    dst = np.full((shape[1], shape[0] + 5), np.nan, np.float32)
+    k._transpose(src, dst, *shape)
+    np.testing.assert_array_equal(dst[:, : shape[0]], src.T)
+    assert np.isnan(dst[:, shape[0] :]).all()  # nothing written past the columns
+
+
+@pytest.mark.parametrize("name", ["randomised-echo", "randomised-mr"])
+def test_sizes_off_the_simd_tiles_match_the_reference(name):
+    cfg = CONFIGS[name]
+    maps = np.stack([np.roll(heart(37, 45), 3 * i, axis=1) for i in range(2)])
+    kwargs = {"num_classes": 4, "modality": cfg.modality, "texture": cfg.texture, "sector": cfg.uses_sector}
+    images, _ = appearance(maps, keys_of(np.arange(2)), ranges(cfg), **kwargs)
+    for i in range(2):
+        expected, _ = ref.appearance(maps[i], None, int(keys_of(i)), ranges(cfg), **kwargs)
+        np.testing.assert_allclose(images[i], expected, atol=2e-5)
 
 
 def test_pixel_noise_is_standard_and_independent():

@@ -209,3 +209,24 @@ def test_int8_build_gives_the_same_bytes_on_every_scheduler(tmp_path):
         stores[scheduler] = zarr.open_group(out, mode="r")["images"][:]
     np.testing.assert_array_equal(stores["sync"], stores["threads"])
     np.testing.assert_array_equal(stores["sync"], stores["processes"])
+
+
+def test_an_int8_build_calibrates_on_its_own_label_maps(tmp_path):
+    import zarr
+
+    from synthgen.engine.pipeline import build_calibration, generator
+
+    checkpoint = random_checkpoint(
+        tmp_path / "pix2pix", "pix2pix", CAMUS, image_size=32, width=4, max_width=16, depth=3
+    )
+    overrides = {"n": 8, "image_size": [32, 32], "shard_size": 8, "generator": str(checkpoint), "seed": 5}
+    config = load_build_config(None, overrides | {"appearance": {"enabled": False}})
+    out = str(tmp_path / "b.zarr")
+    build_dataset(out, config, RunOptions(scheduler="sync", progress=False))
+    calibration = build_calibration(config)
+    np.testing.assert_array_equal(calibration.draw(8, 5), zarr.open_group(out, mode="r")["labels"][:])
+    assert calibration.name == build_calibration(load_build_config(None, overrides | {"seed": 9})).name
+    other = load_build_config(None, overrides | {"deform": {"max_displacement": 1.0}})
+    assert build_calibration(other).name != calibration.name
+    int8 = generator(load_build_config(None, overrides | {"backend": "onnxruntime-int8", "batch_size": 8}))
+    assert int8.backend == "onnxruntime-int8" and f"({calibration.name})" in int8.reason

@@ -55,7 +55,7 @@ RENEW_EVERY_S = 60.0  # how often a running build renews its lease
 class RunOptions:
     """Where and how a build runs; not part of what it produces."""
 
-    scheduler: str = "processes"
+    scheduler: str = "threads"
     workers: int = 2
     overwrite: bool = False
     progress: bool = True
@@ -312,10 +312,11 @@ def _build(out: str, config: BuildConfig, options: RunOptions, lease, *, lease_u
     built_samples = 0
 
     renewed = time.monotonic()
+    records = CompletionRecords(writer)
 
     def on_done(k: int, stats: pipeline.ShardStats) -> None:
         nonlocal built_samples, renewed, lease
-        writer.mark_complete([k], digests={k: stats.digest})
+        records.add(k, stats.digest)
         if time.monotonic() - renewed > RENEW_EVERY_S:
             lease, renewed = renew_lease(lease_url, lease), time.monotonic()
         summary.shards_built += 1
@@ -337,7 +338,12 @@ def _build(out: str, config: BuildConfig, options: RunOptions, lease, *, lease_u
                 "maps. Fix the source, raise --max-attempts, or allow more with --max-give-up; rerunning resumes."
             )
 
-    payload = {"out": out, "config": config.to_dict(), "storage_options": given_storage_options()}
+    payload = {
+        "out": out,
+        "config": config.to_dict(),
+        "storage_options": given_storage_options(),
+        "attrs": writer.shard_attrs(),  # so that no task reads the completion records, which grow
+    }
     if options.scheduler == "processes":  # local worker processes end with their coordinator
         payload["coordinator"] = _this_process()
     try:
@@ -351,7 +357,10 @@ def _build(out: str, config: BuildConfig, options: RunOptions, lease, *, lease_u
             on_done=on_done,
         )
     finally:
-        bar.close()
+        try:
+            records.flush()  # what finished is recorded, also when the build stops on an error
+        finally:
+            bar.close()
     summary.seconds = time.perf_counter() - start
     summary.reasons = dict(reasons)
     summary.stage_seconds = dict(stages)
@@ -386,6 +395,41 @@ class BuildPlan:
             f"estimated time: {_duration(eta)} on {self.options.workers} {self.options.scheduler} worker(s) "
             "(assumes the workers scale linearly)",
         ]
+
+
+class CompletionRecords:
+    """The coordinator's records of finished shards, written in batches.
+
+    Each record rewrites the store's root attributes, which list every complete shard with its digest,
+    so one costs more the fuller the store (milliseconds empty, seconds at hundreds of thousands of
+    shards). Shards are recorded at once while that is cheap, and later together: a write waits until
+    ``RECORD_SHARE`` of the time since the last one covers what the last one cost. So recording takes
+    at most about that share of the coordinator's time however large the store. A build killed
+    between two writes has written the shards it had not yet recorded whole; resuming writes them
+    again, with the same bytes.
+    """
+
+    RECORD_SHARE = 0.1
+
+    def __init__(self, writer: StoreWriter) -> None:
+        self.writer = writer
+        self.pending: dict[int, str] = {}
+        self.last_cost = 0.0
+        self.last_end = time.monotonic()
+
+    def add(self, k: int, digest: str) -> None:
+        self.pending[k] = digest
+        if time.monotonic() - self.last_end >= self.last_cost / self.RECORD_SHARE:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self.pending:
+            return
+        start = time.monotonic()
+        self.writer.mark_complete(list(self.pending), digests=dict(self.pending))
+        self.pending.clear()
+        self.last_end = time.monotonic()
+        self.last_cost = self.last_end - start
 
 
 def _duration(seconds: float) -> str:

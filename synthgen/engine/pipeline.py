@@ -135,13 +135,13 @@ def label_source(config: BuildConfig):
 
 
 def _new_source(config: BuildConfig):
-    from synthgen.kernels import warm_up
+    from synthgen.kernels import ensure_warm
     from synthgen.sources import source_from_config
 
     with notice_if_slow(
         "compiling the Numba kernels for this CPU (first run after an install; cached after)"
     ):
-        WORKER.get("source", "kernels warm", warm_up)  # compile or load every Numba kernel once per process
+        WORKER.get("source", "kernels warm", ensure_warm)  # compile every Numba kernel, once per install
         source = source_from_config(config.source, config.image_size)
         source.draw(np.random.default_rng(0))  # compiles (or loads) the source's own Numba code once
     return source
@@ -181,11 +181,32 @@ def generator(config: BuildConfig):
             lambda: RandomisedGenerator(schema, config.randomised),
         )
     path = generator_path(config)
+    extra = {"calibration": build_calibration(config)} if config.backend == "onnxruntime-int8" else {}
     return WORKER.get(
         "generator",
         (str(path), config.backend, config.batch_size),
-        lambda: open_generator(path, backend=config.backend, threads=1, max_batch=config.batch_size),
+        lambda: open_generator(path, backend=config.backend, threads=1, max_batch=config.batch_size, **extra),
     )
+
+
+def build_calibration(config: BuildConfig):
+    """The label maps an INT8 generator is calibrated and gated on: the build's own, drawn, deformed
+    and gated as the build draws them (seed ``seed``, samples 0..n-1), named by what defines them."""
+    import hashlib
+    import json
+    from dataclasses import replace
+
+    from synthgen.inference import CalibrationSet
+
+    defining = {k: v for k, v in config.to_dict().items() if k in LABEL_FIELDS}
+    digest = hashlib.sha256(json.dumps(defining, sort_keys=True).encode()).hexdigest()[:16]
+    return CalibrationSet(
+        f"build-labels-{digest}", lambda n, seed: draw_labels(replace(config, seed=seed), np.arange(n)).labels
+    )
+
+
+# the build config's fields that decide its label maps (with the seed)
+LABEL_FIELDS = ("image_size", "source", "deform", "gate", "max_attempts")
 
 
 def restyler(config: BuildConfig):
@@ -509,7 +530,10 @@ def build_shard(payload: Mapping[str, Any], k: int) -> ShardStats:
     use_fast_codecs()  # this task may run in a worker process of its own
     if payload.get("storage_options"):  # the coordinator's, also on a worker of another host
         set_storage_options(payload["storage_options"])
-    writer = StoreWriter.open(payload["out"])
+    if "attrs" in payload:  # the coordinator's: no read of the root attributes here
+        writer = StoreWriter.for_shards(payload["out"], payload["attrs"])
+    else:
+        writer = StoreWriter.open(payload["out"])
     layout = writer.attrs.layout
     start, stop = layout.shard_bounds(k)
     indices = np.arange(start, stop)

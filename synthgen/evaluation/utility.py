@@ -155,6 +155,13 @@ def patient_splits(reader: StoreReader, cfg: UtilityConfig) -> dict[str, np.ndar
     indices = reader.available_indices()
     patients = store_patients(reader)
     test = split_indices(reader, "test")
+    if len(test) == 0:
+        numbers = np.unique(patients)
+        raise ConfigError(
+            f"Expected test patients (number % 10 == 0) in {reader.url}. Got none among its {len(numbers)} "
+            f"patients ({numbers.min()} to {numbers.max()}): this copy holds none of the held-out tenth, "
+            "so nothing would be scored. Use a store of the full dataset."
+        )
     pool_patients = np.unique(patients[~np.isin(indices, test)])
     rng = seeding.rng(cfg.train.seed, seeding.UTILITY_SPLIT)
     order = rng.permutation(pool_patients)

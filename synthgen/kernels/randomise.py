@@ -27,9 +27,11 @@ Images are in [0, 1] in and out; borders are clamped (scipy.ndimage mode ``"near
 against.
 
 For speed (one core draws 128 x 128 images in tens of microseconds): every per-pixel loop runs in
-32-bit SIMD lanes (no 64-bit multiplies, no transcendental calls, no lookups by pixel value except a
-speckle node's), each axis's blur and resolution loss is one banded linear map applied to whole
-rows, and the steps after the blur see only the columns of each row that the fan can cover.
+32-bit SIMD lanes (no 64-bit multiplies, no transcendental calls, no lookups by pixel value: each
+pixel hashes its own two speckle nodes), each axis's blur and resolution loss is two passes over
+whole rows (the blur and the down-sampling as one weighted sum of rows, then the up-sampling),
+the image is transposed for the x axis in 8 x 8 tiles of SIMD registers, and the steps after the
+blur see only the columns of each row that the fan can cover.
 """
 
 from __future__ import annotations
@@ -38,6 +40,9 @@ import math
 
 import numba
 import numpy as np
+from llvmlite import ir
+from numba.core import cgutils, types
+from numba.extending import intrinsic
 
 from synthgen.errors import KernelInputError
 from synthgen.kernels import _validate
@@ -179,9 +184,9 @@ def _fit_sector(labels, params):
     tilt = params[TILT] * (math.pi / 180.0)
     ct, st = math.cos(tilt), math.sin(tilt)
     steps = max(int(89.0 - half0), 0)
-    limits = np.empty(steps + 1)
-    for s in range(steps + 1):
-        limits[s] = math.tan((half0 + s) * (math.pi / 180.0))
+    limits = np.empty(steps + 1)  # tan(half angle after s steps), as far as a pixel needs (see below)
+    limits[0] = math.tan(half0 * (math.pi / 180.0))
+    filled = 0
     side = np.zeros(steps + 2, np.int64)  # pixels first inside after s steps; the last: never
     far = np.zeros(_FAR_STEPS + 2, np.int64)
     ia = 1.0 / (params[WIDTH] * w)
@@ -199,7 +204,11 @@ def _fit_sector(labels, params):
             s = 0
             if v <= 0.0:
                 s = steps + 1
-            else:
+            elif u > v * limits[0]:
+                while filled < steps and u > v * limits[filled]:
+                    filled += 1
+                    limits[filled] = math.tan((half0 + filled) * (math.pi / 180.0))
+                s = 1
                 while s <= steps and u > v * limits[s]:
                     s += 1
             side[s] += 1
@@ -251,77 +260,118 @@ def _gaussian_taps(sigma):
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
-def _axis_operator(n, sigma, factor):
-    """One axis's blur and resolution loss as one banded linear map of a line of ``n`` values:
-    output ``i`` is ``weights[i] . line[starts[i] : starts[i] + L]``. The Gaussian blur of ``sigma``
-    (clamped borders), then, for factors of ``_MIN_FACTOR`` and more, linear down-sampling by
-    ``factor`` (positions ``c * factor``, clamped to the last value) and linear up-sampling back."""
+def _axis_plan(n, sigma, factor):
+    """One axis's blur and resolution loss of a line of ``n`` values, in two steps. First ``m`` values,
+    each a weighted sum of the line: ``value[c] = weight[c] . line[index[c]]``: the Gaussian blur of
+    ``sigma`` (clamped borders), then, for factors of ``_MIN_FACTOR`` and more, the linear down-sampling
+    by ``factor`` (positions ``c * factor``, clamped to the last value). Then output ``i`` is
+    ``value[lower[i]] + frac[i] * (value[upper[i]] - value[lower[i]])``: the linear up-sampling back
+    (for a blur alone, ``m = n`` and output ``i`` is value ``i``)."""
     taps = _gaussian_taps(sigma)
     t = taps.shape[0]
     r = (t - 1) // 2
+    lower = np.empty(n, np.int64)
+    upper = np.empty(n, np.int64)
+    frac = np.zeros(n, np.float32)
     if factor < _MIN_FACTOR:
-        span = min(-(-t // 4) * 4, n)  # whole groups of four rows for _combine_rows
-        starts = np.empty(n, np.int64)
-        weights = np.zeros((n, span), np.float32)
+        index = np.empty((n, t), np.int64)
+        weight = np.empty((n, t), np.float32)
         for i in range(n):
-            start = min(max(i - r, 0), n - span)
-            starts[i] = start
-            row = weights[i]
-            if i >= r and i + r < n:  # clear of the borders: the taps as they are
-                for k in range(t):
-                    row[i - r - start + k] = taps[k]
-            else:
-                for k in range(t):
-                    row[min(max(i + k - r, 0), n - 1) - start] += taps[k]
-        return starts, weights
+            for k in range(t):
+                index[i, k] = min(max(i + k - r, 0), n - 1)
+                weight[i, k] = taps[k]
+            lower[i] = i
+            upper[i] = i
+        return index, weight, lower, upper, frac
     # coarse sample c: fine samples k, k + 1 of the blurred line, so t + 1 weights of the line from k - r
     m = math.ceil((n - 1) / factor) + 1
-    first = np.empty(m, np.int64)
-    down = np.zeros((m, t + 1), np.float32)
+    index = np.empty((m, t + 1), np.int64)
+    weight = np.zeros((m, t + 1), np.float32)
     for c in range(m):
         q = min(c * factor, n - 1.0)
         k = min(int(q), n - 2) if n > 1 else 0
         b = np.float32(q - k) if n > 1 else np.float32(0.0)
-        first[c] = k - r
-        row = down[c]
+        for j in range(t + 1):
+            index[c, j] = min(max(k - r + j, 0), n - 1)
         for j in range(t):
-            row[j] += (np.float32(1.0) - b) * taps[j]
-            row[j + 1] += b * taps[j]
-    # output i: coarse samples c0, c0 + 1 with weights 1 - a, a; its band, clamped to the line
-    lower = np.empty(n, np.int64)
-    pair = np.empty(n, np.int64)
-    frac = np.empty(n, np.float32)
-    span = 1
+            weight[c, j] += (np.float32(1.0) - b) * taps[j]
+            weight[c, j + 1] += b * taps[j]
     for i in range(n):
         p = min(i * (1.0 / factor), m - 1.0)
         c0 = min(int(p), m - 2) if m > 1 else 0
-        pair[i] = c0
+        lower[i] = c0
+        upper[i] = min(c0 + 1, m - 1)
         frac[i] = np.float32(p - c0) if m > 1 else np.float32(0.0)
-        lower[i] = max(first[c0], 0)
-        upper = min(first[min(c0 + 1, m - 1)] + t, n - 1)
-        span = max(span, upper - lower[i] + 1)
-    span = min(-(-span // 4) * 4, n)  # whole groups of four rows for _combine_rows
-    starts = np.empty(n, np.int64)
-    weights = np.zeros((n, span), np.float32)
-    for i in range(n):
-        start = min(lower[i], n - span)
-        starts[i] = start
-        row = weights[i]
-        for j in range(2):
-            c = min(pair[i] + j, m - 1)
-            wc = np.float32(1.0) - frac[i] if j == 0 else frac[i]
-            if wc == 0.0:
-                continue
-            src = down[c]
-            f = first[c]
-            if f >= 0 and f + t < n:  # clear of the borders: the weights side by side
-                off = f - start
-                for k in range(t + 1):
-                    row[off + k] += wc * src[k]
-            else:
-                for k in range(t + 1):
-                    row[min(max(f + k, 0), n - 1) - start] += wc * src[k]
-    return starts, weights
+    return index, weight, lower, upper, frac
+
+
+_TILE = 8  # the transpose's tiles: 8 x 8 float32 values, by the three rounds of lane shuffles below
+_UNPACK_LO = (0, 8, 1, 9, 4, 12, 5, 13)
+_UNPACK_HI = (2, 10, 3, 11, 6, 14, 7, 15)
+_PAIRS_LO = (0, 1, 8, 9, 4, 5, 12, 13)
+_PAIRS_HI = (2, 3, 10, 11, 6, 7, 14, 15)
+_HALVES_LO = (0, 1, 2, 3, 8, 9, 10, 11)
+_HALVES_HI = (4, 5, 6, 7, 12, 13, 14, 15)
+
+
+@intrinsic
+def _transpose_tile(typingctx, src, y0, x0, dst):
+    """``dst[x0 + j, y0 + i] = src[y0 + i, x0 + j]`` for i, j < 8, on 2-d C-contiguous float32 arrays:
+    eight vector loads, 24 shuffles, eight vector stores (generic LLVM vectors: any SIMD target). No
+    bounds checks: the caller keeps the tile inside both arrays."""
+    arrays = (src, dst)
+    if not all(isinstance(a, types.Array) and a.ndim == 2 and a.layout == "C" for a in arrays):
+        return None
+    if not all(a.dtype == types.float32 for a in arrays):
+        return None
+
+    def codegen(context, builder, signature, args):
+        src_t, y_t, x_t, dst_t = signature.args
+        y0v = context.cast(builder, args[1], y_t, types.intp)
+        x0v = context.cast(builder, args[2], x_t, types.intp)
+        vector = ir.VectorType(ir.FloatType(), _TILE)
+
+        def pointers(ty, value, first, second):
+            a = context.make_array(ty)(context, builder, value)
+            shape, strides = cgutils.unpack_tuple(builder, a.shape), cgutils.unpack_tuple(builder, a.strides)
+            for i in range(_TILE):
+                at = [builder.add(first, ir.Constant(first.type, i)), second]
+                item = cgutils.get_item_pointer2(context, builder, a.data, shape, strides, "C", at)
+                yield builder.bitcast(item, vector.as_pointer())
+
+        def shuffle(a, b, mask):
+            return builder.shuffle_vector(a, b, ir.Constant(ir.VectorType(ir.IntType(32), _TILE), mask))
+
+        rows = [builder.load(p, align=4) for p in pointers(src_t, args[0], y0v, x0v)]
+        pairs = []
+        for i in range(0, _TILE, 2):
+            pairs += [shuffle(rows[i], rows[i + 1], _UNPACK_LO), shuffle(rows[i], rows[i + 1], _UNPACK_HI)]
+        quads = []
+        for q in (0, 4):
+            a0, a1, b0, b1 = pairs[q : q + 4]
+            quads += [shuffle(a0, b0, _PAIRS_LO), shuffle(a0, b0, _PAIRS_HI)]
+            quads += [shuffle(a1, b1, _PAIRS_LO), shuffle(a1, b1, _PAIRS_HI)]
+        cols = [shuffle(quads[j], quads[j + 4], _HALVES_LO) for j in range(4)]
+        cols += [shuffle(quads[j], quads[j + 4], _HALVES_HI) for j in range(4)]
+        for col, p in zip(cols, pointers(dst_t, args[3], x0v, y0v), strict=True):
+            builder.store(col, p, align=4)
+        return context.get_dummy_value()
+
+    return types.void(src, y0, x0, dst), codegen
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy", inline="always")
+def _transpose(src, dst, h, w):
+    """``dst[x, y] = src[y, x]`` for ``y < h``, ``x < w``: 8 x 8 tiles in SIMD registers, the edges
+    one value at a time."""
+    h8 = h // _TILE * _TILE
+    w8 = w // _TILE * _TILE
+    for y0 in range(0, h8, _TILE):
+        for x0 in range(0, w8, _TILE):
+            _transpose_tile(src, y0, x0, dst)
+    for y in range(h):
+        for x in range(w8 if y < h8 else 0, w):
+            dst[x, y] = src[y, x]
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy", inline="always")
@@ -338,38 +388,45 @@ def _fill(dst, value):
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy", inline="always")
-def _combine_rows(src, start, weights, x0, dst):
-    """``dst[j] = sum_t weights[t] * src[start + t, x0 + j]``, four rows a pass (the operators' bands
-    are whole groups of four but on the shortest lines). Unsigned indices (no wraparound checks), so
-    that the loops run in SIMD lanes."""
-    n = weights.shape[0]
+def _weighted_rows(src, index, weight, x0, dst):
+    """``dst[j] = sum_t weight[t] * src[index[t], x0 + j]``, four rows a pass. Unsigned indices (no
+    wraparound checks), so that the loops run in SIMD lanes."""
+    n = weight.shape[0]
     c = np.uint64(x0)
-    one, two, three = np.uint64(1), np.uint64(2), np.uint64(3)
     t = 0
     while t + 4 <= n:
-        r = np.uint64(start + t)
-        wa, wb, wc, wd = weights[t], weights[t + 1], weights[t + 2], weights[t + 3]
+        ra, rb = np.uint64(index[t]), np.uint64(index[t + 1])
+        rc, rd = np.uint64(index[t + 2]), np.uint64(index[t + 3])
+        wa, wb, wc, wd = weight[t], weight[t + 1], weight[t + 2], weight[t + 3]
         first = t == 0
         for j in range(dst.shape[0]):
             x = c + np.uint64(j)
-            v = (wa * src[r, x] + wb * src[r + one, x]) + (wc * src[r + two, x] + wd * src[r + three, x])
+            v = (wa * src[ra, x] + wb * src[rb, x]) + (wc * src[rc, x] + wd * src[rd, x])
             dst[j] = v if first else dst[j] + v
         t += 4
     while t < n:
-        r = np.uint64(start + t)
-        wa = weights[t]
+        ra = np.uint64(index[t])
+        wa = weight[t]
         first = t == 0
         for j in range(dst.shape[0]):
-            v = wa * src[r, c + np.uint64(j)]
+            v = wa * src[ra, c + np.uint64(j)]
             dst[j] = v if first else dst[j] + v
         t += 1
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy", inline="always")
+def _lerp_rows(a, b, t, dst):
+    """``dst = a + t (b - a)``."""
+    for j in range(dst.shape[0]):
+        dst[j] = a[j] + t * (b[j] - a[j])
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy", inline="always")
 def _normals(lo, hi, first, out):
     """``out[i]``: the standard-normal approximation of value ``first + i`` of the stream (lo, hi)."""
+    base = np.uint32(first)
     for i in range(out.shape[0]):
-        b = _bits32(lo, hi, first + i)
+        b = _bits32(lo, hi, np.uint32(np.uint32(i) + base))  # 32-bit lanes: no 64-bit counter to narrow
         s = np.uint32((b & _BYTES) + ((b >> np.uint32(8)) & _BYTES))
         s = np.uint32((s & np.uint32(0xFFFF)) + (s >> np.uint32(16)))
         out[i] = (np.float32(np.int32(s)) - _IH_MEAN) * _IH_SCALE
@@ -377,12 +434,27 @@ def _normals(lo, hi, first, out):
 
 @numba.njit(cache=True, nogil=True, error_model="numpy", inline="always")
 def _classes(cls, means, stds, noise, out):
-    """``out[i] = means[c] + stds[c] * noise[i]``, ``c = cls[i]``: for few classes one select pass
-    per class (SIMD), else a lookup per pixel."""
-    if means.shape[0] <= _SELECT_CLASSES:
+    """``out[i] = means[c] + stds[c] * noise[i]``, ``c = cls[i]``: for up to four classes by a tree of
+    selects on the class's two bits, for up to ``_SELECT_CLASSES`` one select pass per class (both in
+    SIMD lanes), else a lookup per pixel."""
+    k = means.shape[0]
+    if k <= 4:
+        m0, s0 = means[0], stds[0]  # classes past the last are never drawn: any values will do
+        m1, s1 = (means[1], stds[1]) if k > 1 else (m0, s0)
+        m2, s2 = (means[2], stds[2]) if k > 2 else (m0, s0)
+        m3, s3 = (means[3], stds[3]) if k > 3 else (m0, s0)
+        for i in range(out.shape[0]):
+            c = np.int32(cls[i])
+            odd = (c & np.int32(1)) != 0
+            high = c >= np.int32(2)
+            ma, sa = (m1, s1) if odd else (m0, s0)
+            mb, sb = (m3, s3) if odd else (m2, s2)
+            m, s = (mb, sb) if high else (ma, sa)
+            out[i] = m + s * noise[i]
+    elif k <= _SELECT_CLASSES:
         for i in range(out.shape[0]):
             out[i] = means[0] + stds[0] * noise[i]
-        for c in range(1, means.shape[0]):
+        for c in range(1, k):
             mc, sc, cc = means[c], stds[c], np.uint8(c)
             for i in range(out.shape[0]):
                 out[i] = mc + sc * noise[i] if cls[i] == cc else out[i]
@@ -393,42 +465,44 @@ def _classes(cls, means, stds, noise, out):
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy", inline="always")
-def _speckle(img, y0, params, lo, hi, nodes, slope, at, frac):
-    """Multiply rows ``y0`` on of ``img`` (a block of ``nodes.shape[0] // (W + 2)`` at most) by
-    (1 + level * (s - 1)): ``s`` the linear interpolation across each row of speckle amplitudes
-    (mean 1) on nodes spaced 1 + growth * depth pixels apart, depth measured below the sector's apex
-    as a fraction of its depth. Node ``k`` of row ``y`` is value ``y * (W + 2) + k`` of the stream
-    (lo, hi). Every step but the lookup of each pixel's node runs in SIMD lanes."""
+def _amplitude(lo, hi, i):
+    """Speckle amplitude (mean 1) of node ``i`` of the stream (lo, hi): the length of the vector of its
+    hash's two byte-pair sums, centred."""
+    b = _bits32(lo, hi, i)
+    s = np.uint32((b & _BYTES) + ((b >> np.uint32(8)) & _BYTES))
+    u = np.float32(np.int32(s & np.uint32(0xFFFF))) - _PAIR_MEAN
+    v = np.float32(np.int32(s >> np.uint32(16))) - _PAIR_MEAN
+    return np.sqrt(u * u + v * v) * _SPECKLE_NORM
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy", inline="always")
+def _speckle(img, y0, params, lo, hi, node, frac):
+    """Multiply rows ``y0`` on of ``img`` (a block of ``node.shape[0] // W`` at most) by
+    1 + level * (s - 1): ``s`` the linear interpolation across each row of speckle amplitudes (mean 1)
+    on nodes spaced 1 + growth * depth pixels apart, depth measured below the sector's apex as a
+    fraction of its depth. Node ``k`` of row ``y`` is value ``y * (W + 2) + k`` of the stream (lo, hi).
+    Each pixel draws the amplitudes of its two nodes itself: no lookups, every step in SIMD lanes."""
     h, w = img.shape
-    rows = min(nodes.shape[0] // (w + 2), h - y0)
+    rows = min(node.shape[0] // w, h - y0)
     level = params[NOISE]
     growth = params[SPECKLE] * w
-    for i in range(rows * (w + 2)):
-        b = _bits32(lo, hi, y0 * (w + 2) + i)
-        s = np.uint32((b & _BYTES) + ((b >> np.uint32(8)) & _BYTES))
-        u = np.float32(np.int32(s & np.uint32(0xFFFF))) - _PAIR_MEAN
-        v = np.float32(np.int32(s >> np.uint32(16))) - _PAIR_MEAN
-        nodes[i] = np.sqrt(u * u + v * v) * _SPECKLE_NORM
-    one = np.float32(1.0)
-    for i in range(rows * (w + 2) - 1):  # each node's factor 1 + level (a - 1) and its slope
-        slope[i] = level * (nodes[i + 1] - nodes[i])
-    for i in range(rows * (w + 2)):
-        nodes[i] = one + level * (nodes[i] - one)
     for r in range(rows):
         d = max(((y0 + r + 0.5) / h - params[APEX_Y]) / params[DEPTH], 0.0)
         inv = np.float32(1.0 / (1.0 + growth * d))
-        first = np.int32(r * (w + 2))
-        row_at = at[r * w : (r + 1) * w]
+        first = np.uint32((y0 + r) * (w + 2))
+        row_node = node[r * w : (r + 1) * w]
         row_frac = frac[r * w : (r + 1) * w]
         for x in range(w):
             pos = np.float32(np.int32(x)) * inv  # int32 lanes convert to float32 in SIMD, int64 do not
             k = np.int32(pos)
-            row_at[x] = first + k
+            row_node[x] = np.uint32(first + np.uint32(k))
             row_frac[x] = pos - np.float32(k)
+    one = np.float32(1.0)
     flat = img.reshape(-1)[y0 * w : (y0 + rows) * w]
     for i in range(rows * w):
-        k = np.uint32(at[i])  # unsigned: no wraparound check
-        flat[i] *= nodes[k] + frac[i] * slope[k]
+        a = _amplitude(lo, hi, node[i])
+        b = _amplitude(lo, hi, np.uint32(node[i] + np.uint32(1)))
+        flat[i] *= (one + level * (a - one)) + frac[i] * (level * (b - a))
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy", inline="always")
@@ -599,22 +673,35 @@ def render_appearance(indices, base, params, key, modality, texture, sector, num
     from :func:`sample_appearance`; ``sector`` for echo only.
 
     Pointwise steps run on blocks of ``_BLOCK`` rows (long SIMD loops over scratch that stays in
-    cache). The blur and resolution loss of each axis are one banded map of whole rows
-    (:func:`_axis_operator`): the y axis's on the image, the x axis's on the image transposed. The
-    steps after the y axis's map see only the columns the fan can cover."""
+    cache). The blur and resolution loss of each axis follow :func:`_axis_plan`: the y axis's on the
+    image, the x axis's on the image transposed. The steps after the y axis's map see only the
+    columns the fan can cover."""
     h, w = indices.shape
     sector = sector and modality == 0
+    geometry = _sector_geometry(params, h, w)
+    fan = np.empty((h, 4), np.int64)  # each output row's columns: x0 <= xi0 <= xi1 <= x1
+    for y in range(h):
+        fan[y, 0], fan[y, 1], fan[y, 2], fan[y, 3] = _sector_span(y, geometry, w) if sector else (0, w, w, w)
+    sigma_x = _prefilter_sigma(params[BLUR_X], params[RES_X])
+    sigma_y = _prefilter_sigma(params[BLUR_Y], params[RES_Y])
+    speckle = modality == 0 and params[NOISE] > 0
+    x_map = sigma_x >= 0.25 or params[RES_X] >= _MIN_FACTOR
+    y_map = sigma_y >= 0.25 or params[RES_Y] >= _MIN_FACTOR
+    y_resample = params[RES_Y] >= _MIN_FACTOR
+    # each axis's blur and resolution loss (a plan of one value, unused, where the axis has none)
+    xi, xw, x_lower, x_upper, x_frac = _axis_plan(w if x_map else 1, sigma_x, params[RES_X])
+    yi, yw, y_lower, y_upper, y_frac = _axis_plan(h if y_map else 1, sigma_y, params[RES_Y])
     block = _BLOCK * w
     noise = np.empty(block, np.float32)
     mant = np.empty(block, np.float32)
     expo = np.empty(block, np.float32)
     shift = np.empty(block, np.int32)
     drawn = np.empty((h, w), np.float32)
-    flat = drawn.reshape(-1)
     means = params[CLASS0 : CLASS0 + num_classes]
     stds = params[CLASS0 + num_classes : CLASS0 + 2 * num_classes]
-    cls = indices.reshape(-1)
     tex_lo, tex_hi = _stream_words(key, _TEXTURE)
+    flat = drawn.reshape(-1)
+    cls = indices.reshape(-1)
     for y0 in range(0, h, _BLOCK):
         part = flat[y0 * w : min(y0 + _BLOCK, h) * w]
         if texture:
@@ -623,33 +710,30 @@ def render_appearance(indices, base, params, key, modality, texture, sector, num
             _classes(cls[y0 * w : y0 * w + n], means, stds, noise[:n], part)
         else:
             _copy(base.reshape(-1)[y0 * w : y0 * w + part.shape[0]], part)
-    if modality == 0 and params[NOISE] > 0:
-        lo, hi = _stream_words(key, _SPECKLE_A)
-        nodes = np.empty(_BLOCK * (w + 2), np.float32)
-        slope = np.empty(_BLOCK * (w + 2), np.float32)
-        for y0 in range(0, h, _BLOCK):
-            _speckle(drawn, y0, params, lo, hi, nodes, slope, shift, mant)
-    sigma_x = _prefilter_sigma(params[BLUR_X], params[RES_X])
-    sigma_y = _prefilter_sigma(params[BLUR_Y], params[RES_Y])
     src = drawn
-    if sigma_x >= 0.25 or params[RES_X] >= _MIN_FACTOR:
-        # rows padded, so that writing a column does not map every value to the same few cache sets
+    if speckle:
+        lo, hi = _stream_words(key, _SPECKLE_A)
+        node = np.empty(block, np.uint32)
+        for y0 in range(0, h, _BLOCK):
+            _speckle(drawn, y0, params, lo, hi, node, mant)
+    if x_map:
+        # rows padded, so that the transposes' column writes do not map to the same few cache sets
         turned = np.empty((w, h + _PAD), np.float32)
-        for y in range(h):
+        _transpose(drawn, turned, h, w)
+        coarse = np.empty((xi.shape[0], h + _PAD), np.float32)
+        for c in range(xi.shape[0]):
+            _weighted_rows(turned, xi[c], xw[c], 0, coarse[c, :h])
+        if params[RES_X] >= _MIN_FACTOR:  # up-sampled back, in the rows of ``turned``
             for x in range(w):
-                turned[x, y] = drawn[y, x]
-        starts, weights = _axis_operator(w, sigma_x, params[RES_X])
+                _lerp_rows(coarse[x_lower[x], :h], coarse[x_upper[x], :h], x_frac[x], turned[x, :h])
+            coarse = turned
         src = np.empty((h, w + _PAD), np.float32)
-        col = noise[:h] if h <= block else np.empty(h, np.float32)
-        for x in range(w):
-            _combine_rows(turned, starts[x], weights[x], 0, col)
-            for y in range(h):
-                src[y, x] = col[y]
-    y_map = sigma_y >= 0.25 or params[RES_Y] >= _MIN_FACTOR
-    if y_map:
-        starts, weights = _axis_operator(h, sigma_y, params[RES_Y])
+        _transpose(coarse, src, w, h)
+    if y_resample:  # the down-sampled rows, whole
+        coarse = np.empty((yi.shape[0], w), np.float32)
+        for c in range(yi.shape[0]):
+            _weighted_rows(src, yi[c], yw[c], 0, coarse[c])
     profile = _bias_profile(params, w)
-    geometry = _sector_geometry(params, h, w)
     n_lo, n_hi = _stream_words(key, _NOISE_A)
     m_lo, m_hi = _stream_words(key, _NOISE_B)
     level = params[NOISE]
@@ -669,11 +753,13 @@ def render_appearance(indices, base, params, key, modality, texture, sector, num
         n = 0
         for r in range(rows):  # the block's covered columns, one row after another, in vals
             y = y0 + r
-            x0, xi0, xi1, x1 = _sector_span(y, geometry, w) if sector else (0, w, w, w)
+            x0, xi0, xi1, x1 = fan[y, 0], fan[y, 1], fan[y, 2], fan[y, 3]
             spans[r, 0], spans[r, 1], spans[r, 2], spans[r, 3], spans[r, 4] = x0, xi0, xi1, x1, n
             v = vals[n : n + x1 - x0]
-            if y_map:
-                _combine_rows(src, starts[y], weights[y], x0, v)
+            if y_resample:
+                _lerp_rows(coarse[y_lower[y], x0:x1], coarse[y_upper[y], x0:x1], y_frac[y], v)
+            elif y_map:
+                _weighted_rows(src, yi[y], yw[y], x0, v)
             else:
                 _copy(src[y, x0:x1], v)
             p = y * (g - 1) / max(h - 1, 1)

@@ -20,7 +20,6 @@ from typing import Any
 
 import numba
 import numpy as np
-from scipy import ndimage
 
 from synthgen.errors import KernelInputError
 
@@ -128,6 +127,8 @@ def slice_plane_reference(
     fill: int = 0,
 ) -> np.ndarray:
     """The same slice with ``scipy.ndimage.map_coordinates`` (slow; for tests)."""
+    from scipy import ndimage
+
     h, w = _shape(shape)
     center, row_step, col_step = (np.asarray(v, np.float64) for v in (center, row_step, col_step))
     dr = np.arange(h, dtype=np.float64)[:, None] - (h - 1) / 2.0

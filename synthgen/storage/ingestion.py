@@ -11,7 +11,9 @@ size in mm, from the spacing its header gives, as MONAI's ``Spacing`` does (outp
 ``round((n - 1) * old / new) + 1``, the first pixel centres kept in place, images linear, labels
 nearest, samples beyond the last pixel taking its value); ``pad_or_crop`` then pads (0: black,
 background) or crops symmetrically about the centre to H x W, keeping the aspect ratio, as MONAI's
-``ResizeWithPadOrCrop`` does. Labels follow their image's grid and spacing. ``size`` instead
+``ResizeWithPadOrCrop`` does (the kernels of :mod:`synthgen.kernels.resize`). Labels follow their
+image's grid and spacing. A DICOM image (a file, or a folder's series) keeps its stored voxel order,
+so a NIfTI label that reading would turn to RAS+ is refused beside it (:func:`scan`). ``size`` instead
 stretches every slice to H x W (labels by nearest neighbour, never a new value; images linear,
 antialiased when shrinking): it does not combine with ``spacing`` or ``pad_or_crop``.
 
@@ -31,14 +33,20 @@ import time
 from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from synthgen.errors import ConfigError, InputDataError, StoreExistsError
-from synthgen.kernels import resize_images, resize_labels
+from synthgen.kernels import (
+    pad_or_crop,
+    resize_images,
+    resize_labels,
+    spacing_images,
+    spacing_labels,
+    spacing_shape,
+)
 from synthgen.schemas import (
     Intensity,
     LabelSchema,
@@ -64,8 +72,10 @@ from synthgen.storage.layouts import (
     parse_patterns,
 )
 from synthgen.storage.readers import (
+    DICOM_SUFFIXES,
     ORIENTATION,
     VolumeInfo,
+    file_suffix,
     probe,
     probe_channels,
     read_channels,
@@ -179,7 +189,8 @@ def store_image_dtype(dtype: str) -> str:
 
 # -- passes ---------------------------------------------------------------------------------------
 def scan(source: Path, pairs: Sequence[SourcePair]) -> list[VolumeInfo]:
-    """Header of every image, checked against its label's header (same slices, rows and cols)."""
+    """Header of every image, checked against its label's header (same slices, rows and cols; a DICOM
+    image, kept in its stored order, with a label that reading does not reorder)."""
     infos = []
     for p in pairs:
         image = probe_channels([source / f for f in p.images], p.images)
@@ -188,6 +199,13 @@ def scan(source: Path, pairs: Sequence[SourcePair]) -> list[VolumeInfo]:
             raise InputDataError(
                 f"Expected image and label of the same shape (slices, rows, cols). Got {image.shape} in "
                 f"{p.image} and {label.shape} in {p.label}."
+            )
+        dicom = (source / p.image).is_dir() or file_suffix(p.image) in DICOM_SUFFIXES
+        if dicom and label.reoriented:
+            raise InputDataError(
+                f"Expected the label of the DICOM image {p.image} in the image's stored voxel order. Got "
+                f"{p.label}, a NIfTI stored {label.orientation} that is read turned to RAS+ while DICOM keeps its "
+                "order, so the two would not line up: save the label as .mha on the image's voxel grid."
             )
         infos.append(image)
     return infos
@@ -211,7 +229,13 @@ def _source_hash(source: Path, pairs: Sequence[SourcePair]) -> str:
     h = hashlib.sha256()
     for p in pairs:
         for rel in (*p.images, p.label):
-            h.update(f"{rel}\t{(source / rel).stat().st_size}\n".encode())
+            path = source / rel
+            if path.is_dir():  # a DICOM series: each file of the folder
+                for f in sorted(path.iterdir()):
+                    if f.is_file() and not f.name.startswith("."):
+                        h.update(f"{rel}/{f.name}\t{f.stat().st_size}\n".encode())
+            else:
+                h.update(f"{rel}\t{path.stat().st_size}\n".encode())
     return "sha256:" + h.hexdigest()
 
 
@@ -240,80 +264,7 @@ def meta_fields() -> tuple[MetaField, ...]:
     )
 
 
-# -- geometry: --spacing, then --pad-or-crop; or --size --------------------------------------------
-def spacing_shape(shape: Sequence[int], spacing: Sequence[float], target: Sequence[float]) -> tuple[int, int]:
-    """(rows, cols) after resampling from ``spacing`` to ``target`` mm: MONAI ``Spacing``'s size, whose
-    first and last pixel centres span the same distance as before, ``round((n - 1) * old / new) + 1``."""
-    return tuple(  # type: ignore[return-value]
-        max(1, int(np.round((n - 1) * s / t + 1.0))) for n, s, t in zip(shape, spacing, target, strict=True)
-    )
-
-
-def _spacing_positions(n_in: int, spacing: float, target: float) -> np.ndarray:
-    """Input position of each output pixel centre (first centres aligned), held at the last pixel beyond it."""
-    n_out = spacing_shape((n_in,), (spacing,), (target,))[0]
-    return np.minimum(np.arange(n_out, dtype=np.float64) * (target / spacing), n_in - 1)
-
-
-@lru_cache(maxsize=64)
-def _spacing_weights(n_in: int, spacing: float, target: float) -> np.ndarray:
-    """(n_out, n_in) linear interpolation weights at :func:`_spacing_positions` (non-negative, rows sum to
-    1; read-only)."""
-    x = _spacing_positions(n_in, spacing, target)
-    lo = np.floor(x).astype(np.intp)
-    frac = x - lo
-    weights = np.zeros((len(x), n_in), np.float64)
-    np.add.at(weights, (np.arange(len(x)), lo), 1.0 - frac)
-    np.add.at(weights, (np.arange(len(x)), np.minimum(lo + 1, n_in - 1)), frac)
-    out = weights.astype(np.float32)
-    out.setflags(write=False)
-    return out
-
-
-def spacing_images(images: np.ndarray, spacing: Sequence[float], target: Sequence[float]) -> np.ndarray:
-    """Images (..., H, W) resampled from ``spacing`` to ``target`` (row, col) mm as MONAI's ``Spacing``
-    does with ``bilinear`` and ``border`` padding; integer images are rounded, the dtype is kept."""
-    x = np.matmul(_spacing_weights(images.shape[-2], spacing[0], target[0]), images.astype(np.float32))
-    x = np.matmul(x, _spacing_weights(images.shape[-1], spacing[1], target[1]).T)
-    if images.dtype.kind in "uib":
-        info = np.iinfo(images.dtype) if images.dtype.kind != "b" else np.iinfo(np.uint8)
-        x = np.clip(np.rint(x), info.min, info.max)
-    return x.astype(images.dtype, copy=False)
-
-
-def spacing_labels(labels: np.ndarray, spacing: Sequence[float], target: Sequence[float]) -> np.ndarray:
-    """Label maps (..., H, W) resampled as :func:`spacing_images`, by nearest neighbour: every value is an
-    input value. A position halfway between two pixels takes the later one (MONAI's ties fall either
-    way, by the float rounding of its normalised grid)."""
-    rows, cols = (
-        np.floor(_spacing_positions(n, s, t) + 0.5).astype(np.intp)
-        for n, s, t in zip(labels.shape[-2:], spacing, target, strict=True)
-    )
-    return labels[..., rows[:, None], cols[None, :]]
-
-
-def _centre_window(n: int, target: int) -> tuple[slice, slice]:
-    """(source, destination) slices of MONAI's symmetric pad (``target`` > ``n``: the extra split with
-    the odd one after) or centre crop (start ``n // 2 - target // 2``)."""
-    if target >= n:
-        before = (target - n) // 2
-        return slice(0, n), slice(before, before + n)
-    start = n // 2 - target // 2
-    return slice(start, start + target), slice(0, target)
-
-
-def pad_or_crop(array: np.ndarray, size: Sequence[int]) -> np.ndarray:
-    """``array`` (..., H, W) padded with 0 or cropped about the centre to (..., *size), as MONAI's
-    ``ResizeWithPadOrCrop`` does; nothing is stretched."""
-    (rows_in, rows_out), (cols_in, cols_out) = (
-        _centre_window(array.shape[-2], size[0]),
-        _centre_window(array.shape[-1], size[1]),
-    )
-    out = np.zeros((*array.shape[:-2], *size), array.dtype)
-    out[..., rows_out, cols_out] = array[..., rows_in, cols_in]
-    return out
-
-
+# -- geometry: --spacing, then --pad-or-crop; or --size (the kernels of synthgen.kernels.resize) -----
 @dataclass(frozen=True)
 class _Geometry:
     """What ingestion does to the slices of one source file (see the module docstring for the order)."""
@@ -504,7 +455,8 @@ def _ingest(config: IngestConfig, progress: bool | None) -> IngestResult:
         "sources": [p.image for p in pairs],
         "label_sources": [p.label for p in pairs],
         "source_hash": _source_hash(source, pairs),
-        "source_hash_of": "sha256 of 'path<TAB>bytes' lines of every image and label file, in order",
+        "source_hash_of": "sha256 of 'path<TAB>bytes' lines of every image and label file (each file of a "
+        "DICOM series folder), in order",
         "native_sizes": {f"{h}x{w}": c for (h, w), c in sorted(slices_per_size.items())},
         "orientation": ORIENTATION,
         "source_orientations": dict(sorted(orientations.items())),

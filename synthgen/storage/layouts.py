@@ -5,14 +5,20 @@
 ``pairs``: any folder of images and labels, the label of ``dir/name.ext`` found by naming patterns
 relative to ``dir`` (``{name}_gt``, ``../labels/{name}``...), with any supported suffix. DICOM images
 pair the same way: ``case.dcm`` with ``case_gt.png`` or ``case_gt.nii.gz`` beside it (a label file
-of the same suffix is preferred where there are several; a DICOM label is refused when read).
+of the same suffix is preferred where there are several; a DICOM label is refused when read). A
+folder whose files are all DICOM (a DICOM suffix, or none and the ``DICM`` marker; ``DICOMDIR``
+aside) is one image, a DICOM series, where a label volume is named after it by the same patterns,
+the folder name standing for the image's name: ``patient01/`` (``IM0001.dcm``... or files without a
+suffix) with ``patient01_gt.nii.gz`` or ``patient01_gt.mha`` beside it. A folder of DICOM files with no
+such label keeps its files as images of their own.
 ``nnunet``: an nnU-Net v2 raw dataset folder: ``dataset.json`` (``channel_names``, ``labels`` by name,
 ``file_ending``), ``imagesTr/{case}_{XXXX}{file_ending}`` (one file per channel, ``_0000``, ``_0001``...)
 and ``labelsTr/{case}{file_ending}``; the label schema comes from ``dataset.json``. The 2D NIfTI slices
 that ``synthgen convert --to nnunet`` writes read back as they were; 3D volumes are sliced like ACDC's.
 
-Discovery only lists files and pairs them: no file is opened except ACDC's small ``Info.cfg`` and
-nnU-Net's ``dataset.json``. Files no reader opens (NRRD, JPEG, a DICOM file without a ``.dcm``
+Discovery only lists files and pairs them: no file is opened except ACDC's small ``Info.cfg``,
+nnU-Net's ``dataset.json`` and the first 132 bytes (the ``DICM`` marker) of suffix-less files in
+folders otherwise all DICOM. Files no reader opens (NRRD, JPEG, a DICOM file without a ``.dcm``
 suffix...; in the nnunet layout anything but ``file_ending``) are skipped; where one of them is the
 missing half of a pair, or all a folder holds, the error names it as not a readable image format.
 """
@@ -24,7 +30,7 @@ import json
 import os
 import posixpath
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,6 +42,7 @@ from synthgen.storage.readers import (
     SUFFIXES,
     bare_name,
     file_suffix,
+    has_dicom_marker,
     not_read,
     strip_suffix,
 )
@@ -95,6 +102,22 @@ def _walk(root: Path, exclude: Path | None) -> tuple[list[str], list[str]]:
             if not f.startswith("."):
                 (found if file_suffix(f) is not None else skipped).append(f if rel == "." else f"{rel}/{f}")
     return sorted(found), sorted(skipped)
+
+
+def dicom_folders(source: Path, files: Sequence[str], skipped: Sequence[str]) -> dict[str, tuple[str, ...]]:
+    """Folders under ``source`` (not itself) whose every file is DICOM, each a possible DICOM series:
+    folder -> its files (relative paths, from ``files`` and ``skipped`` as :func:`_walk` gives them)."""
+    members: dict[str, list[str]] = {}
+    for f in (*files, *skipped):
+        if posixpath.dirname(f):
+            members.setdefault(posixpath.dirname(f), []).append(f)
+    found = {}
+    for folder, fs in sorted(members.items()):
+        slices = [f for f in fs if posixpath.basename(f).upper() != "DICOMDIR"]
+        if slices and all(file_suffix(f) in (None, *DICOM_SUFFIXES) for f in slices):
+            if all(file_suffix(f) is not None or has_dicom_marker(source / f) for f in slices):
+                found[folder] = tuple(sorted(fs))
+    return found
 
 
 def detect_layout(files: Sequence[str], source: Path) -> str:
@@ -189,27 +212,50 @@ def _unread_partner(orphan: str, skipped: Sequence[str], patterns: Sequence[str]
     return None
 
 
+def _label_of(image: str, name: str, by_stem: Mapping[str, list[str]], patterns: Sequence[str]) -> str | None:
+    """The label of ``image`` (a file, or a series folder) whose name stands as ``name`` in ``patterns``."""
+    folder = posixpath.dirname(image)
+    for pattern in patterns:
+        stem = posixpath.normpath(posixpath.join(folder, pattern.format(name=name)))
+        candidates = [c for c in by_stem.get(stem, []) if c != image]
+        if not candidates:
+            continue
+        same = [c for c in candidates if file_suffix(c) == file_suffix(image)]
+        if len(same) != 1 and len(candidates) > 1:
+            raise InputDataError(f"Expected one label for {image}. Got several: {candidates}.")
+        return same[0] if same else candidates[0]
+    return None
+
+
 def _generic_pairs(
-    files: Sequence[str], source: Path, patterns: Sequence[str], skipped: Sequence[str] = ()
+    files: Sequence[str],
+    source: Path,
+    patterns: Sequence[str],
+    skipped: Sequence[str] = (),
+    series: Mapping[str, Sequence[str]] | None = None,
 ) -> list[SourcePair]:
     by_stem: dict[str, list[str]] = {}
     for f in files:
         by_stem.setdefault(strip_suffix(f), []).append(f)
+    series = series or {}
+    series_labels = {}
+    for folder in series:  # a DICOM folder with a label named after it is one image; else its files are
+        label = _label_of(folder, posixpath.basename(folder), by_stem, patterns)
+        if label is not None:
+            series_labels[folder] = label
+    in_series = {f for folder in series_labels for f in series[folder]}
+    files = [f for f in files if f not in in_series]
+    skipped = [f for f in skipped if f not in in_series]
     label_of: dict[str, str] = {}
     for f in files:
-        folder, name = posixpath.dirname(f), strip_suffix(posixpath.basename(f))
-        for pattern in patterns:
-            stem = posixpath.normpath(posixpath.join(folder, pattern.format(name=name)))
-            candidates = [c for c in by_stem.get(stem, []) if c != f]
-            if not candidates:
-                continue
-            same = [c for c in candidates if file_suffix(c) == file_suffix(f)]
-            if len(same) != 1 and len(candidates) > 1:
-                raise InputDataError(f"Expected one label for {f}. Got several: {candidates}.")
-            label_of[f] = same[0] if same else candidates[0]
-            break
-    used = set(label_of.values())
+        label = _label_of(f, strip_suffix(posixpath.basename(f)), by_stem, patterns)
+        if label is not None:
+            label_of[f] = label
+    used = set(label_of.values()) | set(series_labels.values())
     pairs = [SourcePair(f, label_of[f]) for f in files if f in label_of and f not in used]
+    pairs = sorted(
+        [*pairs, *(SourcePair(d, label) for d, label in series_labels.items())], key=lambda p: p.image
+    )
     owners: dict[str, str] = {}
     for p in pairs:
         if p.label in owners:
@@ -227,9 +273,16 @@ def _generic_pairs(
             )
     if orphans:
         looked = ", ".join(p.format(name=strip_suffix(posixpath.basename(orphans[0]))) for p in patterns)
+        folder = posixpath.dirname(orphans[0])
+        hint = (
+            f" To read {folder}/ as one DICOM series, name its label after the folder "
+            f"({posixpath.basename(folder)}_gt.nii.gz beside it)."
+            if folder in series
+            else ""
+        )
         raise InputDataError(
             f"Image {orphans[0]} has no label in {source} ({len(orphans)} such file(s)): looked for {looked} "
-            "with any supported suffix. Pass --pattern to say how labels are named."
+            f"with any supported suffix. Pass --pattern to say how labels are named.{hint}"
         )
     if not pairs:
         raise InputDataError(f"Expected image/label pairs ({READ_FORMATS}) in {source}. Found none.")
@@ -279,7 +332,8 @@ def discover(
     elif layout == "acdc":
         pairs = _acdc_pairs(files, source)
     elif layout == "pairs":
-        pairs = _generic_pairs(files, source, parse_patterns(patterns), skipped)
+        series = dicom_folders(source, files, skipped)
+        pairs = _generic_pairs(files, source, parse_patterns(patterns), skipped, series)
     else:
         raise ConfigError(f"Expected a layout in {LAYOUTS}. Got {layout!r} instead.")
     return layout, _select(pairs, source, include, limit)

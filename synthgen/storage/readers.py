@@ -13,16 +13,18 @@ affine), and the two in-plane axes are swapped where needed so that columns foll
 axis (R before A before S). For an axial volume this is exactly ``as_closest_canonical``; identity
 affines (CAMUS, ACDC, what ``synthgen convert`` writes) are unchanged. A header with neither sform
 nor qform keeps its voxel order. :func:`probe` reports the stored orientation (``LAS``...) in
-``VolumeInfo.orientation``. MetaImage and DICOM keep their stored voxel order, which for DICOM is
-the order of display.
+``VolumeInfo.orientation`` and whether reading reorders the stored voxels in ``VolumeInfo.reoriented``.
+MetaImage and DICOM keep their stored voxel order, which for DICOM is the order of display.
 
-DICOM (``.dcm``, ``.dicom``, ``.ima``, read by SimpleITK/GDCM with rescale slope and intercept
-applied): images only (a label map beside it comes in another format), a single file of one frame
-or several frames (slices); ``MONOCHROME1`` (inverted grey) is refused.
+DICOM (``.dcm``, ``.dicom``, ``.ima``: a single file of one or several frames, images only; or a
+folder, read as one DICOM series of one file per slice) is read in :mod:`synthgen.storage.dicom`,
+which says what it accepts and refuses; this module dispatches to it. :class:`VolumeInfo`, the
+read-failure message and the SimpleITK helpers MetaImage and DICOM share are in
+:mod:`synthgen.storage.volume_info`.
 
 Spacing is (row, col) in mm from the header (NIfTI ``pixdim``, MetaImage ``ElementSpacing``, DICOM
-pixel spacing), NaN where the header gives none (PNG, TIFF, .npy; a MetaImage or DICOM without a
-spacing field; a non-positive NIfTI ``pixdim``).
+pixel spacing: a series' from its first slice), NaN where the header gives none (PNG, TIFF, .npy; a
+MetaImage or DICOM without a spacing field; a non-positive NIfTI ``pixdim``).
 
 :func:`probe` reads headers only (shape, dtype, spacing); :func:`read_volume` reads the data. Any
 failure becomes an :class:`~synthgen.errors.InputDataError` naming the file.
@@ -40,36 +42,22 @@ from pathlib import Path
 import numpy as np
 
 from synthgen.errors import InputDataError
+from synthgen.storage.dicom import has_dicom_marker, probe_dicom, probe_series, read_dicom, read_series
+from synthgen.storage.volume_info import _NAN2, VolumeInfo, _fail, _sitk_array, _sitk_file_reader, _sitk_info
 
 DICOM_SUFFIXES = (".dcm", ".dicom", ".ima")
 SUFFIXES = (".nii.gz", ".nii", ".mhd", ".mha", *DICOM_SUFFIXES, ".png", ".tif", ".tiff", ".npy")
-READ_FORMATS = "NIfTI, MetaImage, DICOM (.dcm), PNG, TIFF and .npy"
+READ_FORMATS = "NIfTI, MetaImage, DICOM (.dcm, or a folder of one series), PNG, TIFF and .npy"
 _UNREAD_FORMATS = {".dcm": "DICOM", ".dicom": "DICOM", ".ima": "DICOM", ".nrrd": "NRRD", ".nhdr": "NRRD"}
 _UNREAD_FORMATS |= {".mgz": "MGH", ".mgh": "MGH", ".mnc": "MINC", ".hdr": "Analyze", ".img": "Analyze"}
 _UNREAD_FORMATS |= {".jpg": "JPEG", ".jpeg": "JPEG", ".bmp": "BMP", ".gif": "GIF", ".npz": "NumPy .npz"}
 _READ_ERRORS = (OSError, EOFError, ValueError, zlib.error, RuntimeError, SyntaxError, MemoryError)
-_NAN2 = (float("nan"), float("nan"))
 ORIENTATION = (
     "NIfTI: RAS+ with the stored slice axis kept (each voxel axis flipped towards Right, Anterior or Superior, "
     "in-plane axes swapped so columns follow the lower of R, A, S; nibabel io_orientation of the best affine; "
     "as_closest_canonical for axial volumes); arrays (slices, rows, cols); MetaImage, DICOM, PNG, TIFF, .npy: "
-    "voxel order as stored"
+    "voxel order as stored (a DICOM series: slices by Image Position along the slice normal)"
 )
-_DICOM_UNREAD = "not a DICOM image that SimpleITK (GDCM) reads: no pixel data, or a compression it lacks"
-_DICOM_SPACING_TAGS = ("0028|0030", "0018|1164", "0018|2010")  # pixel, imager pixel, nominal scanned
-
-
-@dataclass(frozen=True)
-class VolumeInfo:
-    """What the header of a file says, after reorientation: ``shape`` is (slices, rows, cols); ``spacing``
-    (row, col) in mm, NaN where unknown; ``orientation`` the stored NIfTI axis codes (``LAS``...), ''
-    for other formats or a NIfTI header without sform or qform."""
-
-    shape: tuple[int, int, int]
-    channels: int
-    dtype: str
-    spacing: tuple[float, float] = _NAN2
-    orientation: str = ""
 
 
 def file_suffix(path: str | Path) -> str | None:
@@ -99,12 +87,8 @@ def unread_format(path: str | Path) -> str:
     suffix = name[len(bare_name(name)) :]
     if suffix in _UNREAD_FORMATS:
         return _UNREAD_FORMATS[suffix]
-    try:
-        with open(path, "rb") as f:
-            if f.read(132)[128:] == b"DICM":
-                return "DICOM"
-    except OSError:
-        pass
+    if has_dicom_marker(path):
+        return "DICOM"
     return f"the {suffix} format" if suffix else "a file without a suffix"
 
 
@@ -114,18 +98,6 @@ def not_read(where: str, path: str | Path, reads: str = READ_FORMATS) -> str:
     bare = fmt == "DICOM" and file_suffix(path) is None and reads == READ_FORMATS
     hint = " without a .dcm suffix" if bare else ""
     return f"{where}: {fmt} is not read by this layout{hint} (not a readable image format here: it reads {reads})"
-
-
-def _one_line(e: BaseException) -> str:
-    text = " ".join(str(e).split()) or type(e).__name__
-    return text if len(text) <= 200 else text[:197] + "..."
-
-
-def _fail(where: str, e: BaseException | str) -> InputDataError:
-    reason = e if isinstance(e, str) else f"{type(e).__name__}: {_one_line(e)}"
-    return InputDataError(
-        f"Cannot read {where}: {reason}. Expected a complete, readable file: replace or remove it."
-    )
 
 
 def _native(dtype: np.dtype) -> str:
@@ -211,7 +183,8 @@ def _probe_nifti(path: Path, where: str) -> VolumeInfo:
     plane, spacing = _nifti_plane(header), _nifti_spacing(header)
     if plane.swap:
         x, y, spacing = y, x, spacing[::-1]
-    return VolumeInfo((z, y, x), 1, _native(dtype), spacing, plane.axcodes)
+    reoriented = plane.swap or any(plane.flip)
+    return VolumeInfo((z, y, x), 1, _native(dtype), spacing, plane.axcodes, reoriented)
 
 
 def _read_nifti(path: Path, where: str) -> np.ndarray:
@@ -235,19 +208,7 @@ def _read_nifti(path: Path, where: str) -> np.ndarray:
     return _orient(data, _nifti_plane(header))
 
 
-# -- MetaImage (.mhd/.raw, .mha) and DICOM via SimpleITK -----------------------------------------
-def _sitk_dtype(pixel_id: int) -> np.dtype:
-    import SimpleITK as sitk
-
-    for name in ("UInt8", "Int8", "UInt16", "Int16", "UInt32", "Int32", "UInt64", "Int64"):
-        if pixel_id in (getattr(sitk, f"sitk{name}"), getattr(sitk, f"sitkVector{name}")):
-            return np.dtype(name.lower())
-    for name, np_name in (("Float32", "float32"), ("Float64", "float64")):
-        if pixel_id in (getattr(sitk, f"sitk{name}"), getattr(sitk, f"sitkVector{name}")):
-            return np.dtype(np_name)
-    raise ValueError(f"unsupported pixel type {sitk.GetPixelIDValueAsString(pixel_id)}")
-
-
+# -- MetaImage (.mhd/.raw, .mha) via SimpleITK --------------------------------------------------
 def _mhd_fields(path: Path) -> dict[str, str]:
     """The ``key = value`` header of a MetaImage (.mhd, or the text before an .mha's data)."""
     with open(path, "rb") as f:
@@ -279,76 +240,27 @@ def _check_raw_size(path: Path, fields: dict[str, str], info: VolumeInfo, itemsi
         raise _fail(where, f"its data file {data_file} holds {have} bytes, expected {need} (truncated)")
 
 
-def _check_dicom(path: Path, where: str, kind: str) -> None:
-    """DICOM is read for images only, and only a file that says it is DICOM (before GDCM guesses)."""
-    if kind == "label":
-        raise _fail(
-            where,
-            "expected a label map in NIfTI, MetaImage, PNG, TIFF or .npy, got DICOM: DICOM is read for images "
-            "only (convert DICOM SEG or RTSTRUCT labels to a label map)",
-        )
-    with open(path, "rb") as f:
-        if f.read(132)[128:] != b"DICM":
-            raise _fail(where, "expected a DICOM file (the 'DICM' marker at byte 128), found none")
-
-
 def _probe_sitk(path: Path, where: str, kind: str) -> VolumeInfo:
-    import SimpleITK as sitk
-
     suffix = file_suffix(path)
     if suffix in DICOM_SUFFIXES:
-        _check_dicom(path, where, kind)
-    reader = sitk.ImageFileReader()
-    reader.SetFileName(str(path))
-    try:
-        reader.ReadImageInformation()
-    except RuntimeError as e:
-        if suffix in DICOM_SUFFIXES:
-            raise _fail(where, _DICOM_UNREAD) from e
-        raise
-    size = reader.GetSize()
-    if len(size) > 3 or (len(size) == 3 and size[2] < 1):
-        raise _fail(where, f"expected a 2D or 3D image, got size {size}")
-    dtype = _sitk_dtype(reader.GetPixelID())
-    z = size[2] if len(size) == 3 else 1
-    spacing = (float(reader.GetSpacing()[1]), float(reader.GetSpacing()[0]))
-    if suffix in DICOM_SUFFIXES:
-        has = reader.HasMetaDataKey
-        if has("0028|0004") and reader.GetMetaData("0028|0004").strip() == "MONOCHROME1":
-            raise _fail(where, "expected MONOCHROME2 or RGB pixels, got MONOCHROME1 (inverted grey levels)")
-        if spacing == (1.0, 1.0) and not any(has(tag) for tag in _DICOM_SPACING_TAGS):
-            spacing = _NAN2  # GDCM's 1.0 where the file gives no pixel spacing
-    info = VolumeInfo((z, size[1], size[0]), reader.GetNumberOfComponents(), dtype.name, spacing)
-    if suffix in (".mhd", ".mha"):
-        fields = _mhd_fields(path)
-        if not {"ElementSpacing", "ElementSize"} & fields.keys():
-            info = VolumeInfo(info.shape, info.channels, info.dtype)  # ITK's 1.0 where the header has none
-        if suffix == ".mhd":
-            _check_raw_size(path, fields, info, dtype.itemsize, where)
+        return probe_dicom(path, where, kind)
+    reader = _sitk_file_reader(path)
+    reader.ReadImageInformation()
+    info = _sitk_info(reader, where)
+    fields = _mhd_fields(path)
+    if not {"ElementSpacing", "ElementSize"} & fields.keys():
+        info = VolumeInfo(info.shape, info.channels, info.dtype)  # ITK's 1.0 where the header has none
+    if suffix == ".mhd":
+        _check_raw_size(path, fields, info, np.dtype(info.dtype).itemsize, where)
     return info
 
 
 def _read_sitk(path: Path, where: str, kind: str) -> np.ndarray:
+    if file_suffix(path) in DICOM_SUFFIXES:
+        return read_dicom(path, where, kind)
     import SimpleITK as sitk
 
-    dicom = file_suffix(path) in DICOM_SUFFIXES
-    if dicom:
-        _check_dicom(path, where, kind)
-    try:
-        img = sitk.ReadImage(str(path))
-    except RuntimeError as e:
-        if dicom:
-            raise _fail(where, _DICOM_UNREAD) from e
-        raise
-    data = sitk.GetArrayFromImage(img)  # (z, y, x[, c]) or (y, x[, c])
-    if img.GetNumberOfComponentsPerPixel() > 1:
-        data = data[None] if img.GetDimension() == 2 else data
-        data = data.transpose(0, 3, 1, 2)
-    elif data.ndim == 2:
-        data = data[None]
-    if data.dtype == np.float64:
-        data = data.astype(np.float32)
-    return np.ascontiguousarray(data)
+    return _sitk_array(sitk.ReadImage(str(path)))
 
 
 # -- PNG / TIFF via Pillow -----------------------------------------------------------------------
@@ -413,6 +325,8 @@ def _read_npy(path: Path, where: str) -> np.ndarray:
 
 # -- dispatch ------------------------------------------------------------------------------------
 def _dispatch(path: Path, where: str, kind: str, probing: bool):
+    if path.is_dir():
+        return probe_series(path, where, kind) if probing else read_series(path, where, kind)
     suffix = file_suffix(path)
     if suffix in (".nii", ".nii.gz"):
         return _probe_nifti(path, where) if probing else _read_nifti(path, where)
@@ -426,7 +340,8 @@ def _dispatch(path: Path, where: str, kind: str, probing: bool):
 
 
 def probe(path: str | Path, where: str, kind: str = "image") -> VolumeInfo:
-    """Shape, channels, dtype and spacing of a file from its header. ``kind`` is image or label."""
+    """Shape, channels, dtype and spacing of a file (or of a folder's DICOM series) from its header.
+    ``kind`` is image or label."""
     try:
         return _dispatch(Path(path), where, kind, probing=True)
     except InputDataError:
@@ -440,7 +355,8 @@ def probe(path: str | Path, where: str, kind: str = "image") -> VolumeInfo:
 
 
 def read_volume(path: str | Path, where: str, kind: str = "image") -> np.ndarray:
-    """The data of a file: (slices, rows, cols), or (slices, channels, rows, cols) for RGB images."""
+    """The data of a file (or of a folder's DICOM series): (slices, rows, cols), or (slices, channels,
+    rows, cols) for RGB images."""
     try:
         return _dispatch(Path(path), where, kind, probing=False)
     except InputDataError:

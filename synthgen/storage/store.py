@@ -234,6 +234,19 @@ class StoreWriter:
         """Open an existing store to add shards (resuming a build)."""
         return cls(url, StoreReader(url).attrs)
 
+    def shard_attrs(self) -> dict[str, Any]:
+        """What a shard writer of another process needs of the attributes (layout, schema, intensity,
+        spacing), without the completion records, which grow with the store: pass it to
+        :meth:`for_shards` instead of reading them there."""
+        bare = dataclasses.replace(self.attrs, provenance={}, complete_shards=(), shard_digests={})
+        return bare.to_dict()
+
+    @classmethod
+    def for_shards(cls, url: str, shard_attrs: Mapping[str, Any]) -> StoreWriter:
+        """A writer of shards into the existing store ``url`` from :meth:`shard_attrs` of its
+        coordinator (no read of the root attributes); it does not record completion."""
+        return cls(url, StoreAttrs.from_dict(shard_attrs, url))
+
     def close(self) -> None:
         """Remove this writer's scratch folder now (it goes in any case when the writer does)."""
         if self._scratch_folder is not None:
@@ -251,8 +264,11 @@ class StoreWriter:
         else:
             base = tempfile.mkdtemp(prefix="synthgen-shard-")
         files = StoreFiles(self.url)
-        keys = ["zarr.json", *(f"{name}/zarr.json" for name in ("meta", *_array_specs(self.attrs.layout)))]
+        keys = [f"{name}/zarr.json" for name in ("meta", *_array_specs(self.attrs.layout))]
         try:
+            os.makedirs(base, exist_ok=True)
+            with open(os.path.join(base, "zarr.json"), "w") as f:  # the root's attributes are not needed
+                json.dump({"zarr_format": 3, "node_type": "group", "attributes": {}}, f)
             for key in keys:
                 os.makedirs(os.path.dirname(os.path.join(base, key)), exist_ok=True)
                 with open(os.path.join(base, key), "wb") as f:
