@@ -15,7 +15,6 @@ when it is complete: until then the old store stays as it was.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 import sys
@@ -126,7 +125,7 @@ def _this_process() -> tuple[int, float]:
 def config_token(config: BuildConfig) -> str:
     """The token of this build's shard tasks (their Dask keys): of the whole config, ``n`` included,
     since the last shard of a build depends on ``n``."""
-    return hashlib.sha256(json.dumps(config.to_dict(), sort_keys=True).encode()).hexdigest()[:16]
+    return pipeline.token(config.to_dict())
 
 
 def build_identity(config: Mapping[str, Any]) -> dict[str, Any]:

@@ -11,6 +11,8 @@ compiled generator in :data:`WORKER` and reuses them for every shard it builds.
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import json
 import os
 import sys
 import threading
@@ -18,7 +20,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -189,24 +191,25 @@ def generator(config: BuildConfig):
     )
 
 
+# the build config's fields that decide its label maps (with the seed)
+LABEL_FIELDS = ("image_size", "source", "deform", "gate", "max_attempts")
+
+
 def build_calibration(config: BuildConfig):
     """The label maps an INT8 generator is calibrated and gated on: the build's own, drawn, deformed
     and gated as the build draws them (seed ``seed``, samples 0..n-1), named by what defines them."""
-    import hashlib
-    import json
-    from dataclasses import replace
-
     from synthgen.inference import CalibrationSet
 
     defining = {k: v for k, v in config.to_dict().items() if k in LABEL_FIELDS}
-    digest = hashlib.sha256(json.dumps(defining, sort_keys=True).encode()).hexdigest()[:16]
     return CalibrationSet(
-        f"build-labels-{digest}", lambda n, seed: draw_labels(replace(config, seed=seed), np.arange(n)).labels
+        f"build-labels-{token(defining)}",
+        lambda n, seed: draw_labels(replace(config, seed=seed), np.arange(n)).labels,
     )
 
 
-# the build config's fields that decide its label maps (with the seed)
-LABEL_FIELDS = ("image_size", "source", "deform", "gate", "max_attempts")
+def token(data: Mapping[str, Any]) -> str:
+    """A short hash of JSON-able ``data`` (its keys sorted): equal data, equal token."""
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def restyler(config: BuildConfig):
@@ -530,10 +533,7 @@ def build_shard(payload: Mapping[str, Any], k: int) -> ShardStats:
     use_fast_codecs()  # this task may run in a worker process of its own
     if payload.get("storage_options"):  # the coordinator's, also on a worker of another host
         set_storage_options(payload["storage_options"])
-    if "attrs" in payload:  # the coordinator's: no read of the root attributes here
-        writer = StoreWriter.for_shards(payload["out"], payload["attrs"])
-    else:
-        writer = StoreWriter.open(payload["out"])
+    writer = StoreWriter.for_shards(payload["out"], payload["attrs"])  # no read of the root attributes
     layout = writer.attrs.layout
     start, stop = layout.shard_bounds(k)
     indices = np.arange(start, stop)

@@ -29,8 +29,8 @@ from synthgen.kernels.stats import class_stats
 from synthgen.kernels.warp import warp_image, warp_labels
 
 WARM_LABEL_DTYPES = (np.uint8,)
-_MARKER_PREFIX = "synthgen-kernels-warm-"
 WARM_IMAGE_DTYPES = (np.float32, np.uint8)
+_MARKER_PREFIX = "synthgen-kernels-warm-"
 
 
 def warm_up() -> float:
