@@ -8,7 +8,8 @@ Build the stores, then run from the repository root:
     synthgen build-dataset --out new.zarr --n 400
     synthgen build-dataset --out rand.zarr --n 400 --generator randomised
     python bench/appearance_stats.py --real camus.zarr --store old=old.zarr --store new=new.zarr \\
-        --store randomised=rand.zarr [--json out.json] [--md out.md] [--grid grid.png]
+        --store randomised=rand.zarr [--generator NAME=CHECKPOINT] [--json out.json] [--md out.md] \\
+        [--grid grid.png]
 
 Every image is measured identically at 128 x 128 (``SIZE``): a store of another size is resized with
 synthgen's one image resize (``resize_images``) and one label resize (``resize_labels``). Grey levels
@@ -38,12 +39,14 @@ width are summarised too.
 **Variety of one label map**: the first held-out CAMUS map (patient number % 10 == 0), resized to
 128, is drawn ``DRAWS`` times (samples 0 to DRAWS - 1, so different appearance keys) by the build's
 own code (``pipeline.generate_images``) under three configs: the old default (no appearance stage),
-the new default and the randomised generator. The standard deviations of ``fan_mean`` and
+the new default and the randomised generator; each ``--generator NAME=CHECKPOINT`` adds two more (that
+generator without and with the appearance stage; a generator with a style input gets each sample's
+style from the build's style stream). The standard deviations of ``fan_mean`` and
 ``hf_energy`` across those draws are set against their standard deviations across real images.
 
 **Grid** (``--grid``): one greyscale PNG of 128 px tiles, ``GRID_COLUMNS`` a row, each row named on a
 left margin: held-out real CAMUS images, the first images of each ``--store``, and the draws of the
-one label map by the new default and by the randomised generator.
+one label map by the new default, by the randomised generator and by each ``--generator`` alone.
 """
 
 from __future__ import annotations
@@ -410,6 +413,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--store", type=parse_store, action="append", default=[], help="NAME=PATH of a synthetic store"
     )
+    parser.add_argument(
+        "--generator",
+        type=parse_store,
+        action="append",
+        default=[],
+        help="NAME=CHECKPOINT of another generator to draw the one label map with",
+    )
     parser.add_argument("--json", type=Path, help="write the statistics as JSON here")
     parser.add_argument("--md", type=Path, help="write the tables as Markdown here")
     parser.add_argument("--grid", type=Path, help="write the preview grid PNG here")
@@ -424,8 +434,12 @@ def main(argv: list[str] | None = None) -> int:
     summaries = [summarise_store(name, images) for name, images in stores]
 
     one = read_store(args.real, held_out[:1])
+    variants = dict(VARIANTS)
+    for name, checkpoint in args.generator:
+        variants[name] = {"generator": checkpoint, "appearance": {"enabled": False}}
+        variants[f"{name} + appearance"] = {"generator": checkpoint}
     draws: dict[str, Images] = {}
-    for name, overrides in VARIANTS.items():
+    for name, overrides in variants.items():
         images, intensity = draw_one_map(one.labels[0], overrides, DRAWS)
         draws[name] = Images(
             to_grey(images, intensity), np.repeat(one.labels, DRAWS, 0), one.cavity, one.myocardium
@@ -455,6 +469,7 @@ def main(argv: list[str] | None = None) -> int:
             ("one map:\nnew default", draws["new default"].grey),
             ("one map:\nrandomised", draws["randomised"].grey),
         ]
+        rows += [(f"one map:\n{name}", draws[name].grey) for name, _ in args.generator]
         write_grid(args.grid, rows)
         print(f"wrote {args.grid}")
     return 0

@@ -164,8 +164,28 @@ def cli() -> None:
     "--include", multiple=True, help="Keep images whose relative path matches this glob. Repeatable."
 )
 @click.option("--limit", type=int, help="Keep only the first N image/label pairs (sorted by path).")
+@click.option(
+    "--test-remainder",
+    default=0,
+    show_default=True,
+    metavar="R",
+    help="Held-out test patients: number % 10 == R (validation: == 5), for every split of this store. The "
+    "shared copy of ACDC lacks the patients % 10 == 0: ingest it with 1.",
+)
 def ingest_command(
-    source, out, layout, schema, size, spacing, pad_or_crop, shard_size, overwrite, patterns, include, limit
+    source,
+    out,
+    layout,
+    schema,
+    size,
+    spacing,
+    pad_or_crop,
+    shard_size,
+    overwrite,
+    patterns,
+    include,
+    limit,
+    test_remainder,
 ) -> None:
     """Ingest a labelled dataset (CAMUS, ACDC, nnU-Net, or image/label pairs, DICOM images among them) in
     SOURCE into a store at OUT. NIfTI comes reoriented to RAS+ (the slice axis kept); then --spacing,
@@ -187,6 +207,7 @@ def ingest_command(
         patterns=tuple(patterns) or DEFAULT_PATTERNS,
         include=tuple(include),
         limit=limit,
+        test_remainder=test_remainder,
     )
     result = ingest(config)
     lay = result.attrs.layout
@@ -447,7 +468,9 @@ _RUN_OPTIONS = _options(
 @click.option("--width", type=int, help="Generator channels at full resolution (U-Net: first level).")
 @click.option("--max-width", type=int, help="Generator channel cap.")
 @click.option("--depth", type=int, help="Number of resolution levels of the generator.")
-@click.option("--style-dim", type=int, help="SPADE: length of the style vector.")
+@click.option(
+    "--style-dim", type=int, help="Length of the style vector (SPADE; pix2pix: 0, the default, for none)."
+)
 @click.option("--style-encoder/--no-style-encoder", default=None, help="SPADE: VAE style encoder.")
 @click.option("--spectral-norm/--no-spectral-norm", default=None, help="Spectral norm in training.")
 @click.option("--lambda-l1", type=float, help="Weight of the L1 loss to the real image.")
@@ -612,7 +635,8 @@ def _seed_list(ctx: click.Context, param: click.Parameter, value: str) -> int | 
     type=click.Choice(["train", "all"]),
     default="train",
     show_default=True,
-    help="Of the real training stores: 'train' leaves out the test patients (number % 10 == 0).",
+    help="Of the real training stores: 'train' leaves out the test patients (number % 10 == 0, or the "
+    "store's ingest --test-remainder).",
 )
 @click.option(
     "--val",
@@ -691,7 +715,8 @@ def evaluate_group() -> None:
     type=click.Choice(["all", "train", "val", "test"]),
     default="all",
     show_default=True,
-    help="'test': the held-out test patients only (number % 10 == 0; by sample index without patients).",
+    help="'test': the held-out test patients only (number % 10 == 0, or the store's ingest --test-remainder; "
+    "by sample index without patients).",
 )
 @click.option("--spacing", type=(float, float), help="Pixel size (row, col) in mm [default: the store's].")
 @click.option("--limit", type=int, help="First N samples only.")

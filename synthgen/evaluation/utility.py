@@ -54,6 +54,7 @@ from synthgen.storage import (
     split_indices,
     store_exists,
     store_patients,
+    store_rule,
 )
 from synthgen.trainers import SegTrainConfig, augment_level, seg_augment, train_seg
 
@@ -157,10 +158,12 @@ def patient_splits(reader: StoreReader, cfg: UtilityConfig) -> dict[str, np.ndar
     test = split_indices(reader, "test")
     if len(test) == 0:
         numbers = np.unique(patients)
+        rule = store_rule(reader)
         raise ConfigError(
-            f"Expected test patients (number % 10 == 0) in {reader.url}. Got none among its {len(numbers)} "
-            f"patients ({numbers.min()} to {numbers.max()}): this copy holds none of the held-out tenth, "
-            "so nothing would be scored. Use a store of the full dataset."
+            f"Expected test patients (number % 10 == {rule.test}) in {reader.url}. Got none among its "
+            f"{len(numbers)} patients ({numbers.min()} to {numbers.max()}): this copy holds none of the "
+            "held-out tenth, so nothing would be scored. Use a store of the full dataset, or ingest this copy "
+            "with --test-remainder R for a remainder its patients have."
         )
     pool_patients = np.unique(patients[~np.isin(indices, test)])
     rng = seeding.rng(cfg.train.seed, seeding.UTILITY_SPLIT)

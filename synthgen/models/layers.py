@@ -42,6 +42,30 @@ def conv(
     return _spectral_norm(layer) if sn else layer
 
 
+class StyleEncoder(nn.Module):
+    """Image -> (mu, logvar) of its style: up to five stride-2 convolutions (``width`` channels,
+    doubling up to ``max_width``), global average pooling, two linear heads of ``style_dim``."""
+
+    def __init__(
+        self, channels: int, width: int, max_width: int, levels: int, style_dim: int, *, sn: bool = False
+    ) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        c_in, c = channels, width
+        for _ in range(min(5, max(levels, 1))):
+            # no normalisation: instance norm would remove the global brightness and contrast that are
+            # much of an image's style in ultrasound and MR
+            layers += [conv(c_in, c, 3, 2, 1, sn=sn), nn.LeakyReLU(0.2)]
+            c_in, c = c, min(2 * c, max_width)
+        self.body = nn.Sequential(*layers)
+        self.mu = nn.Linear(c_in, style_dim)
+        self.logvar = nn.Linear(c_in, style_dim)
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        h = self.body(images).mean(dim=(2, 3))
+        return self.mu(h), self.logvar(h)
+
+
 def init_weights(module: nn.Module, generator: torch.Generator, std: float = 0.02) -> None:
     """Re-initialise every weight from ``generator``: conv/linear N(0, std), norms weight 1, biases 0.
 

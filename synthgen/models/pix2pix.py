@@ -3,7 +3,16 @@ conditional PatchGAN discriminator, least-squares GAN loss plus L1 to the real i
 
 The generator is a plain function of the one-hot label map. It has no dropout (the original uses
 dropout as its only noise, drawn from the global RNG, and its authors report that the output barely
-varies with it), so it gives one image per label map; use SPADE with a style encoder for several.
+varies with it), so by default it gives one image per label map.
+
+With ``style_dim`` > 0 it also takes a style vector, broadcast over the image and stacked with the
+label channels at the input, and trains as BicycleGAN does (Zhu et al. 2017), at the cost of plain
+pix2pix: each batch is split in two halves. The first half is reconstructed from the style a style
+encoder reads from its real image (cVAE-GAN: L1 to the real image, KL of the encoded style to
+N(0, I)); the second half is generated from styles drawn from N(0, I), and the generator must make
+images whose encoded style gives that draw back (cLR-GAN: L1 on the style, the encoder frozen for this
+term so that the two cannot agree on a hidden code). The discriminator sees both halves. At generation
+a style from N(0, I) then gives a plausible, different image of the same label map.
 """
 
 from __future__ import annotations
@@ -19,14 +28,15 @@ from synthgen.errors import ConfigError
 from synthgen.models import losses
 from synthgen.models.discriminators import PatchDiscriminator
 from synthgen.models.gan import Batch, GanModel, GeneratorOutput
-from synthgen.models.layers import norm_layer, parse_norm
+from synthgen.models.layers import StyleEncoder, norm_layer, parse_norm
 from synthgen.schemas import DataShape, check_range, fields_from_dict
 
 
 @dataclass(frozen=True)
 class Pix2PixConfig:
     """U-Net with ``depth`` stride-2 levels (``width`` channels at the first, doubling up to
-    ``max_width``), a ``disc_layers``-layer PatchGAN, and the L1 weight."""
+    ``max_width``), a ``disc_layers``-layer PatchGAN, and the L1 weight; ``style_dim`` > 0 adds a style
+    input, a style encoder and their loss weights (KL, style recovery)."""
 
     arch: ClassVar[str] = "pix2pix"
     width: int = 32
@@ -37,11 +47,16 @@ class Pix2PixConfig:
     disc_width: int = 32
     disc_layers: int = 3
     lambda_l1: float = 100.0
+    style_dim: int = 0
+    lambda_kld: float = 0.1
+    lambda_latent: float = 5.0
 
     def __post_init__(self) -> None:
         for name in ("width", "max_width", "depth", "disc_width", "disc_layers"):
             check_range(getattr(self, name), f"pix2pix {name}", 1)
-        check_range(self.lambda_l1, "pix2pix lambda_l1", 0.0)
+        check_range(self.style_dim, "pix2pix style_dim", 0)
+        for name in ("lambda_l1", "lambda_kld", "lambda_latent"):
+            check_range(getattr(self, name), f"pix2pix {name}", 0.0)
         parse_norm(self.norm, "the pix2pix normalisation")
 
     def channels(self, level: int) -> int:
@@ -56,7 +71,8 @@ class Pix2PixConfig:
 
 
 class UNetGenerator(nn.Module):
-    """one-hot labels (N, K, S, S) -> images (N, C, S, S) in [-1, 1]; skip connections at every level."""
+    """one-hot labels (N, K, S, S) [and styles (N, style_dim)] -> images (N, C, S, S) in [-1, 1]; skip
+    connections at every level; a style is broadcast over the image and stacked with the labels."""
 
     def __init__(self, cfg: Pix2PixConfig, shape: DataShape) -> None:
         super().__init__()
@@ -68,7 +84,7 @@ class UNetGenerator(nn.Module):
         d = cfg.depth
         down: list[nn.Module] = []
         for i in range(d):
-            c_in = shape.num_classes if i == 0 else cfg.channels(i - 1)
+            c_in = shape.num_classes + cfg.style_dim if i == 0 else cfg.channels(i - 1)
             layers: list[nn.Module] = [] if i == 0 else [nn.LeakyReLU(0.2)]
             layers.append(nn.Conv2d(c_in, cfg.channels(i), 4, 2, 1))
             if 0 < i < d - 1:
@@ -84,9 +100,11 @@ class UNetGenerator(nn.Module):
         self.down = nn.ModuleList(down)
         self.up = nn.ModuleList(up)
 
-    def forward(self, labels: torch.Tensor) -> torch.Tensor:
+    def forward(self, labels: torch.Tensor, z: torch.Tensor | None = None) -> torch.Tensor:
         skips = []
         x = labels
+        if z is not None:
+            x = torch.cat([labels, z[:, :, None, None].expand(-1, -1, *labels.shape[2:])], dim=1)
         for layer in self.down:
             x = layer(x)
             skips.append(x)
@@ -105,22 +123,55 @@ class Pix2PixGan(GanModel):
         super().__init__(cfg, shape)
         self.cfg: Pix2PixConfig = cfg
         self.generator = UNetGenerator(cfg, shape)
+        self.encoder = (
+            StyleEncoder(shape.channels, cfg.width, cfg.max_width, 5, cfg.style_dim)
+            if cfg.style_dim
+            else None
+        )
         self.discriminator = PatchDiscriminator(
             shape.num_classes + shape.channels, cfg.disc_width, cfg.disc_layers, sn=cfg.spectral_norm
         )
 
+    @property
+    def style_dim(self) -> int:
+        return self.cfg.style_dim
+
     def g_parameters(self) -> list[nn.Parameter]:
-        return list(self.generator.parameters())
+        params = list(self.generator.parameters())
+        return params + (list(self.encoder.parameters()) if self.encoder is not None else [])
 
     def d_parameters(self) -> list[nn.Parameter]:
         return list(self.discriminator.parameters())
 
     def generator_step(self, batch: Batch, noise: torch.Generator) -> GeneratorOutput:
+        if self.encoder is not None:
+            return self._styled_generator_step(batch, noise)
         fake = self.generator(batch.labels)
         g_gan = losses.lsgan_g([self.discriminator(batch.labels, fake)])
         l1 = F.l1_loss(fake.float(), batch.images.float())
         loss = g_gan + self.cfg.lambda_l1 * l1
         return GeneratorOutput(loss, {"g_gan": g_gan.item(), "g_l1": l1.item()}, fake)
+
+    def _styled_generator_step(self, batch: Batch, noise: torch.Generator) -> GeneratorOutput:
+        """BicycleGAN's two halves (module docstring); a batch of one is all cVAE."""
+        n, dev = batch.images.shape[0], batch.images.device
+        half = max(n - n // 2, 1)
+        eps = torch.randn(n, self.cfg.style_dim, generator=noise, device=noise.device).to(dev)
+        mu, logvar = self.encoder(batch.images[:half])
+        z = torch.cat([mu + eps[:half] * torch.exp(0.5 * logvar), eps[half:]])
+        fake = self.generator(batch.labels, z)
+        g_gan = losses.lsgan_g([self.discriminator(batch.labels, fake)])
+        l1 = F.l1_loss(fake[:half].float(), batch.images[:half].float())
+        kld = losses.kl_normal(mu, logvar)
+        loss = g_gan + self.cfg.lambda_l1 * l1 + self.cfg.lambda_kld * kld
+        logs = {"g_gan": g_gan.item(), "g_l1": l1.item(), "g_kld": kld.item()}
+        if half < n:
+            frozen = {k: v.detach() for k, v in self.encoder.named_parameters()}
+            recovered, _ = torch.func.functional_call(self.encoder, frozen, (fake[half:],))
+            latent = F.l1_loss(recovered.float(), eps[half:].float())
+            loss = loss + self.cfg.lambda_latent * latent
+            logs["g_latent"] = latent.item()
+        return GeneratorOutput(loss, logs, fake)
 
     def discriminator_step(self, batch: Batch, fakes: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
         pred_fake = self.discriminator(batch.labels, fakes.detach())

@@ -23,7 +23,7 @@ from synthgen.errors import ConfigError
 from synthgen.models import losses
 from synthgen.models.discriminators import MultiScaleDiscriminator
 from synthgen.models.gan import Batch, GanModel, GeneratorOutput
-from synthgen.models.layers import conv, norm_layer, parse_norm
+from synthgen.models.layers import StyleEncoder, conv, norm_layer, parse_norm
 from synthgen.schemas import DataShape, check_range, fields_from_dict
 
 
@@ -136,27 +136,6 @@ class SpadeGenerator(nn.Module):
         return torch.tanh(self.out(F.leaky_relu(x, 0.2)))
 
 
-class StyleEncoder(nn.Module):
-    """Image -> (mu, logvar) of its style: stride-2 convolutions, global average pooling, two heads."""
-
-    def __init__(self, cfg: SpadeConfig, shape: DataShape) -> None:
-        super().__init__()
-        layers: list[nn.Module] = []
-        c_in, c = shape.channels, cfg.width
-        for _ in range(min(5, max(cfg.depth, 1))):
-            # no normalisation: instance norm would remove the global brightness and contrast that are
-            # much of an image's style in ultrasound and MR
-            layers += [conv(c_in, c, 3, 2, 1, sn=cfg.spectral_norm), nn.LeakyReLU(0.2)]
-            c_in, c = c, min(2 * c, cfg.max_width)
-        self.body = nn.Sequential(*layers)
-        self.mu = nn.Linear(c_in, cfg.style_dim)
-        self.logvar = nn.Linear(c_in, cfg.style_dim)
-
-    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        h = self.body(images).mean(dim=(2, 3))
-        return self.mu(h), self.logvar(h)
-
-
 class SpadeGan(GanModel):
     arch = "spade"
 
@@ -164,7 +143,13 @@ class SpadeGan(GanModel):
         super().__init__(cfg, shape)
         self.cfg: SpadeConfig = cfg
         self.generator = SpadeGenerator(cfg, shape)
-        self.encoder = StyleEncoder(cfg, shape) if cfg.style_encoder else None
+        self.encoder = (
+            StyleEncoder(
+                shape.channels, cfg.width, cfg.max_width, cfg.depth, cfg.style_dim, sn=cfg.spectral_norm
+            )
+            if cfg.style_encoder
+            else None
+        )
         self.discriminator = MultiScaleDiscriminator(
             shape.num_classes + shape.channels,
             cfg.disc_width,

@@ -53,6 +53,8 @@ _EXPORTS = {
     "RunSplits": "splits",
     "StoreSplit": "splits",
     "store_patients": "splits",
+    "store_rule": "splits",
+    "SplitRule": "splits",
     "StoreContents": "dataset",
     "StoreDataset": "dataset",
     "open_store": "dataset",

@@ -81,6 +81,7 @@ from synthgen.storage.readers import (
     read_channels,
     read_volume,
 )
+from synthgen.storage.splits import SplitRule
 
 _STORE_DTYPE = {"uint8": "uint8", "bool": "uint8", "uint16": "uint16", "float16": "float16"}
 _MARK_EVERY_S = 2.0  # record finished shards in the root attributes at most this often
@@ -104,6 +105,7 @@ class IngestConfig:
     limit: int | None = None
     spacing: tuple[float, float] | None = None
     pad_or_crop: tuple[int, int] | None = None
+    test_remainder: int = 0  # test patients: number % 10 == this (recorded as provenance 'split_rule')
 
     def __post_init__(self) -> None:
         parse_str(self.source, "SOURCE")
@@ -137,6 +139,7 @@ class IngestConfig:
         parse_patterns(self.patterns)
         if self.limit is not None:
             parse_int(self.limit, "--limit", lo=1)
+        SplitRule(test=parse_int(self.test_remainder, "--test-remainder", lo=0, hi=9))
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -152,6 +155,7 @@ class IngestConfig:
             "limit": self.limit,
             "spacing": list(self.spacing) if self.spacing is not None else None,
             "pad_or_crop": list(self.pad_or_crop) if self.pad_or_crop is not None else None,
+            "test_remainder": self.test_remainder,
         }
 
     @classmethod
@@ -172,6 +176,7 @@ class IngestConfig:
             limit=data.get("limit"),
             spacing=tuple(spacing) if spacing is not None else None,  # type: ignore[arg-type]
             pad_or_crop=tuple(pad) if pad is not None else None,  # type: ignore[arg-type]
+            test_remainder=data.get("test_remainder", 0),
         )
 
 
@@ -461,6 +466,7 @@ def _ingest(config: IngestConfig, progress: bool | None) -> IngestResult:
         "orientation": ORIENTATION,
         "source_orientations": dict(sorted(orientations.items())),
         "resampling": _resampling(config, infos, size),
+        "split_rule": SplitRule(test=config.test_remainder).to_dict(),
     }
     attrs = StoreAttrs(
         layout=store_layout,

@@ -3,7 +3,10 @@
 A patient is a test patient when its number is a multiple of 10 (patient0010, patient0020, ...): a fixed
 tenth of CAMUS (and of ACDC), independent of which patients a copy holds, held out of generator and
 segmenter training alike. A validation patient is one whose number ends in 5 (number % 10 == 5): the
-tenth that ``train-seg`` validates on by default and then leaves out of its training. Split names:
+tenth that ``train-seg`` validates on by default and then leaves out of its training. A store may
+record another test remainder (:class:`SplitRule`, ``synthgen ingest --test-remainder R``: provenance
+``split_rule``), for a copy of a dataset that lacks the patients % 10 == 0 (the shared copy of ACDC
+keeps them aside); every split of that store, and of the stores cut from it, follows its rule. Split names:
 'all'; 'train' (every patient but the test ones, as the generative trainers read it; ``train-seg``
 also leaves out the validation patients when it validates on the same store); 'val'; 'test'.
 
@@ -39,9 +42,59 @@ RUN_SPLITS_JSON = "splits.json"
 _PATIENT = re.compile(r"patient(\d+)", re.IGNORECASE)
 
 
-def is_test_patient(number: int) -> bool:
+@dataclass(frozen=True)
+class SplitRule:
+    """Which patients test (number % 10 == ``test``) and validate (number % 10 == ``val``)."""
+
+    test: int = 0
+    val: int = VAL_REMAINDER
+
+    def __post_init__(self) -> None:
+        for name in ("test", "val"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < HELD_OUT_MODULUS:
+                raise ConfigError(
+                    f"Expected the {name} remainder of the patient split in 0..{HELD_OUT_MODULUS - 1}. "
+                    f"Got {value!r} instead."
+                )
+        if self.test == self.val:
+            raise ConfigError(
+                f"Expected test and validation patients to differ (validation: number % 10 == {self.val}). "
+                f"Got the test remainder {self.test} too: choose another."
+            )
+
+    def describe(self) -> str:
+        return f"test: patient number % {HELD_OUT_MODULUS} == {self.test}, validation: == {self.val}"
+
+    def to_dict(self) -> dict[str, int]:
+        return {"modulus": HELD_OUT_MODULUS, "test": self.test, "val": self.val}
+
+    @classmethod
+    def from_dict(cls, data: Any, where: str) -> SplitRule:
+        if (
+            not isinstance(data, Mapping)
+            or data.get("modulus") != HELD_OUT_MODULUS
+            or set(data) != {"modulus", "test", "val"}
+        ):
+            raise StoreFormatError(
+                f"Expected provenance 'split_rule' of {where} as {{'modulus': {HELD_OUT_MODULUS}, 'test': R, "
+                f"'val': R}}. Got {data!r} instead."
+            )
+        return cls(test=data["test"], val=data["val"])
+
+
+DEFAULT_RULE = SplitRule()
+
+
+def store_rule(reader) -> SplitRule:
+    """The patient split rule a store records (provenance ``split_rule``), else the default."""
+    data = (reader.attrs.provenance or {}).get("split_rule")
+    return DEFAULT_RULE if data is None else SplitRule.from_dict(data, reader.url)
+
+
+def is_test_patient(number: int, rule: SplitRule = DEFAULT_RULE) -> bool:
     """Whether patient ``number`` belongs to the held-out test tenth."""
-    return number % HELD_OUT_MODULUS == 0
+    return number % HELD_OUT_MODULUS == rule.test
 
 
 def camus_test_patients(numbers: Iterable[int]) -> list[int]:
@@ -101,26 +154,26 @@ def split_indices(reader, split: str) -> np.ndarray:
     indices = reader.available_indices()
     if split == "all":
         return indices
-    return indices[split_mask(store_patients(reader), split)]
+    return indices[split_mask(store_patients(reader), split, store_rule(reader))]
 
 
 # -- the splits of a segmenter run, recorded with its checkpoint -----------------------------------
-def is_val_patient(number: int) -> bool:
+def is_val_patient(number: int, rule: SplitRule = DEFAULT_RULE) -> bool:
     """Whether patient ``number`` belongs to the validation tenth (number % 10 == 5; never a test patient)."""
-    return number % HELD_OUT_MODULUS == VAL_REMAINDER
+    return number % HELD_OUT_MODULUS == rule.val
 
 
-def split_mask(keys: np.ndarray, split: str) -> np.ndarray:
-    """Which patient numbers (or sample indices) ``keys`` lie in ``split``: 'all'; 'train' (not test:
-    the validation tenth included, as the generative trainers read it); 'val'; 'test'."""
+def split_mask(keys: np.ndarray, split: str, rule: SplitRule = DEFAULT_RULE) -> np.ndarray:
+    """Which patient numbers (or sample indices) ``keys`` lie in ``split`` under ``rule``: 'all'; 'train'
+    (not test: the validation tenth included, as the generative trainers read it); 'val'; 'test'."""
     if split not in SPLITS:
         raise ConfigError(f"Expected a split in {SPLITS}. Got {split!r} instead.")
     rest = np.asarray(keys, np.int64) % HELD_OUT_MODULUS
     if split == "all":
         return np.ones(rest.shape, bool)
     if split == "train":
-        return rest != 0
-    return rest == (VAL_REMAINDER if split == "val" else 0)
+        return rest != rule.test
+    return rest == (rule.val if split == "val" else rule.test)
 
 
 def is_synthetic(reader) -> bool:
@@ -269,7 +322,7 @@ def select_split(reader, split: str) -> StoreSplit:
         if split != "all":
             raise
         patients = None
-    keep = split_mask(indices if patients is None else patients, split)
+    keep = split_mask(indices if patients is None else patients, split, store_rule(reader))
     return StoreSplit(
         **identity,
         by="sample" if patients is None else "patient",

@@ -29,6 +29,7 @@ VARIANTS = {
         },
     ),
     "pix2pix": ("pix2pix", {"width": 4, "max_width": 16, "depth": 3}),
+    "pix2pix-style": ("pix2pix", {"width": 4, "max_width": 16, "depth": 3, "style_dim": 4}),
     "cyclegan": ("cyclegan", {"width": 4, "downsamples": 1, "blocks": 1}),
 }
 
