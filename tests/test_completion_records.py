@@ -14,41 +14,53 @@ from synthgen.schemas.build_config import load_build_config
 from synthgen.storage.store import StoreReader, StoreWriter
 
 
-class SlowWriter:
-    """Stands in for a StoreWriter whose every record costs ``cost`` seconds."""
+class Clock:
+    """A clock that moves only when told (the machine's load cannot change what the tests see)."""
 
-    def __init__(self, cost: float) -> None:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class SlowWriter:
+    """Stands in for a StoreWriter whose every record costs ``cost`` seconds of ``clock``."""
+
+    def __init__(self, cost: float, clock: Clock) -> None:
         self.cost = cost
+        self.clock = clock
         self.calls: list[list[int]] = []
 
     def mark_complete(self, shards, digests=None):
-        time.sleep(self.cost)
+        self.clock.now += self.cost
         self.calls.append(sorted(shards))
         assert sorted(digests) == sorted(shards)
 
 
 def test_cheap_records_are_written_at_once():
-    writer = SlowWriter(0.0)
-    records = CompletionRecords(writer)
+    clock = Clock()
+    writer = SlowWriter(0.0, clock)
+    records = CompletionRecords(writer, clock)
     for k in range(5):
         records.add(k, f"d{k}")
-        time.sleep(0.002)
+        clock.now += 0.002
     assert writer.calls == [[0], [1], [2], [3], [4]]
 
 
 def test_costly_records_are_batched_to_a_share_of_the_time_and_the_rest_flushed():
-    writer = SlowWriter(0.05)
-    records = CompletionRecords(writer)
-    start = time.monotonic()
+    clock = Clock()
+    writer = SlowWriter(0.05, clock)
+    records = CompletionRecords(writer, clock)
     for k in range(40):
         records.add(k, f"d{k}")
-        time.sleep(0.01)
+        clock.now += 0.01
     records.flush()
-    spent = time.monotonic() - start
+    spent = clock.now
     assert [k for c in writer.calls for k in c] == list(range(40))  # every shard once, in order
     assert writer.calls[0] == [0] and len(writer.calls) < 40 / 3
     # at most the share between two writes, plus the first write and the final flush
-    assert len(writer.calls) * writer.cost <= CompletionRecords.RECORD_SHARE * spent + 2 * writer.cost + 0.02
+    assert len(writer.calls) * writer.cost <= CompletionRecords.RECORD_SHARE * spent + 2 * writer.cost
     records.flush()
     assert len([k for c in writer.calls for k in c]) == 40  # nothing pending: no write
 

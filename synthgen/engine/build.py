@@ -410,24 +410,25 @@ class CompletionRecords:
 
     RECORD_SHARE = 0.1
 
-    def __init__(self, writer: StoreWriter) -> None:
+    def __init__(self, writer: StoreWriter, clock=time.monotonic) -> None:
         self.writer = writer
+        self.clock = clock  # seconds, monotonic (a test's own clock)
         self.pending: dict[int, str] = {}
         self.last_cost = 0.0
-        self.last_end = time.monotonic()
+        self.last_end = clock()
 
     def add(self, k: int, digest: str) -> None:
         self.pending[k] = digest
-        if time.monotonic() - self.last_end >= self.last_cost / self.RECORD_SHARE:
+        if self.clock() - self.last_end >= self.last_cost / self.RECORD_SHARE:
             self.flush()
 
     def flush(self) -> None:
         if not self.pending:
             return
-        start = time.monotonic()
+        start = self.clock()
         self.writer.mark_complete(list(self.pending), digests=dict(self.pending))
         self.pending.clear()
-        self.last_end = time.monotonic()
+        self.last_end = self.clock()
         self.last_cost = self.last_end - start
 
 
