@@ -52,12 +52,15 @@ def test_train_gan_config_file(tmp_path):
 
 def test_train_gan_errors_are_one_line(tmp_path):
     store = make_store(tmp_path / "s.zarr")
-    result = _run(store, tmp_path / "a", "--arch", "pix2pix", "--style-dim", "8", *TINY)
+    result = _run(store, tmp_path / "a", "--arch", "pix2pix", "--style-encoder", *TINY)
     assert result.exit_code == 1
     assert result.output.strip().splitlines() == [
-        "synthgen: error: Unknown key(s) ['style_dim'] in the pix2pix config. Expected only "
-        "['arch', 'depth', 'disc_layers', 'disc_width', 'lambda_l1', 'max_width', 'norm', 'spectral_norm', 'width']."
+        "synthgen: error: Unknown key(s) ['style_encoder'] in the pix2pix config. Expected only "
+        "['arch', 'depth', 'disc_layers', 'disc_width', 'lambda_kld', 'lambda_l1', 'lambda_latent', 'max_width', "
+        "'norm', 'spectral_norm', 'style_dim', 'width']."
     ]
+    result = _run(store, tmp_path / "a2", "--arch", "pix2pix", "--style-dim", "-2", *TINY)
+    assert result.exit_code == 1 and "Expected pix2pix style_dim >= 0. Got -2" in result.output
     result = _run(store, tmp_path / "b", "--resume")
     assert result.exit_code == 1 and "Expected a checkpoint to resume" in result.output
     result = _run(tmp_path / "missing.zarr", tmp_path / "c", *TINY)
