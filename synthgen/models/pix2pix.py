@@ -153,9 +153,9 @@ class Pix2PixGan(GanModel):
         return GeneratorOutput(loss, {"g_gan": g_gan.item(), "g_l1": l1.item()}, fake)
 
     def _styled_generator_step(self, batch: Batch, noise: torch.Generator) -> GeneratorOutput:
-        """BicycleGAN's two halves (module docstring); a batch of one is all cVAE."""
+        """BicycleGAN's two halves (module docstring)."""
         n, dev = batch.images.shape[0], batch.images.device
-        half = max(n - n // 2, 1)
+        half = n - n // 2  # the larger half: a batch of one is all cVAE
         eps = torch.randn(n, self.cfg.style_dim, generator=noise, device=noise.device).to(dev)
         mu, logvar = self.encoder(batch.images[:half])
         z = torch.cat([mu + eps[:half] * torch.exp(0.5 * logvar), eps[half:]])

@@ -63,9 +63,6 @@ class SplitRule:
                 f"Got the test remainder {self.test} too: choose another."
             )
 
-    def describe(self) -> str:
-        return f"test: patient number % {HELD_OUT_MODULUS} == {self.test}, validation: == {self.val}"
-
     def to_dict(self) -> dict[str, int]:
         return {"modulus": HELD_OUT_MODULUS, "test": self.test, "val": self.val}
 
