@@ -92,10 +92,11 @@ def store_contents(url: str) -> dict[str, np.ndarray]:
     return {name: reader.array(name)[:] for name in names}
 
 
-def assert_same_build(url: str, reference: str) -> None:
-    """Same arrays, same complete shards and the same shard digests as the reference store."""
+def assert_same_build(url: str, reference: str, shards: int = SHARDS) -> None:
+    """Same arrays, same complete shards (all `shards` of them) and the same shard digests as the
+    reference store."""
     got, want = StoreReader(url), StoreReader(reference)
-    assert got.complete_shards == want.complete_shards == tuple(range(SHARDS))
+    assert got.complete_shards == want.complete_shards == tuple(range(shards))
     assert got.attrs.shard_digests == want.attrs.shard_digests
     a, b = store_contents(url), store_contents(reference)
     assert a.keys() == b.keys()
@@ -190,26 +191,35 @@ def test_ingest_build_inspect_verify_and_load_from_the_bucket(s3, local_referenc
     assert (seen == 1).all()
 
 
-def test_kill_9_mid_build_then_resume_gives_the_local_bytes(s3, local_reference):
-    """Killed once a shard is recorded, the build resumes to the bytes of the local build; while
-    it runs, every shard a reader finds listed complete reads whole and equal to the local one."""
+def test_kill_9_mid_build_then_resume_gives_the_local_bytes(s3, tmp_path):
+    """Killed once a shard is recorded, the build resumes to the bytes of the local build; every
+    shard a reader finds listed complete mid-build reads whole and equal to the local one. The
+    build is 16 shards long and stopped (SIGSTOP) the moment a shard is listed, so that it cannot
+    finish between the listing and the kill (with 4 shards, a loaded machine once let it)."""
+    long_build = [*BUILD, "--n", "128"]  # the later --n wins: 16 shards of 8
+    reference = str(tmp_path / "local.zarr")
+    assert run(*long_build, "--out", reference, "--scheduler", "sync").exit_code == 0
+    want = store_contents(reference)
     out = s3.url("killed.zarr")
-    want = store_contents(local_reference)
     proc = subprocess.Popen(
-        _cli(*BUILD, "--out", out, "--scheduler", "sync"),
+        _cli(*long_build, "--out", out, "--scheduler", "sync"),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
     read = set()
     try:
         deadline = time.time() + 180
-        while time.time() < deadline and proc.poll() is None and not read:  # kill after a shard
+        while time.time() < deadline and proc.poll() is None and not read:
             try:
-                reader = StoreReader(out)
+                listed = StoreReader(out).complete_shards
             except Exception:  # not created yet
                 time.sleep(0.05)
                 continue
-            for k in set(reader.complete_shards) - read:
+            if not listed:
+                continue
+            proc.send_signal(signal.SIGSTOP)  # mid-build, as the listing found it
+            reader = StoreReader(out)
+            for k in reader.complete_shards:
                 images, labels = reader.read_shard(k)
                 np.testing.assert_array_equal(images, want["images"][8 * k : 8 * k + 8])
                 np.testing.assert_array_equal(labels, want["labels"][8 * k : 8 * k + 8])
@@ -218,12 +228,12 @@ def test_kill_9_mid_build_then_resume_gives_the_local_bytes(s3, local_reference)
     finally:
         proc.wait()
     assert proc.returncode == -signal.SIGKILL, "the build ended before it was killed"
-    assert 1 <= len(StoreReader(out).complete_shards) < SHARDS
+    assert 1 <= len(StoreReader(out).complete_shards) < 16
     assert read_lease(out) is not None  # the killed build's lease is left behind...
-    result = run(*BUILD, "--out", out, "--scheduler", "sync")  # ...and taken over: its process is gone
+    result = run(*long_build, "--out", out, "--scheduler", "sync")  # ...and taken over: its process is gone
     assert result.exit_code == 0, result.output
     assert "skipped" in result.output
-    assert_same_build(out, local_reference)
+    assert_same_build(out, reference, shards=16)
     assert read_lease(out) is None
 
 
