@@ -3,7 +3,10 @@ warm kernel cache is not warmed again."""
 
 from __future__ import annotations
 
+import json
 import shutil
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -69,3 +72,19 @@ def test_the_marker_sits_in_numbas_cache_folder_and_changes_with_the_kernels(tmp
     with (copy / "warp.py").open("a") as f:
         f.write("\n# an edited kernel\n")
     assert warmup._cache_key() != same
+
+
+def test_a_build_imports_nothing_it_does_not_use(tmp_path):
+    """Start-up is mostly imports: a build with the bundled generator must not pay for torch (ONNX
+    Runtime runs the generator), scipy.ndimage (the kernels label components) or the trainers."""
+    heavy = ["torch", "scipy.ndimage", "synthgen.trainers", "synthgen.evaluation", "distributed"]
+    code = (
+        "import json, sys\n"
+        "from synthgen.cli import cli\n"
+        f"cli(['build-dataset', '--out', {str(tmp_path / 's.zarr')!r}, '--n', '16', '--quiet'],"
+        " standalone_mode=False)\n"
+        f"print(json.dumps([m for m in {heavy!r} if m in sys.modules]))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout.strip().splitlines()[-1]) == []

@@ -11,9 +11,9 @@ from dataclasses import dataclass, fields
 from typing import Any, ClassVar, Self
 
 import numpy as np
-from scipy import ndimage
 
 from synthgen.errors import ConfigError
+from synthgen.kernels import connected_components
 from synthgen.schemas import parse_float, parse_mapping, reject_unknown_keys
 
 Range = tuple[float, float]
@@ -98,7 +98,7 @@ def ellipse(u: np.ndarray, v: np.ndarray, ru: float, rv: float, power: float = 2
 
 def largest_component(mask: np.ndarray) -> np.ndarray:
     """The largest 8-connected component of ``mask`` (all False if it is empty)."""
-    labelled, n = ndimage.label(mask, structure=np.ones((3, 3), bool))
+    labelled, n = connected_components(mask.view(np.uint8), connectivity=8)
     if n <= 1:
         return mask
     sizes = np.bincount(labelled.ravel())
