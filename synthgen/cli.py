@@ -474,6 +474,10 @@ _RUN_OPTIONS = _options(
 @click.option("--style-encoder/--no-style-encoder", default=None, help="SPADE: VAE style encoder.")
 @click.option("--spectral-norm/--no-spectral-norm", default=None, help="Spectral norm in training.")
 @click.option("--lambda-l1", type=float, help="Weight of the L1 loss to the real image.")
+@click.option(
+    "--disc-scales", type=int, help="Discriminators at 1, 1/2, 1/4 ... of the image (SPADE 2; pix2pix 1)."
+)
+@click.option("--lambda-fm", type=float, help="Weight of feature matching (SPADE 10; pix2pix 0, off).")
 @_RUN_OPTIONS
 def train_gan_command(store, out_dir, arch, config_file, resume, progress, **options) -> None:
     """Train a mask-conditioned GAN on the pairs of STORE; checkpoints, samples and losses go to OUT_DIR.
@@ -488,7 +492,10 @@ def train_gan_command(store, out_dir, arch, config_file, resume, progress, **opt
     from synthgen.trainers import merge_config, resume_config, train_gan
 
     _use_fast_codecs()
-    model_keys = ("width", "max_width", "depth", "style_dim", "style_encoder", "spectral_norm", "lambda_l1")
+    model_keys = (
+        "width", "max_width", "depth", "style_dim", "style_encoder", "spectral_norm", "lambda_l1",
+        "disc_scales", "lambda_fm",
+    )  # fmt: skip
     model_options = {k: options.pop(k) for k in model_keys}
     base = None
     if resume:

@@ -169,7 +169,12 @@ def test_augment_keeps_labels_one_hot(store):
 # -- training -----------------------------------------------------------------------------------
 @pytest.mark.parametrize(
     ("arch", "key", "extra"),
-    [("pix2pix", "g_l1", {}), ("pix2pix", "g_l1", {"style_dim": 4}), ("spade", "g_l1", {})],
+    [
+        ("pix2pix", "g_l1", {}),
+        ("pix2pix", "g_l1", {"style_dim": 4}),
+        ("pix2pix", "g_fm", {"disc_scales": 2, "lambda_fm": 10.0}),
+        ("spade", "g_l1", {}),
+    ],
 )
 def test_losses_go_down_on_a_fixed_batch(arch, key, extra, store):
     from synthgen.storage.store import StoreReader
@@ -190,9 +195,46 @@ def test_losses_go_down_on_a_fixed_batch(arch, key, extra, store):
     assert np.mean(seen[-5:]) < 0.6 * np.mean(seen[:5]), seen
 
 
+def test_pix2pix_judges_at_several_scales_with_feature_matching(store):
+    """pix2pixHD's options: one PatchGAN per scale, the k-th on the image pooled k times, and a feature
+    matching term that only the generator's side pays; one scale keeps the plain PatchGAN's names."""
+    from synthgen.storage.store import StoreReader
+
+    data = TrainingStream(StoreReader(store), 16, "all", 8, seed=0)
+    batch = next(data.batches())
+    plain = build_gan(default_model_config("pix2pix", **TINY["pix2pix"]), data.shape)
+    assert all(k.startswith("blocks.") for k in plain.discriminator.state_dict())
+    assert "g_fm" not in plain.generator_step(batch, seeded(0, 2)).logs
+    model = build_gan(
+        default_model_config("pix2pix", **TINY["pix2pix"] | {"disc_scales": 3, "lambda_fm": 10.0}), data.shape
+    )
+    init_weights(model, seeded(0, 0))
+    scales = model.judge(batch.labels, batch.images)
+    assert len(scales) == 3
+    sides = [s[-1].shape[-1] for s in scales]
+    assert sides[0] > sides[1] > sides[2]  # coarser patch maps at the pooled scales
+    out = model.generator_step(batch, seeded(0, 2))
+    assert out.logs["g_fm"] > 0
+    fm_free = build_gan(
+        default_model_config("pix2pix", **TINY["pix2pix"] | {"disc_scales": 3, "lambda_fm": 0.0}), data.shape
+    )
+    fm_free.load_state_dict(model.state_dict())
+    again = fm_free.generator_step(batch, seeded(0, 2))
+    torch.testing.assert_close(out.loss - 10.0 * out.logs["g_fm"], again.loss, rtol=1e-4, atol=1e-4)
+    d_loss, _ = model.discriminator_step(batch, out.fakes)
+    d_loss.backward()
+    assert all(p.grad is not None for p in model.d_parameters())
+
+
 @pytest.mark.parametrize(
     ("arch", "augment", "model"),
-    [("spade", False, {}), ("pix2pix", False, {}), ("pix2pix", False, {"style_dim": 4}), ("spade", True, {})],
+    [
+        ("spade", False, {}),
+        ("pix2pix", False, {}),
+        ("pix2pix", False, {"style_dim": 4}),
+        ("pix2pix", False, {"disc_scales": 2, "lambda_fm": 10.0}),
+        ("spade", True, {}),
+    ],
 )
 def test_resume_is_exact(arch, augment, model, store, tmp_path):
     from safetensors.torch import load_file

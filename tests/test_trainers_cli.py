@@ -56,11 +56,15 @@ def test_train_gan_errors_are_one_line(tmp_path):
     assert result.exit_code == 1
     assert result.output.strip().splitlines() == [
         "synthgen: error: Unknown key(s) ['style_encoder'] in the pix2pix config. Expected only "
-        "['arch', 'depth', 'disc_layers', 'disc_width', 'lambda_kld', 'lambda_l1', 'lambda_latent', 'max_width', "
-        "'norm', 'spectral_norm', 'style_dim', 'width']."
+        "['arch', 'depth', 'disc_layers', 'disc_scales', 'disc_width', 'lambda_fm', 'lambda_kld', 'lambda_l1', "
+        "'lambda_latent', 'max_width', 'norm', 'spectral_norm', 'style_dim', 'width']."
     ]
     result = _run(store, tmp_path / "a2", "--arch", "pix2pix", "--style-dim", "-2", *TINY)
     assert result.exit_code == 1 and "Expected pix2pix style_dim >= 0. Got -2" in result.output
+    result = _run(store, tmp_path / "a3", "--arch", "pix2pix", "--disc-scales", "0", *TINY)
+    assert result.exit_code == 1 and "Expected pix2pix disc_scales >= 1. Got 0" in result.output
+    result = _run(store, tmp_path / "a4", "--arch", "cyclegan", "--lambda-fm", "1", *TINY)
+    assert result.exit_code == 1 and "'lambda_fm', 'max_width'] in the CycleGAN config" in result.output
     result = _run(store, tmp_path / "b", "--resume")
     assert result.exit_code == 1 and "Expected a checkpoint to resume" in result.output
     result = _run(tmp_path / "missing.zarr", tmp_path / "c", *TINY)

@@ -13,6 +13,12 @@ N(0, I)); the second half is generated from styles drawn from N(0, I), and the g
 images whose encoded style gives that draw back (cLR-GAN: L1 on the style, the encoder frozen for this
 term so that the two cannot agree on a hidden code). The discriminator sees both halves. At generation
 a style from N(0, I) then gives a plausible, different image of the same label map.
+
+pix2pixHD's two additions (Wang et al. 2018) are options: ``disc_scales`` > 1 judges the image at
+that many scales (the k-th discriminator on the input average-pooled k times, so the coarse ones see
+the whole heart and the fine one the speckle), and ``lambda_fm`` > 0 adds feature matching, the L1
+between the discriminators' intermediate features on the real and the generated image, which steadies
+the adversarial game and pulls the image statistics (texture, contrast) towards the real ones.
 """
 
 from __future__ import annotations
@@ -26,7 +32,7 @@ from torch import nn
 
 from synthgen.errors import ConfigError
 from synthgen.models import losses
-from synthgen.models.discriminators import PatchDiscriminator
+from synthgen.models.discriminators import MultiScaleDiscriminator, PatchDiscriminator
 from synthgen.models.gan import Batch, GanModel, GeneratorOutput
 from synthgen.models.layers import StyleEncoder, norm_layer, parse_norm
 from synthgen.schemas import DataShape, check_range, fields_from_dict
@@ -35,8 +41,9 @@ from synthgen.schemas import DataShape, check_range, fields_from_dict
 @dataclass(frozen=True)
 class Pix2PixConfig:
     """U-Net with ``depth`` stride-2 levels (``width`` channels at the first, doubling up to
-    ``max_width``), a ``disc_layers``-layer PatchGAN, and the L1 weight; ``style_dim`` > 0 adds a style
-    input, a style encoder and their loss weights (KL, style recovery)."""
+    ``max_width``), ``disc_scales`` ``disc_layers``-layer PatchGANs, and the loss weights (L1, feature
+    matching); ``style_dim`` > 0 adds a style input, a style encoder and their loss weights (KL, style
+    recovery)."""
 
     arch: ClassVar[str] = "pix2pix"
     width: int = 32
@@ -46,16 +53,18 @@ class Pix2PixConfig:
     spectral_norm: bool = False
     disc_width: int = 32
     disc_layers: int = 3
+    disc_scales: int = 1
     lambda_l1: float = 100.0
+    lambda_fm: float = 0.0
     style_dim: int = 0
     lambda_kld: float = 0.1
     lambda_latent: float = 5.0
 
     def __post_init__(self) -> None:
-        for name in ("width", "max_width", "depth", "disc_width", "disc_layers"):
+        for name in ("width", "max_width", "depth", "disc_width", "disc_layers", "disc_scales"):
             check_range(getattr(self, name), f"pix2pix {name}", 1)
         check_range(self.style_dim, "pix2pix style_dim", 0)
-        for name in ("lambda_l1", "lambda_kld", "lambda_latent"):
+        for name in ("lambda_l1", "lambda_fm", "lambda_kld", "lambda_latent"):
             check_range(getattr(self, name), f"pix2pix {name}", 0.0)
         parse_norm(self.norm, "the pix2pix normalisation")
 
@@ -128,8 +137,13 @@ class Pix2PixGan(GanModel):
             if cfg.style_dim
             else None
         )
-        self.discriminator = PatchDiscriminator(
-            shape.num_classes + shape.channels, cfg.disc_width, cfg.disc_layers, sn=cfg.spectral_norm
+        d_in = shape.num_classes + shape.channels
+        self.discriminator = (  # one scale keeps the plain PatchGAN (and its checkpoints' names)
+            PatchDiscriminator(d_in, cfg.disc_width, cfg.disc_layers, sn=cfg.spectral_norm)
+            if cfg.disc_scales == 1
+            else MultiScaleDiscriminator(
+                d_in, cfg.disc_width, cfg.disc_layers, cfg.disc_scales, sn=cfg.spectral_norm
+            )
         )
 
     @property
@@ -143,14 +157,33 @@ class Pix2PixGan(GanModel):
     def d_parameters(self) -> list[nn.Parameter]:
         return list(self.discriminator.parameters())
 
+    def judge(self, labels: torch.Tensor, images: torch.Tensor) -> list[list[torch.Tensor]]:
+        """The discriminators' features, one list per scale (patch predictions last)."""
+        out = self.discriminator(labels, images)
+        return [out] if self.cfg.disc_scales == 1 else out
+
+    def adversarial(self, batch: Batch, fake: torch.Tensor, logs: dict[str, float]) -> torch.Tensor:
+        """The generator's GAN loss on ``fake``, plus feature matching against the real images."""
+        pred_fake = self.judge(batch.labels, fake)
+        loss = losses.lsgan_g(pred_fake)
+        logs["g_gan"] = loss.item()
+        if self.cfg.lambda_fm:
+            with torch.no_grad():
+                pred_real = self.judge(batch.labels, batch.images)
+            fm = losses.feature_matching(pred_real, pred_fake)
+            logs["g_fm"] = fm.item()
+            loss = loss + self.cfg.lambda_fm * fm
+        return loss
+
     def generator_step(self, batch: Batch, noise: torch.Generator) -> GeneratorOutput:
         if self.encoder is not None:
             return self._styled_generator_step(batch, noise)
         fake = self.generator(batch.labels)
-        g_gan = losses.lsgan_g([self.discriminator(batch.labels, fake)])
+        logs: dict[str, float] = {}
+        g_gan = self.adversarial(batch, fake, logs)
         l1 = F.l1_loss(fake.float(), batch.images.float())
-        loss = g_gan + self.cfg.lambda_l1 * l1
-        return GeneratorOutput(loss, {"g_gan": g_gan.item(), "g_l1": l1.item()}, fake)
+        logs["g_l1"] = l1.item()
+        return GeneratorOutput(g_gan + self.cfg.lambda_l1 * l1, logs, fake)
 
     def _styled_generator_step(self, batch: Batch, noise: torch.Generator) -> GeneratorOutput:
         """BicycleGAN's two halves (module docstring)."""
@@ -160,11 +193,12 @@ class Pix2PixGan(GanModel):
         mu, logvar = self.encoder(batch.images[:half])
         z = torch.cat([mu + eps[:half] * torch.exp(0.5 * logvar), eps[half:]])
         fake = self.generator(batch.labels, z)
-        g_gan = losses.lsgan_g([self.discriminator(batch.labels, fake)])
+        logs: dict[str, float] = {}
+        g_gan = self.adversarial(batch, fake, logs)
         l1 = F.l1_loss(fake[:half].float(), batch.images[:half].float())
         kld = losses.kl_normal(mu, logvar)
         loss = g_gan + self.cfg.lambda_l1 * l1 + self.cfg.lambda_kld * kld
-        logs = {"g_gan": g_gan.item(), "g_l1": l1.item(), "g_kld": kld.item()}
+        logs |= {"g_l1": l1.item(), "g_kld": kld.item()}
         if half < n:
             frozen = {k: v.detach() for k, v in self.encoder.named_parameters()}
             recovered, _ = torch.func.functional_call(self.encoder, frozen, (fake[half:],))
@@ -174,7 +208,7 @@ class Pix2PixGan(GanModel):
         return GeneratorOutput(loss, logs, fake)
 
     def discriminator_step(self, batch: Batch, fakes: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
-        pred_fake = self.discriminator(batch.labels, fakes.detach())
-        pred_real = self.discriminator(batch.labels, batch.images)
-        loss = losses.lsgan_d([pred_real], [pred_fake])
+        pred_fake = self.judge(batch.labels, fakes.detach())
+        pred_real = self.judge(batch.labels, batch.images)
+        loss = losses.lsgan_d(pred_real, pred_fake)
         return loss, {"d_lsgan": loss.item()}
