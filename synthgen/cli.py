@@ -844,8 +844,9 @@ def evaluate_realism_command(synth, real, segmenter, out_dir, reference_split, *
     default="3",
     show_default=True,
     callback=_seed_list,
-    help="Training seeds: a count N (seeds --seed .. --seed + N - 1) or a list 0,1,2. Every arm trains "
-    "once per seed; the table gives means over seeds and test images with 95% bootstrap intervals.",
+    help="Training seeds: a count N (seeds --seed .. --seed + N - 1) or a list 0,1,2 (one seed k: 'k,'). "
+    "Every arm trains once per seed; the table gives means over seeds and test images with 95% bootstrap "
+    "intervals.",
 )
 @click.option(
     "--shift",
