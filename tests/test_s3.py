@@ -224,8 +224,8 @@ def test_kill_9_mid_build_then_resume_gives_the_local_bytes(s3, tmp_path):
                 np.testing.assert_array_equal(images, want["images"][8 * k : 8 * k + 8])
                 np.testing.assert_array_equal(labels, want["labels"][8 * k : 8 * k + 8])
                 read.add(k)
+    finally:  # killed here even when a check above fails: a stopped build would never end
         proc.send_signal(signal.SIGKILL)
-    finally:
         proc.wait()
     assert proc.returncode == -signal.SIGKILL, "the build ended before it was killed"
     assert 1 <= len(StoreReader(out).complete_shards) < 16

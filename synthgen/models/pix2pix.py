@@ -162,28 +162,28 @@ class Pix2PixGan(GanModel):
         out = self.discriminator(labels, images)
         return [out] if self.cfg.disc_scales == 1 else out
 
-    def adversarial(self, batch: Batch, fake: torch.Tensor, logs: dict[str, float]) -> torch.Tensor:
-        """The generator's GAN loss on ``fake``, plus feature matching against the real images."""
+    def adversarial(self, batch: Batch, fake: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+        """The generator's GAN loss on ``fake``, plus feature matching against the real images, and
+        their logs."""
         pred_fake = self.judge(batch.labels, fake)
         loss = losses.lsgan_g(pred_fake)
-        logs["g_gan"] = loss.item()
+        logs = {"g_gan": loss.item()}
         if self.cfg.lambda_fm:
             with torch.no_grad():
                 pred_real = self.judge(batch.labels, batch.images)
             fm = losses.feature_matching(pred_real, pred_fake)
             logs["g_fm"] = fm.item()
             loss = loss + self.cfg.lambda_fm * fm
-        return loss
+        return loss, logs
 
     def generator_step(self, batch: Batch, noise: torch.Generator) -> GeneratorOutput:
         if self.encoder is not None:
             return self._styled_generator_step(batch, noise)
         fake = self.generator(batch.labels)
-        logs: dict[str, float] = {}
-        g_gan = self.adversarial(batch, fake, logs)
+        adversarial, logs = self.adversarial(batch, fake)
         l1 = F.l1_loss(fake.float(), batch.images.float())
         logs["g_l1"] = l1.item()
-        return GeneratorOutput(g_gan + self.cfg.lambda_l1 * l1, logs, fake)
+        return GeneratorOutput(adversarial + self.cfg.lambda_l1 * l1, logs, fake)
 
     def _styled_generator_step(self, batch: Batch, noise: torch.Generator) -> GeneratorOutput:
         """BicycleGAN's two halves (module docstring)."""
@@ -193,11 +193,10 @@ class Pix2PixGan(GanModel):
         mu, logvar = self.encoder(batch.images[:half])
         z = torch.cat([mu + eps[:half] * torch.exp(0.5 * logvar), eps[half:]])
         fake = self.generator(batch.labels, z)
-        logs: dict[str, float] = {}
-        g_gan = self.adversarial(batch, fake, logs)
+        adversarial, logs = self.adversarial(batch, fake)
         l1 = F.l1_loss(fake[:half].float(), batch.images[:half].float())
         kld = losses.kl_normal(mu, logvar)
-        loss = g_gan + self.cfg.lambda_l1 * l1 + self.cfg.lambda_kld * kld
+        loss = adversarial + self.cfg.lambda_l1 * l1 + self.cfg.lambda_kld * kld
         logs |= {"g_l1": l1.item(), "g_kld": kld.item()}
         if half < n:
             frozen = {k: v.detach() for k, v in self.encoder.named_parameters()}
