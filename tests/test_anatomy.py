@@ -143,3 +143,23 @@ def test_echo_renderer_equals_the_numpy_reference_pixel_for_pixel(view):
         np.testing.assert_array_equal(
             anatomy.render(p, shape), ref.render_echo(p, shape), f"unfitted map {i}"
         )
+
+
+def test_draw_uniform_gives_the_values_of_rng_uniform():
+    from synthgen.sources.anatomy_echo import ECHO_RANGES
+    from synthgen.sources.anatomy_mr_ct import CT_RANGES, SA_RANGES
+    from synthgen.sources.anatomy_shapes import draw_uniform
+
+    tables = [
+        *ECHO_RANGES.values(),
+        SA_RANGES,
+        CT_RANGES,
+        {"a": [0.0, 1.0], "b": (-3.0, -3.0), "c": (1e-3, 7.5)},
+    ]
+    for k, table in enumerate(tables):
+        for seed in range(50):
+            drawn = draw_uniform(np.random.default_rng([k, seed]), table)
+            bounds = np.array(list(table.values()), np.float64)
+            want = np.random.default_rng([k, seed]).uniform(bounds[:, 0], bounds[:, 1])
+            assert list(drawn) == list(table)
+            np.testing.assert_array_equal(np.array(list(drawn.values())), want)

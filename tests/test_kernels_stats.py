@@ -77,3 +77,21 @@ def test_component_counts_match_count_components(maps, counted):
     np.testing.assert_array_equal(one, components[0])
     with pytest.raises(KernelInputError, match="component classes below 4"):
         class_stats(maps, 4, components=[4])
+
+
+def test_sparse_maps_counted_over_the_foreground_box_match_the_reference():
+    # the kernel counts over the box of the non-zero pixels: foreground anywhere (inside, on an edge or
+    # a corner, none at all), with components of background listed or not
+    rng = np.random.default_rng(3)
+    for i in range(300):
+        h, w = rng.integers(1, 20, size=2)
+        m = np.where(rng.random((h, w)) < rng.choice([0.0, 0.02, 0.1, 0.4]), rng.integers(1, 4, (h, w)), 0)
+        m = m.astype(np.uint8)
+        counted = [k for k in range(4) if rng.random() < 0.5]
+        areas, contacts, components = class_stats(m[None], 4, components=counted)
+        want_a, want_c = ref.class_stats(m, 4)
+        np.testing.assert_array_equal(areas[0], want_a, f"map {i}")
+        np.testing.assert_array_equal(contacts[0], want_c, f"map {i}")
+        for k in range(4):
+            want = count_components(m[None], k, connectivity=8)[0] if k in counted else 0
+            assert components[0, k] == want, f"map {i}, class {k}"

@@ -14,7 +14,7 @@ counter-clockwise as displayed), then moved by (``translate_y``, ``translate_x``
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
@@ -36,8 +36,10 @@ class AffineParams:
     translate_x: float = 0.0
 
     def __post_init__(self) -> None:
-        for f in fields(self):
-            object.__setattr__(self, f.name, parse_float(getattr(self, f.name), f"affine {f.name}"))
+        for name in _AFFINE_NAMES:
+            value = getattr(self, name)
+            if type(value) is not float or not math.isfinite(value):  # a finite float is kept as it is
+                object.__setattr__(self, name, parse_float(value, f"affine {name}"))
         if not (self.scale_y > 0 and self.scale_x > 0):
             raise ConfigError(f"Expected positive scales. Got ({self.scale_y}, {self.scale_x}) instead.")
         if not abs(self.shear) < 89:
@@ -54,14 +56,27 @@ class AffineParams:
 
     def matrix(self, shape: tuple[int, int]) -> np.ndarray:
         """(2, 3) float64 ``A`` with source = ``A[:, :2] @ (row, col) + A[:, 2]`` for an image of ``shape``."""
-        theta = math.radians(self.rotation)
-        rot = np.array([[math.cos(theta), -math.sin(theta)], [math.sin(theta), math.cos(theta)]])
-        shear = np.array([[1.0, 0.0], [math.tan(math.radians(self.shear)), 1.0]])
-        forward = rot @ shear @ np.diag([self.scale_y, self.scale_x])
-        inverse = np.linalg.inv(forward)
-        centre = np.array([(shape[0] - 1) / 2, (shape[1] - 1) / 2])
-        offset = centre - inverse @ (centre + np.array([self.translate_y, self.translate_x]))
-        return np.ascontiguousarray(np.concatenate([inverse, offset[:, None]], axis=1))
+        return _matrices([self], shape)[0]
+
+
+def _matrices(params: Sequence[AffineParams], shape: tuple[int, int]) -> np.ndarray:
+    """(n, 2, 3) sampling matrices of ``params``, formed in one pass (the same arithmetic for one map or
+    many: sines and cosines in ``math``, products and inverses stacked in NumPy)."""
+    n = len(params)
+    rot, shear, scale = np.zeros((n, 2, 2)), np.zeros((n, 2, 2)), np.zeros((n, 2, 2))
+    for k, p in enumerate(params):
+        theta = math.radians(p.rotation)
+        rot[k] = ((math.cos(theta), -math.sin(theta)), (math.sin(theta), math.cos(theta)))
+        shear[k] = ((1.0, 0.0), (math.tan(math.radians(p.shear)), 1.0))
+        scale[k, 0, 0], scale[k, 1, 1] = p.scale_y, p.scale_x
+    inverse = np.linalg.inv(rot @ shear @ scale)
+    centre = np.array([(shape[0] - 1) / 2, (shape[1] - 1) / 2])
+    moved = centre + np.array([(p.translate_y, p.translate_x) for p in params]).reshape(n, 2)
+    offset = centre - (inverse @ moved[:, :, None])[:, :, 0]
+    return np.ascontiguousarray(np.concatenate([inverse, offset[:, :, None]], axis=2))
+
+
+_AFFINE_NAMES = tuple(f.name for f in fields(AffineParams))
 
 
 @dataclass(frozen=True)
@@ -124,7 +139,7 @@ def affine_matrices(affine: Any, n: int, shape: tuple[int, int]) -> np.ndarray:
     params = list(affine)
     if len(params) != n or not all(isinstance(p, AffineParams) for p in params):
         raise ConfigError(f"Expected {n} AffineParams, one per sample. Got {len(params)} items instead.")
-    return np.array([p.matrix(shape) for p in params], dtype=np.float64).reshape(n, 2, 3)
+    return _matrices(params, shape)
 
 
 def affine_field(params: AffineParams, shape: tuple[int, int]) -> np.ndarray:

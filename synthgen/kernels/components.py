@@ -52,21 +52,30 @@ def label_class(labels, value, invert, eight, out):
             if (labels[y, x] == value) == invert:
                 out[y, x] = 0
                 continue
-            best = 0
-            if x > 0 and out[y, x - 1]:
-                best = _join(parent, best, out[y, x - 1])
-            if y > 0:
-                if out[y - 1, x]:
-                    best = _join(parent, best, out[y - 1, x])
-                if eight and x > 0 and out[y - 1, x - 1]:
-                    best = _join(parent, best, out[y - 1, x - 1])
-                if eight and x + 1 < w and out[y - 1, x + 1]:
-                    best = _join(parent, best, out[y - 1, x + 1])
-            if best == 0:
+            # the earlier neighbours in the set, read from ``out`` (0: not in it). A pixel takes one's
+            # provisional label and joins the others that may not be joined yet: with 8-connectivity
+            # the one above is joined with every other (they are its neighbours too) and the left one
+            # with the upper left, so at most two remain; with 4-connectivity, left and above.
+            left = out[y, x - 1] if x > 0 else 0
+            up = out[y - 1, x] if y > 0 else 0
+            if eight:
+                if up:
+                    out[y, x] = up
+                    continue
+                first = left if left else (out[y - 1, x - 1] if y > 0 and x > 0 else 0)
+                other = out[y - 1, x + 1] if y > 0 and x + 1 < w else 0
+            else:
+                first, other = (up, left) if up else (left, 0)
+            if first == 0:
+                first, other = other, 0
+            if first == 0:
                 count += 1
                 parent[count] = count
-                best = count
-            out[y, x] = best
+                out[y, x] = count
+            elif other == 0:
+                out[y, x] = first
+            else:
+                out[y, x] = _join(parent, _root(parent, first), other)
     final = np.zeros(count + 1, dtype=np.int32)
     n = 0
     for k in range(1, count + 1):  # roots are each component's smallest provisional label

@@ -30,18 +30,48 @@ def _touch(contacts, a, b):
 
 
 @numba.njit(cache=True, nogil=True)
-def _stats_one(index, areas, contacts):
+def _foreground_box(index):
+    """Rows and columns [r0, r1) x [c0, c1) of the non-zero pixels of ``index`` (r0 == r1 when none)."""
     h, w = index.shape
+    r0, r1, c0, c1 = h, 0, w, 0
+    for i in range(h):
+        first = -1
+        for j in range(w):
+            if index[i, j] != 0:
+                first = j
+                break
+        if first < 0:
+            continue
+        last = w - 1
+        while index[i, last] == 0:
+            last -= 1
+        r0, r1 = min(r0, i), i + 1
+        c0, c1 = min(c0, first), max(c1, last + 1)
+    if r1 == 0:
+        return 0, 0, 0, 0
+    return r0, r1, c0, c1
+
+
+@numba.njit(cache=True, nogil=True)
+def _stats_one(index, areas, contacts):
+    """Areas and contacts, counted over the box of the foreground: outside it every pixel is background,
+    whose edges with background count nothing (an edge of the box is one to background, as the map's
+    border is)."""
+    h, w = index.shape
+    r0, r1, c0, c1 = _foreground_box(index)
+    areas[0] += h * w - (r1 - r0) * (c1 - c0)
+    crop = index[r0:r1, c0:c1]
+    h, w = crop.shape
     for i in range(h):
         for j in range(w):
-            a = index[i, j]
+            a = crop[i, j]
             areas[a] += 1
             if i == 0:
                 _touch(contacts, a, 0)
             if j == 0:
                 _touch(contacts, a, 0)
-            _touch(contacts, a, index[i, j + 1] if j + 1 < w else 0)
-            _touch(contacts, a, index[i + 1, j] if i + 1 < h else 0)
+            _touch(contacts, a, crop[i, j + 1] if j + 1 < w else 0)
+            _touch(contacts, a, crop[i + 1, j] if i + 1 < h else 0)
 
 
 @numba.njit(cache=True, nogil=True)
@@ -49,8 +79,20 @@ def _components_one(index, counted, components):
     """``components[k]``: the 8-connected components of class k for each class with ``counted[k]``,
     all of them labelled in one raster pass (union-find over provisional labels; a pixel joins its
     earlier neighbours of its class)."""
+    if counted[0]:  # background's components need the whole map
+        r0, r1, c0, c1 = 0, index.shape[0], 0, index.shape[1]
+    else:  # the others lie in the foreground's box
+        r0, r1, c0, c1 = _foreground_box(index)
+    _components_crop(index[r0:r1, c0:c1], counted, components)
+
+
+@numba.njit(cache=True, nogil=True)
+def _components_crop(index, counted, components):
+    """:func:`_components_one` over a whole (cropped) map. Each pixel takes the provisional label of one
+    earlier neighbour of its class and joins at most two: the neighbour above is already joined with
+    the other earlier ones (they are its neighbours too), and the left one with the upper left."""
     h, w = index.shape
-    parts = np.empty((h, w), dtype=np.int32)
+    parts = np.empty((h, w), dtype=np.int32)  # read only where a neighbour of the same class is
     parent = np.empty(h * w + 1, dtype=np.int32)
     owner = np.empty(h * w + 1, dtype=np.uint8)  # the class of each provisional label
     count = 0
@@ -58,23 +100,26 @@ def _components_one(index, counted, components):
         for x in range(w):
             a = index[y, x]
             if not counted[a]:
-                parts[y, x] = 0
                 continue
-            best = 0
+            up_right = y > 0 and x + 1 < w and index[y - 1, x + 1] == a
+            if y > 0 and index[y - 1, x] == a:
+                parts[y, x] = parts[y - 1, x]
+                continue
             if x > 0 and index[y, x - 1] == a:
-                best = _join(parent, best, parts[y, x - 1])
-            if y > 0:
-                if index[y - 1, x] == a:
-                    best = _join(parent, best, parts[y - 1, x])
-                if x > 0 and index[y - 1, x - 1] == a:
-                    best = _join(parent, best, parts[y - 1, x - 1])
-                if x + 1 < w and index[y - 1, x + 1] == a:
-                    best = _join(parent, best, parts[y - 1, x + 1])
-            if best == 0:
+                best = parts[y, x - 1]
+            elif y > 0 and x > 0 and index[y - 1, x - 1] == a:
+                best = parts[y - 1, x - 1]
+            elif up_right:
+                parts[y, x] = parts[y - 1, x + 1]
+                continue
+            else:
                 count += 1
                 parent[count] = count
                 owner[count] = a
-                best = count
+                parts[y, x] = count
+                continue
+            if up_right:
+                best = _join(parent, _root(parent, best), parts[y - 1, x + 1])
             parts[y, x] = best
     for k in range(1, count + 1):
         if _root(parent, k) == k:

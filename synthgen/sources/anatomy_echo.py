@@ -38,7 +38,6 @@ from synthgen.sources.anatomy_shapes import (
     AnatomyParams,
     Range,
     check_ranges,
-    convex_hull,
     draw_uniform,
     pixel_grid,
 )
@@ -123,7 +122,10 @@ def sample_echo_params(rng: np.random.Generator, view: str = "echo_a4c") -> Echo
     """Draw the parameters of ``ECHO_RANGES[view]``, then the apex (from ``WALL_TOP_Y[view]`` and
     ``AXIS_X[view]``) and the atrium's length (from ``LA_ASPECT[view]``); fit the cavity into the sector."""
     drawn = draw_uniform(rng, ECHO_RANGES[view])
-    wall_top, axis_x, la_aspect = (float(rng.uniform(*r[view])) for r in (WALL_TOP_Y, AXIS_X, LA_ASPECT))
+    derived = draw_uniform(
+        rng, {"wall_top": WALL_TOP_Y[view], "axis_x": AXIS_X[view], "la_aspect": LA_ASPECT[view]}
+    )
+    wall_top, axis_x, la_aspect = derived.values()
     drawn["la_length"] = drawn["la_width"] * la_aspect
     apical = drawn["wall_septal"] * drawn["wall_apex_ratio"]  # the apical wall's thickness
     apex_y = max(wall_top + apical, APEX_MIN_Y)
@@ -176,91 +178,12 @@ def render_echo(p: EchoParams, shape: tuple[int, int]) -> np.ndarray:
     atrium become wall.
     """
     h, w = shape
-    reach = _reach(p) * (1 + 1e-9)  # never below a thickness computed in floats
-    margin = int(np.ceil(reach * max(h, w))) + 1
-    return _render(p.to_vector(), h, w, _region(p, shape), *_atrium_outline(p), reach, margin)
-
-
-def _region(p: EchoParams, shape: tuple[int, int]) -> tuple[int, int, int, int]:
-    """Rows and columns [r0, r1) x [c0, c1) that hold the heart and every pixel within a wall thickness
-    of its cavity and inlet (outside, nothing is painted and no wall can reach)."""
-    h, w = shape
-    reach = _reach(p)
-    widest = 0.5 * p.lv_width_ratio * p.lv_length
-    v = widest * (1 + abs(p.asymmetry)) + abs(p.bend * p.lv_length) + reach
-    cavity = _corners(
-        (p.apex_y, p.apex_x), p.lv_angle, (-reach, p.lv_length + p.wall_base_extension + reach), v
-    )
-    a = np.deg2rad(p.lv_angle)
-    hinge = (p.apex_y + p.lv_length * np.cos(a), p.apex_x + p.lv_length * np.sin(a))
-    base_half = widest * p.base_width
-    # the atrium's half-width, the hinge's offset included
-    q = max(0.5 * p.la_width, LA_MIN_WIDENING * base_half) + abs(base_half * p.asymmetry)
-    # the ellipse; the rest of the atrium's hull lies within the cavity's rectangle (the inlet corners)
-    atrium = _corners(hinge, p.lv_angle + p.la_angle, (-q, p.la_length + q), q)
-    ys, xs = np.concatenate([cavity[0], atrium[0]]), np.concatenate([cavity[1], atrium[1]])
-    pad = int(np.ceil(reach * max(h, w))) + 2
-    return (
-        max(int(np.floor(ys.min() * h)) - pad, 0),
-        min(int(np.ceil(ys.max() * h)) + pad, h),
-        max(int(np.floor(xs.min() * w)) - pad, 0),
-        min(int(np.ceil(xs.max() * w)) + pad, w),
-    )
-
-
-def _reach(p: EchoParams) -> float:
-    """The thickest the wall can be anywhere (a fraction of the image side)."""
-    return p.wall_septal * max(p.wall_apex_ratio, 1.0, p.wall_lateral_ratio)
-
-
-def _atrium_outline(p: EchoParams) -> tuple[np.ndarray, np.ndarray]:
-    """The atrium: the convex hull of an ellipse below the annulus and the four corners of the inlet.
-
-    Works in the frame where the ellipse is the unit circle: there the hull is the circle and a convex
-    polygon, whose vertices are the corners outside the circle and their tangent points on it (an
-    affine map keeps convex hulls). Returns the frame (hinge y and x, the cosine and sine of the
-    ellipse's axis angle, its semi-axes along and across the axis, then a bounding box s0, s1, q0, q1
-    of the circle and the polygon in the frame) and the polygon's counter-clockwise vertices (K, 2),
-    none when every corner lies in the circle.
-    """
-    a = np.deg2rad(p.lv_angle)
-    ca, sa = np.cos(a), np.sin(a)
-    base_half = 0.5 * p.lv_width_ratio * p.lv_length * p.base_width  # the cavity's half-width at the annulus
-    base_centre_v = base_half * p.asymmetry
-    hinge_y = p.apex_y + p.lv_length * ca - base_centre_v * sa
-    hinge_x = p.apex_x + p.lv_length * sa + base_centre_v * ca
-    b = np.deg2rad(p.lv_angle + p.la_angle)
-    cb, sb = np.cos(b), np.sin(b)
-    ru = 0.5 * p.la_length
-    la_half = max(0.5 * p.la_width, LA_MIN_WIDENING * base_half)  # wider than the annulus
-    du = np.array([0.0, 0.0, p.wall_base_extension, p.wall_base_extension])  # the inlet's corners
-    dv = np.array([-base_half, base_half, -base_half, base_half])
-    dy, dx = du * ca - dv * sa, du * sa + dv * ca
-    s_unit = (dy * cb + dx * sb - ru) / ru
-    q_unit = (-dy * sb + dx * cb) / la_half
-    radius = np.hypot(s_unit, q_unit)
-    out = radius > 1.0
-    heading, spread = np.arctan2(q_unit[out], s_unit[out]), np.arccos(1.0 / radius[out])
-    tangent = np.concatenate([heading - spread, heading + spread])
-    points = np.concatenate(
-        [np.stack([s_unit[out], q_unit[out]], axis=1), np.stack([np.cos(tangent), np.sin(tangent)], axis=1)]
-    )
-    hull = convex_hull(points)
-    # a bounding box of the circle and the polygon, padded so that it never decides a point on their edge
-    lo, hi = np.minimum(hull.min(axis=0, initial=-1.0), -1.0) - 1e-9, hull.max(axis=0, initial=1.0) + 1e-9
-    return np.array([hinge_y, hinge_x, cb, sb, ru, la_half, lo[0], hi[0], lo[1], hi[1]]), hull
-
-
-def _corners(origin: tuple[float, float], angle_deg: float, u: tuple[float, float], v: float):
-    """(ys, xs) of the corners of the rectangle u0..u1, -v..v in a frame of :func:`to_frame`."""
-    a = np.deg2rad(angle_deg)
-    uu, vv = np.array([u[0], u[0], u[1], u[1]]), np.array([-v, v, -v, v])
-    return origin[0] + uu * np.cos(a) - vv * np.sin(a), origin[1] + uu * np.sin(a) + vv * np.cos(a)
+    return _render_echo(p.to_vector(), h, w)
 
 
 # -- the Numba pass ---------------------------------------------------------------------------------
 # bits of the code map painted by _paint_codes
-_CAVITY, _INLET, _ATRIUM, _WALL_REACH, _SECTOR = 1, 2, 4, 8, 16
+_CAVITY, _INLET, _ATRIUM, _SECTOR = 1, 2, 4, 16
 # positions in EchoParams.to_vector() (the dataclass field order)
 (
     _TWO_CHAMBER,
@@ -341,10 +264,19 @@ def _in_cavity(p, u, v, sin_pi):
     # the bow term lies between 0 and bow, so the side lies between these two; half <= widest
     if v - max(bow, 0.0) > widest * (1 + asym) or v - min(bow, 0.0) < -widest * (1 - asym):
         return False
+    tm = p[_WIDEST_AT]
+    # clearly inside, whatever the bow: the side is within the narrowest the half-width can be here
+    # (c below, or the annulus's width past the widest point), kept off the edge by far more than rounding
+    if t <= tm:
+        low = max(1.0 - (1.0 - t / tm) ** 2, 0.0) if p[_APEX_BLUNTNESS] <= 1.0 else 0.0
+    else:
+        low = p[_BASE_WIDTH]
+    low = widest * low * 0.999999
+    if v - min(bow, 0.0) < low * (1 + asym) - 1e-12 and v - max(bow, 0.0) > -low * (1 - asym) + 1e-12:
+        return True
     side = _side(p, u, v, sin_pi)
     if side > widest * (1 + asym) or side < -widest * (1 - asym):
         return False
-    tm = p[_WIDEST_AT]
     if t <= tm:  # half = widest * c**b >= widest * c (0 <= c <= 1, b <= 1): inside without the power
         c = max(1.0 - (1.0 - t / tm) ** 2, 0.0) * 0.999999
         if side <= widest * c * (1 + asym) and side >= -widest * c * (1 - asym):
@@ -359,6 +291,32 @@ def _in_sector(p, yn, xc, margin_deg):
     return angle <= p[_SECTOR_HALF_ANGLE] - margin_deg and np.hypot(yn, xc) <= p[_SECTOR_RADIUS] + margin_deg
 
 
+_SURE = 1e-9  # relative margin of the quick sector test: far above the rounding of either test
+
+
+@numba.njit(cache=True, nogil=True)
+def _sector_bounds(p, margin_deg):
+    """Bounds for :func:`_in_sector_quick`: tan(half angle) and the squared radius, each shrunk and
+    grown by ``_SURE`` (no bound where the half angle is outside (0, 90) degrees)."""
+    half, radius = p[_SECTOR_HALF_ANGLE] - margin_deg, p[_SECTOR_RADIUS] + margin_deg
+    if not 0.0 < half < 90.0 or radius <= 0.0:
+        return np.array([-1.0, np.inf, -1.0, np.inf])
+    t, r2 = np.tan(np.deg2rad(half)), radius * radius
+    return np.array([t * (1 - _SURE), t * (1 + _SURE), r2 * (1 - _SURE), r2 * (1 + _SURE)])
+
+
+@numba.njit(cache=True, nogil=True)
+def _in_sector_quick(p, yn, xc, margin_deg, bounds):
+    """:func:`_in_sector` (``yn`` > 0), decided by a tangent and a squared radius where the point is
+    clearly inside or outside, by the exact test only near the sector's edges."""
+    ax, r2 = abs(xc), yn * yn + xc * xc
+    if ax <= yn * bounds[0] and r2 <= bounds[2]:
+        return True
+    if ax >= yn * bounds[1] or r2 >= bounds[3]:
+        return False
+    return _in_sector(p, yn, xc, margin_deg)
+
+
 @numba.njit(cache=True, nogil=True)
 def _cavity_leaves_sector(p, h, w, margin_deg):
     """Whether any cavity pixel of an (h, w) render lies outside the sector narrowed by ``margin_deg``.
@@ -369,6 +327,7 @@ def _cavity_leaves_sector(p, h, w, margin_deg):
     a = np.deg2rad(p[_LV_ANGLE])
     ca, sa = np.cos(a), np.sin(a)
     sin_pi = np.sin(np.pi * 1.0)
+    bounds = _sector_bounds(p, margin_deg)
     length = p[_LV_LENGTH]
     half = 0.5 * p[_LV_WIDTH_RATIO] * length * (1.0 + abs(p[_ASYMMETRY])) + abs(p[_BEND] * length)
     y_lo, y_hi, x_lo, x_hi = np.inf, -np.inf, np.inf, -np.inf
@@ -383,7 +342,7 @@ def _cavity_leaves_sector(p, h, w, margin_deg):
         for j in range(c0, c1):
             xn = (j + 0.5) / w
             u, v = _frame(p, yn, xn, ca, sa)
-            if _in_cavity(p, u, v, sin_pi) and not _in_sector(p, yn, xn - 0.5, margin_deg):
+            if not _in_sector_quick(p, yn, xn - 0.5, margin_deg, bounds) and _in_cavity(p, u, v, sin_pi):
                 return True
     return False
 
@@ -406,21 +365,53 @@ def _in_atrium(s_unit, q_unit, hull):
 
 
 @numba.njit(cache=True, nogil=True)
+def _slab_columns(y0, x0, cy, cx, lo, hi, yn, w, j0, j1):
+    """Narrow columns [j0, j1) of row ``yn`` to the pixels whose coordinate ``(yn - y0) * cy + (xn - x0)
+    * cx`` (xn: a column's centre, a fraction of ``w``) may lie in [lo, hi]: the exact interval padded by
+    two pixels, so that no pixel that the exact test keeps is left out."""
+    base = (yn - y0) * cy - x0 * cx
+    if abs(cx) < 1e-12:
+        if base < lo - 1e-9 or base > hi + 1e-9:
+            return j0, j0
+        return j0, j1
+    a, b = (lo - base) / cx, (hi - base) / cx
+    if a > b:
+        a, b = b, a
+    return max(j0, int(np.floor(a * w - 0.5)) - 2), min(j1, int(np.ceil(b * w - 0.5)) + 3)
+
+
+@numba.njit(cache=True, nogil=True)
 def _paint_codes(p, h, w, r0, r1, c0, c1, atrium, hull, code):
-    """Per pixel of rows r0..r1, columns c0..c1, the code bits: cavity, inlet below the annulus,
-    atrium (``atrium`` and ``hull`` from :func:`_atrium_outline`), within the wall's reach, and for
-    atrium pixels inside the sector."""
+    """Per pixel of rows r0..r1, columns c0..c1, the code bits: cavity, inlet below the annulus and
+    atrium (``atrium`` and ``hull`` from :func:`_atrium_outline`), and for atrium pixels inside the
+    sector. Each row visits only the columns where the cavity and inlet's rectangle (u from the apex to
+    the base extension, v within the widest half-width and the bow) or the atrium's bounding box cross
+    it; every other pixel has no bit."""
     a = np.deg2rad(p[_LV_ANGLE])
     ca, sa = np.cos(a), np.sin(a)
     sin_pi = np.sin(np.pi * 1.0)
+    bounds = _sector_bounds(p, 0.0)
     length, asym = p[_LV_LENGTH], p[_ASYMMETRY]
     ext = p[_WALL_BASE_EXTENSION]
     base_half = _half_width(1.0, p)
+    widest = 0.5 * p[_LV_WIDTH_RATIO] * length
+    bow = p[_BEND] * length
+    v_lo, v_hi = min(bow, 0.0) - widest * (1 + abs(asym)), max(bow, 0.0) + widest * (1 + abs(asym))
     hinge_y, hinge_x, cb, sb, ru, la_half = atrium[0], atrium[1], atrium[2], atrium[3], atrium[4], atrium[5]
     s_lo, s_hi, q_lo, q_hi = atrium[6], atrium[7], atrium[8], atrium[9]  # a bounding box of the atrium
     for i in range(r0, r1):
         yn = (i + 0.5) / h
-        for j in range(c0, c1):
+        # the cavity and inlet: u in [0, length + ext], v in [v_lo, v_hi]
+        k0, k1 = _slab_columns(p[_APEX_Y], p[_APEX_X], ca, sa, 0.0, length + ext, yn, w, c0, c1)
+        k0, k1 = _slab_columns(p[_APEX_Y], p[_APEX_X], -sa, ca, v_lo, v_hi, yn, w, k0, k1)
+        # the atrium's box: s in ru * (1 + [s_lo, s_hi]), q in la_half * [q_lo, q_hi]
+        m0, m1 = _slab_columns(hinge_y, hinge_x, cb, sb, ru * (1 + s_lo), ru * (1 + s_hi), yn, w, c0, c1)
+        m0, m1 = _slab_columns(hinge_y, hinge_x, -sb, cb, la_half * q_lo, la_half * q_hi, yn, w, m0, m1)
+        if k1 <= k0:
+            k0, k1 = m0, m1
+        elif m1 > m0:
+            k0, k1 = min(k0, m0), max(k1, m1)
+        for j in range(k0, k1):
             xn = (j + 0.5) / w
             u, v = _frame(p, yn, xn, ca, sa)
             bits = _CAVITY if _in_cavity(p, u, v, sin_pi) else 0
@@ -429,20 +420,18 @@ def _paint_codes(p, h, w, r0, r1, c0, c1, atrium, hull, code):
                 side = _side(p, u, v, sin_pi)
                 if side <= base_half * (1 + asym) and side >= -base_half * (1 - asym):
                     bits |= _INLET | _ATRIUM
-            if u <= length + ext:
-                bits |= _WALL_REACH
             dy, dx = yn - hinge_y, xn - hinge_x
             s, q = dy * cb + dx * sb, -dy * sb + dx * cb
             s_unit, q_unit = (s - ru) / ru, q / la_half
             if s_lo <= s_unit <= s_hi and q_lo <= q_unit <= q_hi and _in_atrium(s_unit, q_unit, hull):
                 bits |= _ATRIUM
-            if bits & _ATRIUM and _in_sector(p, yn, xn - 0.5, 0.0):  # only the atrium is cut by the sector
+            if bits & _ATRIUM and _in_sector_quick(p, yn, xn - 0.5, 0.0, bounds):  # only the atrium is cut
                 bits |= _SECTOR
             code[i, j] = bits
 
 
 @numba.njit(cache=True, nogil=True)
-def _paint_wall(p, h, w, r0, c0, distance, reach, code, out):
+def _paint_wall(p, h, w, r0, c0, distance, reach, out):
     """Mark as wall the pixels of the crop at (r0, c0) whose ``distance`` to the cavity or inlet is
     within the wall thickness there: it blends from the apex to the septal (left) and lateral (right)
     walls and tapers below the annulus over the base extension (fractions of the image side)."""
@@ -450,21 +439,32 @@ def _paint_wall(p, h, w, r0, c0, distance, reach, code, out):
     ca, sa = np.cos(a), np.sin(a)
     sin_pi = np.sin(np.pi * 1.0)
     length, ws, ext = p[_LV_LENGTH], p[_WALL_SEPTAL], p[_WALL_BASE_EXTENSION]
+    # the thickness blends the apical, septal and lateral ones: it lies between the least and the most
+    ratios = (p[_WALL_APEX_RATIO], 1.0, p[_WALL_LATERAL_RATIO])
+    thinnest, thickest = ws * min(ratios) * (1 - 1e-9), ws * max(ratios) * (1 + 1e-9)
     for i in range(distance.shape[0]):
         yn = (r0 + i + 0.5) / h
         for j in range(distance.shape[1]):
             d = distance[i, j]
-            if not (0.0 < d <= reach) or not (code[r0 + i, c0 + j] & _WALL_REACH):
+            if not (0.0 < d <= reach):
                 continue
             xn = (c0 + j + 0.5) / w
             u, v = _frame(p, yn, xn, ca, sa)
+            if u > length + ext:  # beyond the base extension: no wall
+                continue
+            taper = min(max(1.0 - 0.6 * (u - length) / ext, 0.0), 1.0)
+            if d <= thinnest * taper:  # clearly within the wall, or clearly beyond it
+                out[r0 + i, c0 + j] = WALL
+                continue
+            if d > thickest * taper:
+                continue
             side = _side(p, u, v, sin_pi)
             t = u / length
             apical = _smoothstep(1.0 - t / 0.5)
             lateral = _smoothstep(0.5 + side / (p[_LV_WIDTH_RATIO] * length))
             sides = ws * (1 + lateral * (p[_WALL_LATERAL_RATIO] - 1))
             thick = apical * ws * p[_WALL_APEX_RATIO] + (1 - apical) * sides
-            if d <= thick * min(max(1.0 - 0.6 * (u - length) / ext, 0.0), 1.0):
+            if d <= thick * taper:
                 out[r0 + i, c0 + j] = WALL
 
 
@@ -510,7 +510,7 @@ def _paint_labels(p, h, w, code, region, reach, margin, out):
                 seed[i - r0, j - c0] = (code[i, j] & (_CAVITY | _INLET)) != 0
         distance = np.empty(seed.shape, dtype=np.float64)
         distance_to_mask(seed, 1.0 / h, 1.0 / w, distance)
-        _paint_wall(p, h, w, r0, c0, distance, reach, code, out)
+        _paint_wall(p, h, w, r0, c0, distance, reach, out)
     for i in range(region[0], region[1]):
         for j in range(region[2], region[3]):
             bits = code[i, j]
@@ -536,3 +536,148 @@ def _paint_labels(p, h, w, code, region, reach, margin, out):
         for j in range(crop.shape[1]):
             if parts[i, j] and parts[i, j] != keep:
                 crop[i, j] = WALL
+
+
+@numba.njit(cache=True, nogil=True)
+def _reach(p):
+    """The thickest the wall can be anywhere (a fraction of the image side)."""
+    return p[_WALL_SEPTAL] * max(p[_WALL_APEX_RATIO], 1.0, p[_WALL_LATERAL_RATIO])
+
+
+@numba.njit(cache=True, nogil=True)
+def _corners(oy, ox, angle_deg, u0, u1, v, ys, xs, at):
+    """Write into ``ys[at:at + 4]``, ``xs[at:at + 4]`` the corners of the rectangle u0..u1, -v..v in the
+    frame at (``oy``, ``ox``) turned by ``angle_deg`` (u down the axis, v across it)."""
+    a = np.deg2rad(angle_deg)
+    ca, sa = np.cos(a), np.sin(a)
+    for k in range(4):
+        uu = u0 if k < 2 else u1
+        vv = -v if k % 2 == 0 else v
+        ys[at + k] = oy + uu * ca - vv * sa
+        xs[at + k] = ox + uu * sa + vv * ca
+
+
+@numba.njit(cache=True, nogil=True)
+def _region(p, h, w):
+    """Rows and columns [r0, r1) x [c0, c1) that hold the heart and every pixel within a wall thickness
+    of its cavity and inlet (outside, nothing is painted and no wall can reach)."""
+    reach = _reach(p)
+    length = p[_LV_LENGTH]
+    widest = 0.5 * p[_LV_WIDTH_RATIO] * length
+    v = widest * (1 + abs(p[_ASYMMETRY])) + abs(p[_BEND] * length) + reach
+    ys, xs = np.empty(8), np.empty(8)
+    _corners(
+        p[_APEX_Y], p[_APEX_X], p[_LV_ANGLE], -reach, length + p[_WALL_BASE_EXTENSION] + reach, v, ys, xs, 0
+    )
+    a = np.deg2rad(p[_LV_ANGLE])
+    hinge_y, hinge_x = p[_APEX_Y] + length * np.cos(a), p[_APEX_X] + length * np.sin(a)
+    base_half = widest * p[_BASE_WIDTH]
+    # the atrium's half-width, the hinge's offset included
+    q = max(0.5 * p[_LA_WIDTH], LA_MIN_WIDENING * base_half) + abs(base_half * p[_ASYMMETRY])
+    # the ellipse; the rest of the atrium's hull lies within the cavity's rectangle (the inlet corners)
+    _corners(hinge_y, hinge_x, p[_LV_ANGLE] + p[_LA_ANGLE], -q, p[_LA_LENGTH] + q, q, ys, xs, 4)
+    pad = int(np.ceil(reach * max(h, w))) + 2
+    return (
+        max(int(np.floor(ys.min() * h)) - pad, 0),
+        min(int(np.ceil(ys.max() * h)) + pad, h),
+        max(int(np.floor(xs.min() * w)) - pad, 0),
+        min(int(np.ceil(xs.max() * w)) + pad, w),
+    )
+
+
+@numba.njit(cache=True, nogil=True)
+def _turns_left(o, a, b):
+    """Whether o -> a -> b turns counter-clockwise (points are rows (s, q))."""
+    return (a[0] - o[0]) * (b[1] - o[1]) - (a[1] - o[1]) * (b[0] - o[0]) > 0.0
+
+
+@numba.njit(cache=True, nogil=True)
+def _convex_hull(points):
+    """Counter-clockwise vertices of the convex hull of (N, 2) points (Andrew's monotone chain over the
+    points sorted by s, then q); none for fewer than 3 points."""
+    n = points.shape[0]
+    if n < 3:
+        return np.zeros((0, 2))
+    pts = points.copy()
+    for i in range(1, n):  # insertion sort: a dozen points at most
+        row = pts[i].copy()
+        k = i - 1
+        while k >= 0 and (pts[k, 0] > row[0] or (pts[k, 0] == row[0] and pts[k, 1] > row[1])):
+            pts[k + 1] = pts[k]
+            k -= 1
+        pts[k + 1] = row
+    chain = np.empty((2 * n, 2))
+    size = 0
+    for sweep in range(2):  # the lower chain, then the upper one (the points in reverse)
+        start = size
+        for m in range(n):
+            pt = pts[m] if sweep == 0 else pts[n - 1 - m]
+            while size - start >= 2 and not _turns_left(chain[size - 2], chain[size - 1], pt):
+                size -= 1
+            chain[size] = pt
+            size += 1
+        size -= 1  # each chain's last point starts the other
+    return chain[:size].copy()
+
+
+@numba.njit(cache=True, nogil=True)
+def _atrium_outline(p):
+    """The atrium: the convex hull of an ellipse below the annulus and the four corners of the inlet.
+
+    Works in the frame where the ellipse is the unit circle: there the hull is the circle and a convex
+    polygon, whose vertices are the corners outside the circle and their tangent points on it (an
+    affine map keeps convex hulls). Returns the frame (hinge y and x, the cosine and sine of the
+    ellipse's axis angle, its semi-axes along and across the axis, then a bounding box s0, s1, q0, q1
+    of the circle and the polygon in the frame) and the polygon's counter-clockwise vertices (K, 2),
+    none when every corner lies in the circle.
+    """
+    a = np.deg2rad(p[_LV_ANGLE])
+    ca, sa = np.cos(a), np.sin(a)
+    length = p[_LV_LENGTH]
+    base_half = 0.5 * p[_LV_WIDTH_RATIO] * length * p[_BASE_WIDTH]  # the cavity's half-width at the annulus
+    base_centre_v = base_half * p[_ASYMMETRY]
+    hinge_y = p[_APEX_Y] + length * ca - base_centre_v * sa
+    hinge_x = p[_APEX_X] + length * sa + base_centre_v * ca
+    b = np.deg2rad(p[_LV_ANGLE] + p[_LA_ANGLE])
+    cb, sb = np.cos(b), np.sin(b)
+    ru = 0.5 * p[_LA_LENGTH]
+    la_half = max(0.5 * p[_LA_WIDTH], LA_MIN_WIDENING * base_half)  # wider than the annulus
+    ext = p[_WALL_BASE_EXTENSION]
+    points = np.empty((12, 2))  # the inlet's corners outside the circle, then their tangent points
+    out = 0
+    for k in range(4):
+        du = 0.0 if k < 2 else ext
+        dv = -base_half if k % 2 == 0 else base_half
+        dy, dx = du * ca - dv * sa, du * sa + dv * ca
+        s_unit = (dy * cb + dx * sb - ru) / ru
+        q_unit = (-dy * sb + dx * cb) / la_half
+        radius = np.hypot(s_unit, q_unit)
+        if radius > 1.0:
+            points[out, 0], points[out, 1] = s_unit, q_unit
+            out += 1
+    for side in (-1.0, 1.0):
+        for k in range(out):
+            heading = np.arctan2(points[k, 1], points[k, 0])
+            spread = np.arccos(1.0 / np.hypot(points[k, 0], points[k, 1]))
+            tangent = heading + side * spread
+            points[out * (2 if side > 0 else 1) + k, 0] = np.cos(tangent)
+            points[out * (2 if side > 0 else 1) + k, 1] = np.sin(tangent)
+    hull = _convex_hull(points[: 3 * out])
+    # a bounding box of the circle and the polygon, padded so that it never decides a point on their edge
+    s_lo, s_hi, q_lo, q_hi = -1.0, 1.0, -1.0, 1.0
+    for k in range(hull.shape[0]):
+        s_lo, s_hi = min(s_lo, hull[k, 0]), max(s_hi, hull[k, 0])
+        q_lo, q_hi = min(q_lo, hull[k, 1]), max(q_hi, hull[k, 1])
+    frame = np.array(
+        [hinge_y, hinge_x, cb, sb, ru, la_half, s_lo - 1e-9, s_hi + 1e-9, q_lo - 1e-9, q_hi + 1e-9]
+    )
+    return frame, hull
+
+
+@numba.njit(cache=True, nogil=True)
+def _render_echo(p, h, w):
+    """The (h, w) label map of the parameter vector ``p`` (:func:`render_echo`)."""
+    reach = _reach(p) * (1 + 1e-9)  # never below a thickness computed in floats
+    margin = int(np.ceil(reach * max(h, w))) + 1
+    atrium, hull = _atrium_outline(p)
+    return _render(p, h, w, _region(p, h, w), atrium, hull, reach, margin)

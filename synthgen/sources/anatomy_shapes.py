@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
+from operator import attrgetter
 from typing import Any, ClassVar, Self
 
 import numpy as np
@@ -18,6 +19,7 @@ from synthgen.schemas import parse_float, parse_mapping, reject_unknown_keys
 
 Range = tuple[float, float]
 _NAMES: dict[type, tuple[str, ...]] = {}  # field names per record type (asked for once per draw)
+_GETTERS: dict[type, attrgetter] = {}  # all the fields of a record type at once
 
 
 @dataclass(frozen=True)
@@ -46,7 +48,10 @@ class AnatomyParams:
         return cls(**{n: parse_float(data[n], f"parameter {n!r}") for n in cls.names()})
 
     def to_vector(self) -> np.ndarray:
-        return np.array([getattr(self, n) for n in self.names()], np.float64)
+        getter = _GETTERS.get(type(self))
+        if getter is None:
+            getter = _GETTERS[type(self)] = attrgetter(*self.names())
+        return np.array(getter(self), np.float64)
 
     @classmethod
     def from_vector(cls, vector: Any) -> Self:
@@ -59,10 +64,21 @@ class AnatomyParams:
 
 
 def draw_uniform(rng: np.random.Generator, ranges: Mapping[str, Range]) -> dict[str, float]:
-    """One uniform draw per range, in the mapping's order (so the draws are reproducible): one call
-    for all of them, the same values as one ``rng.uniform(lo, hi)`` per range in turn."""
-    bounds = np.array(list(ranges.values()), np.float64).reshape(-1, 2)
-    return dict(zip(ranges, rng.uniform(bounds[:, 0], bounds[:, 1]).tolist(), strict=True))
+    """One uniform draw per range, in the mapping's order (so the draws are reproducible): the values
+    of ``rng.uniform(lows, highs)``, formed as it forms them (low + (high - low) * ``rng.random()``)
+    without its broadcasting, which costs more than the draw."""
+    spans = tuple(map(tuple, ranges.values()))
+    bounds = _BOUNDS.get(spans)
+    if bounds is None:
+        if len(_BOUNDS) > 64:
+            _BOUNDS.clear()
+        lo, hi = np.array(spans, np.float64).reshape(-1, 2).T
+        bounds = _BOUNDS[spans] = (lo.copy(), hi - lo)
+    lo, width = bounds
+    return dict(zip(ranges, (lo + width * rng.random(len(lo))).tolist(), strict=True))
+
+
+_BOUNDS: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}  # low ends and widths of the tables met so far
 
 
 def check_ranges(ranges: Mapping[str, Range], params: type[AnatomyParams], drawn_elsewhere: set[str]) -> None:
@@ -112,24 +128,3 @@ def wobble(angle: np.ndarray, amplitudes: tuple[float, ...], phases: tuple[float
     for k, (amp, phase) in enumerate(zip(amplitudes, phases, strict=True), start=2):
         out += amp * np.cos(k * angle + phase)
     return out
-
-
-def convex_hull(points: np.ndarray) -> np.ndarray:
-    """Counter-clockwise vertices of the convex hull of (N, 2) points (Andrew's monotone chain)."""
-    if len(points) < 3:
-        return np.zeros((0, 2))
-    pts = sorted(map(tuple, points.tolist()))
-
-    def chain(seq):
-        out: list[tuple[float, float]] = []
-        for pt in seq:
-            while len(out) >= 2 and (
-                (out[-1][0] - out[-2][0]) * (pt[1] - out[-2][1])
-                - (out[-1][1] - out[-2][1]) * (pt[0] - out[-2][0])
-                <= 0.0
-            ):
-                out.pop()
-            out.append(pt)
-        return out[:-1]
-
-    return np.array(chain(pts) + chain(pts[::-1]), np.float64).reshape(-1, 2)
