@@ -586,38 +586,44 @@ def _region(p, h, w):
 
 
 @numba.njit(cache=True, nogil=True)
-def _turns_left(o, a, b):
-    """Whether o -> a -> b turns counter-clockwise (points are rows (s, q))."""
-    return (a[0] - o[0]) * (b[1] - o[1]) - (a[1] - o[1]) * (b[0] - o[0]) > 0.0
-
-
-@numba.njit(cache=True, nogil=True)
 def _convex_hull(points):
     """Counter-clockwise vertices of the convex hull of (N, 2) points (Andrew's monotone chain over the
     points sorted by s, then q); none for fewer than 3 points."""
     n = points.shape[0]
     if n < 3:
         return np.zeros((0, 2))
-    pts = points.copy()
+    order = np.arange(n)
     for i in range(1, n):  # insertion sort: a dozen points at most
-        row = pts[i].copy()
+        m = order[i]
         k = i - 1
-        while k >= 0 and (pts[k, 0] > row[0] or (pts[k, 0] == row[0] and pts[k, 1] > row[1])):
-            pts[k + 1] = pts[k]
+        while k >= 0 and (
+            points[order[k], 0] > points[m, 0]
+            or (points[order[k], 0] == points[m, 0] and points[order[k], 1] > points[m, 1])
+        ):
+            order[k + 1] = order[k]
             k -= 1
-        pts[k + 1] = row
-    chain = np.empty((2 * n, 2))
+        order[k + 1] = m
+    chain = np.empty(2 * n, dtype=np.int64)  # indices into points
     size = 0
     for sweep in range(2):  # the lower chain, then the upper one (the points in reverse)
         start = size
-        for m in range(n):
-            pt = pts[m] if sweep == 0 else pts[n - 1 - m]
-            while size - start >= 2 and not _turns_left(chain[size - 2], chain[size - 1], pt):
+        for step in range(n):
+            c = order[step] if sweep == 0 else order[n - 1 - step]
+            while size - start >= 2:
+                o, a = chain[size - 2], chain[size - 1]
+                turn = (points[a, 0] - points[o, 0]) * (points[c, 1] - points[o, 1]) - (
+                    points[a, 1] - points[o, 1]
+                ) * (points[c, 0] - points[o, 0])
+                if turn > 0.0:  # counter-clockwise: keep
+                    break
                 size -= 1
-            chain[size] = pt
+            chain[size] = c
             size += 1
         size -= 1  # each chain's last point starts the other
-    return chain[:size].copy()
+    hull = np.empty((size, 2))
+    for k in range(size):
+        hull[k, 0], hull[k, 1] = points[chain[k], 0], points[chain[k], 1]
+    return hull
 
 
 @numba.njit(cache=True, nogil=True)
@@ -668,9 +674,9 @@ def _atrium_outline(p):
     for k in range(hull.shape[0]):
         s_lo, s_hi = min(s_lo, hull[k, 0]), max(s_hi, hull[k, 0])
         q_lo, q_hi = min(q_lo, hull[k, 1]), max(q_hi, hull[k, 1])
-    frame = np.array(
-        [hinge_y, hinge_x, cb, sb, ru, la_half, s_lo - 1e-9, s_hi + 1e-9, q_lo - 1e-9, q_hi + 1e-9]
-    )
+    frame = np.empty(10)
+    frame[0], frame[1], frame[2], frame[3], frame[4], frame[5] = hinge_y, hinge_x, cb, sb, ru, la_half
+    frame[6], frame[7], frame[8], frame[9] = s_lo - 1e-9, s_hi + 1e-9, q_lo - 1e-9, q_hi + 1e-9
     return frame, hull
 
 
