@@ -163,3 +163,22 @@ def test_draw_uniform_gives_the_values_of_rng_uniform():
             want = np.random.default_rng([k, seed]).uniform(bounds[:, 0], bounds[:, 1])
             assert list(drawn) == list(table)
             np.testing.assert_array_equal(np.array(list(drawn.values())), want)
+
+
+def test_short_axis_renderer_equals_the_numpy_reference_pixel_for_pixel():
+    import helpers.sa_reference as ref
+
+    from synthgen.sources.anatomy_mr_ct import SA_RANGES, ShortAxisParams
+    from synthgen.sources.anatomy_shapes import draw_uniform
+
+    rng = np.random.default_rng(12)
+    # the default ranges, then wider ones: shapes at the border, flattened or stretched cavities,
+    # strong wobbles and walls, and the RV on every side
+    wide = SA_RANGES | {"lv_y": (0.05, 0.95), "lv_x": (0.05, 0.95), "cavity_radius": (0.0, 0.3),
+                        "cavity_ratio": (0.3, 1.6), "wobble_2": (-0.3, 0.3), "wall": (0.0, 0.12),
+                        "wall_variation": (-0.9, 0.9), "rv_angle": (-180.0, 180.0)}  # fmt: skip
+    for i in range(120):
+        drawn = draw_uniform(rng, SA_RANGES if i < 60 else wide)
+        p = ShortAxisParams(has_rv=float(i % 5 != 0), **drawn)
+        shape = [(128, 128), (224, 224), (96, 112), (37, 64)][i % 4]
+        np.testing.assert_array_equal(anatomy.render(p, shape), ref.render_sa(p, shape), f"map {i}")

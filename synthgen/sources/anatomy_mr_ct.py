@@ -23,8 +23,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
+import numba
 import numpy as np
 
+from synthgen.errors import ConfigError
 from synthgen.schemas import MMWHS
 from synthgen.sources.anatomy_shapes import (
     AnatomyParams,
@@ -34,7 +36,6 @@ from synthgen.sources.anatomy_shapes import (
     ellipse,
     pixel_grid,
     to_frame,
-    wobble,
 )
 
 
@@ -100,39 +101,117 @@ def sample_sa_params(rng: np.random.Generator) -> ShortAxisParams:
 
 
 def render_sa(p: ShortAxisParams, shape: tuple[int, int]) -> np.ndarray:
-    """The (H, W) uint8 ACDC-schema map (RV 1, myocardium 2, LV cavity 3) of ``p``."""
-    h, w = shape
-    side = np.sqrt(h * w)
-    y, x = pixel_grid(shape)
-    cy, cx = p.lv_y * h - 0.5, p.lv_x * w - 0.5
-    dy, dx = (y - cy) / side, (x - cx) / side
-    theta = np.arctan2(-dy, dx)
-    u, v = to_frame(dy, dx, (0.0, 0.0), p.cavity_angle)
-    # radius of the cavity boundary in the direction of each pixel (an ellipse, wobbled)
-    phi = np.arctan2(v, u)
-    ellipse_r = p.cavity_radius / np.sqrt(np.cos(phi) ** 2 + (np.sin(phi) / p.cavity_ratio) ** 2)
-    r_cavity = ellipse_r * wobble(
-        theta, (p.wobble_2, p.wobble_3, p.wobble_4), (p.phase_2, p.phase_3, p.phase_4)
-    )
-    r_wall = r_cavity + p.wall * (1 + p.wall_variation * np.cos(theta - p.wall_phase))
-    radius = np.hypot(dy, dx)
-    cavity = radius <= r_cavity
-    epicardium = radius <= r_wall
+    """The (H, W) uint8 ACDC-schema map (RV 1, myocardium 2, LV cavity 3) of ``p``.
 
-    out = np.zeros(shape, np.uint8)
-    if p.has_rv >= 0.5:
-        # an ellipse along the LV-RV line from rv_reach behind the LV centre to rv_depth beyond
-        # the epicardium, minus the LV: a crescent whose horns end on the wall
-        epi_r = p.cavity_radius * (1 + p.cavity_ratio) / 2 + p.wall
-        front, back = 1.0 + p.rv_depth, -p.rv_reach
-        a = np.deg2rad(p.rv_angle)
-        d = 0.5 * (front + back) * epi_r
-        e = p.rv_shift * epi_r  # along the septum: perpendicular to the LV-RV line
-        centre = (-np.sin(a) * d - np.cos(a) * e, np.cos(a) * d - np.sin(a) * e)
-        ru, rv = to_frame(dy, dx, centre, p.rv_angle + 90.0 + p.rv_tilt)
-        out[ellipse(ru, rv, 0.5 * (front - back) * epi_r, p.rv_width * epi_r) & ~epicardium] = 1
-    out[epicardium] = 2
-    out[cavity] = 3
+    Per pixel (a Numba pass over the box of the LV's outer reach and the RV's ellipse): the LV
+    cavity's boundary lies at a wobbled ellipse's radius in the pixel's direction, the epicardium a
+    varying wall thickness further out, and the RV is its ellipse outside the epicardium.
+    """
+    h, w = shape
+    return _render_sa(p.to_vector(), h, w)
+
+
+# positions in ShortAxisParams.to_vector() (the dataclass field order)
+(
+    _LV_Y,
+    _LV_X,
+    _CAVITY_RADIUS,
+    _CAVITY_RATIO,
+    _CAVITY_ANGLE,
+    _WOBBLE_2,
+    _WOBBLE_3,
+    _WOBBLE_4,
+    _PHASE_2,
+    _PHASE_3,
+    _PHASE_4,
+    _WALL,
+    _WALL_VARIATION,
+    _WALL_PHASE,
+    _HAS_RV,
+    _RV_ANGLE,
+    _RV_DEPTH,
+    _RV_REACH,
+    _RV_WIDTH,
+    _RV_TILT,
+    _RV_SHIFT,
+) = range(21)
+if ShortAxisParams.names().index("rv_shift") != _RV_SHIFT or len(ShortAxisParams.names()) != 21:
+    raise ConfigError(
+        f"Expected the Numba renderer's parameter positions to match {ShortAxisParams.names()}."
+    )
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def _box(cy, cx, reach, h, w, box):
+    """Grow ``box`` (r0, r1, c0, c1, pixels) to hold the disc of ``reach`` pixels around (cy, cx), padded
+    by two pixels and clipped to the image."""
+    box[0] = max(min(box[0], int(np.floor(cy - reach)) - 2), 0)
+    box[1] = min(max(box[1], int(np.ceil(cy + reach)) + 3), h)
+    box[2] = max(min(box[2], int(np.floor(cx - reach)) - 2), 0)
+    box[3] = min(max(box[3], int(np.ceil(cx + reach)) + 3), w)
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def _render_sa(p, h, w):
+    """:func:`render_sa` of the parameter vector ``p``: the same expressions, per pixel, as the NumPy
+    version (tests/helpers/sa_reference.py), evaluated only where a shape can reach."""
+    side = np.sqrt(h * w)
+    cy, cx = p[_LV_Y] * h - 0.5, p[_LV_X] * w - 0.5
+    a = np.deg2rad(p[_CAVITY_ANGLE])
+    ca, sa = np.cos(a), np.sin(a)
+    ratio, radius0 = p[_CAVITY_RATIO], p[_CAVITY_RADIUS]
+    # the farthest the epicardium reaches: the ellipse's radius is at most radius0 * max(1, ratio)
+    wobble_most = 1.0 + abs(p[_WOBBLE_2]) + abs(p[_WOBBLE_3]) + abs(p[_WOBBLE_4])
+    lv_reach = abs(radius0) * max(1.0, abs(ratio)) * wobble_most + abs(p[_WALL]) * (
+        1 + abs(p[_WALL_VARIATION])
+    )
+    lv_reach = lv_reach * (1 + 1e-9) + 1e-12
+    box = np.array([h, 0, w, 0])
+    _box(cy, cx, lv_reach * side, h, w, box)
+    has_rv = p[_HAS_RV] >= 0.5
+    epi_r = radius0 * (1 + ratio) / 2 + p[_WALL]
+    front, back = 1.0 + p[_RV_DEPTH], -p[_RV_REACH]
+    b = np.deg2rad(p[_RV_ANGLE])
+    d = 0.5 * (front + back) * epi_r
+    e = p[_RV_SHIFT] * epi_r  # along the septum: perpendicular to the LV-RV line
+    rv_y, rv_x = -np.sin(b) * d - np.cos(b) * e, np.cos(b) * d - np.sin(b) * e
+    t = np.deg2rad(p[_RV_ANGLE] + 90.0 + p[_RV_TILT])
+    ct, st = np.cos(t), np.sin(t)
+    rv_u, rv_v = 0.5 * (front - back) * epi_r, p[_RV_WIDTH] * epi_r
+    if has_rv:
+        _box(cy + rv_y * side, cx + rv_x * side, max(abs(rv_u), abs(rv_v)) * side * (1 + 1e-9), h, w, box)
+    out = np.zeros((h, w), dtype=np.uint8)
+    for i in range(box[0], box[1]):
+        dy = (i - cy) / side
+        for j in range(box[2], box[3]):
+            dx = (j - cx) / side
+            in_rv = False
+            if has_rv:
+                ry, rx = dy - rv_y, dx - rv_x
+                qu, qv = abs((ry * ct + rx * st) / rv_u), abs((-ry * st + rx * ct) / rv_v)
+                in_rv = qu * qu + qv * qv <= 1.0
+            radius = np.hypot(dy, dx)
+            if radius > lv_reach:  # beyond the epicardium's farthest reach
+                if in_rv:
+                    out[i, j] = 1
+                continue
+            theta = np.arctan2(-dy, dx)
+            phi = np.arctan2(-dy * sa + dx * ca, dy * ca + dx * sa)
+            s = np.sin(phi) / ratio
+            c = np.cos(phi)
+            ellipse_r = radius0 / np.sqrt(c * c + s * s)
+            wobble = 1.0
+            wobble += p[_WOBBLE_2] * np.cos(2 * theta + p[_PHASE_2])
+            wobble += p[_WOBBLE_3] * np.cos(3 * theta + p[_PHASE_3])
+            wobble += p[_WOBBLE_4] * np.cos(4 * theta + p[_PHASE_4])
+            r_cavity = ellipse_r * wobble
+            r_wall = r_cavity + p[_WALL] * (1 + p[_WALL_VARIATION] * np.cos(theta - p[_WALL_PHASE]))
+            if radius <= r_cavity:
+                out[i, j] = 3
+            elif radius <= r_wall:
+                out[i, j] = 2
+            elif in_rv:
+                out[i, j] = 1
     return out
 
 
