@@ -182,3 +182,18 @@ def test_short_axis_renderer_equals_the_numpy_reference_pixel_for_pixel():
         p = ShortAxisParams(has_rv=float(i % 5 != 0), **drawn)
         shape = [(128, 128), (224, 224), (96, 112), (37, 64)][i % 4]
         np.testing.assert_array_equal(anatomy.render(p, shape), ref.render_sa(p, shape), f"map {i}")
+
+
+def test_axial_ct_renderer_equals_the_numpy_reference_pixel_for_pixel():
+    import helpers.ct_reference as ref
+
+    from synthgen.sources.anatomy_mr_ct import CT_RANGES, AxialCtParams
+    from synthgen.sources.anatomy_shapes import draw_uniform
+
+    rng = np.random.default_rng(13)
+    wide = CT_RANGES | {"heart_y": (0.1, 0.9), "heart_x": (0.1, 0.9), "heart_angle": (-180.0, 180.0),
+                        "heart_scale": (0.1, 0.8), "lv_wall": (0.0, 0.3)}  # fmt: skip
+    for i in range(80):
+        p = AxialCtParams(**draw_uniform(rng, CT_RANGES if i < 40 else wide))
+        shape = [(128, 128), (256, 256), (96, 112), (40, 72)][i % 4]
+        np.testing.assert_array_equal(anatomy.render(p, shape), ref.render_ct(p, shape), f"map {i}")

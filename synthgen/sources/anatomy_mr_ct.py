@@ -33,9 +33,6 @@ from synthgen.sources.anatomy_shapes import (
     Range,
     check_ranges,
     draw_uniform,
-    ellipse,
-    pixel_grid,
-    to_frame,
 )
 
 
@@ -271,42 +268,111 @@ def sample_ct_params(rng: np.random.Generator) -> AxialCtParams:
 
 
 def render_ct(p: AxialCtParams, shape: tuple[int, int]) -> np.ndarray:
-    """The (H, W) uint8 MM-WHS-schema map of ``p``, painted back to front."""
+    """The (H, W) uint8 MM-WHS-schema map of ``p``, painted back to front (a Numba pass per pixel:
+    the heart frame, then each structure's ellipse in its own frame)."""
     h, w = shape
+    return _render_ct(p.to_vector(), h, w, _CT_VALUES)
+
+
+# MM-WHS values in painting order (back to front: the later wins)
+_CT_ORDER = (
+    "aorta",
+    "right_atrium",
+    "left_atrium",
+    "pulmonary_artery",
+    "rv_cavity",
+    "lv_myocardium",
+    "lv_cavity",
+)
+_CT_VALUES = np.array([MMWHS.value_of(name) for name in _CT_ORDER], np.uint8)
+(
+    _HEART_Y,
+    _HEART_X,
+    _HEART_SCALE,
+    _HEART_ANGLE,
+    _CT_LV_LENGTH,
+    _CT_LV_WIDTH,
+    _CT_LV_AXIS,
+    _CT_LV_WALL,
+    _CT_RV_LENGTH,
+    _CT_RV_WIDTH,
+    _LA_WIDTH,
+    _LA_DEPTH,
+    _RA_WIDTH,
+    _RA_DEPTH,
+    _AORTA_RADIUS,
+    _PA_WIDTH,
+    _PA_DEPTH,
+    _SHIFT_ATRIA,
+    _SHIFT_VESSELS,
+) = range(19)
+if AxialCtParams.names().index("shift_vessels") != _SHIFT_VESSELS or len(AxialCtParams.names()) != 19:
+    raise ConfigError(f"Expected the Numba renderer's parameter positions to match {AxialCtParams.names()}.")
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def _in_ellipse(u, v, ru, rv):
+    """``ellipse(u, v, ru, rv)`` of :mod:`anatomy_shapes` for one point (its squares as NumPy's)."""
+    a, b = abs(u / ru), abs(v / rv)
+    return a * a + b * b <= 1.0
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def _render_ct(p, h, w, values):
+    """:func:`render_ct` of the parameter vector ``p``: the same expressions, per pixel, as the NumPy
+    version (tests/helpers/ct_reference.py). Frames are (origin y, origin x, cos, sin) rows."""
     side = np.sqrt(h * w)
-    y, x = pixel_grid(shape)
-    # heart frame: hx towards the patient's left (image right), hy posterior (image down)
-    hy, hx = to_frame(
-        (y - (p.heart_y * h - 0.5)) / side, (x - (p.heart_x * w - 0.5)) / side, (0, 0), p.heart_angle
+    cy, cx = p[_HEART_Y] * h - 0.5, p[_HEART_X] * w - 0.5
+    a = np.deg2rad(p[_HEART_ANGLE])
+    ca, sa = np.cos(a), np.sin(a)
+    scale = p[_HEART_SCALE]
+    # the structures' frames in the heart frame: septal (the ventricles), the atria, aorta, trunk
+    aorta_y = 0.5 + p[_SHIFT_ATRIA] + p[_LA_DEPTH] + 0.9 * p[_AORTA_RADIUS]
+    origins = (
+        (0.15, -0.05, 90.0 + p[_CT_LV_AXIS]),
+        (0.5 + p[_SHIFT_ATRIA], 0.22, 0.0),
+        (0.26 + p[_SHIFT_ATRIA], -0.3, 0.0),
+        (aorta_y, 0.38 + p[_SHIFT_VESSELS], 0.0),
+        (-0.36, 0.05 + p[_SHIFT_VESSELS], -25.0),
     )
-    hy, hx = hy / p.heart_scale, hx / p.heart_scale
-
-    def at(cy: float, cx: float, angle: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
-        return to_frame(hy, hx, (cy, cx), angle)
-
-    # ventricles in a septal frame at the crux: u towards the apex (left-anterior), v towards the RV
-    su, sv = at(0.15, -0.05, 90.0 + p.lv_axis)
-    lu, lv_ = su - (p.lv_length + 0.08), sv + (p.lv_width + 0.05)
-    lv_cavity = ellipse(lu, lv_, p.lv_length, p.lv_width)
-    lv_epi = ellipse(lu + 0.3 * p.lv_wall, lv_, p.lv_length + 0.7 * p.lv_wall, p.lv_width + p.lv_wall)
-    rv = ellipse(su - 0.85 * p.rv_length, sv - 0.5 * p.rv_width, p.rv_length, p.rv_width) & ~lv_epi
-    # atria behind the ventricles, the descending aorta behind the left atrium, the pulmonary trunk
-    # in front of the RV outflow
-    la = ellipse(*at(0.5 + p.shift_atria, 0.22), p.la_depth, p.la_width)
-    ra = ellipse(*at(0.26 + p.shift_atria, -0.3), p.ra_depth, p.ra_width)
-    aorta_y = 0.5 + p.shift_atria + p.la_depth + 0.9 * p.aorta_radius
-    aorta = ellipse(*at(aorta_y, 0.38 + p.shift_vessels), p.aorta_radius, p.aorta_radius)
-    pa = ellipse(*at(-0.36, 0.05 + p.shift_vessels, -25.0), p.pa_depth, p.pa_width)
-
-    out = np.zeros(shape, np.uint8)
-    for name, mask in (
-        ("aorta", aorta),
-        ("right_atrium", ra),
-        ("left_atrium", la),
-        ("pulmonary_artery", pa),
-        ("rv_cavity", rv),
-        ("lv_myocardium", lv_epi),
-        ("lv_cavity", lv_cavity),
-    ):
-        out[mask] = MMWHS.value_of(name)
+    frames = np.empty((5, 4))
+    for k in range(5):
+        b = np.deg2rad(origins[k][2])
+        frames[k, 0], frames[k, 1], frames[k, 2], frames[k, 3] = (
+            origins[k][0],
+            origins[k][1],
+            np.cos(b),
+            np.sin(b),
+        )
+    lv_length, lv_width, lv_wall = p[_CT_LV_LENGTH], p[_CT_LV_WIDTH], p[_CT_LV_WALL]
+    rv_length, rv_width = p[_CT_RV_LENGTH], p[_CT_RV_WIDTH]
+    out = np.zeros((h, w), dtype=np.uint8)
+    uv = np.empty((5, 2))
+    for i in range(h):
+        dy = (i - cy) / side
+        for j in range(w):
+            dx = (j - cx) / side
+            hy, hx = (dy * ca + dx * sa) / scale, (-dy * sa + dx * ca) / scale
+            for k in range(5):
+                fy, fx = hy - frames[k, 0], hx - frames[k, 1]
+                uv[k, 0], uv[k, 1] = (
+                    fy * frames[k, 2] + fx * frames[k, 3],
+                    -fy * frames[k, 3] + fx * frames[k, 2],
+                )
+            su, sv = uv[0, 0], uv[0, 1]
+            lu, lv_ = su - (lv_length + 0.08), sv + (lv_width + 0.05)
+            if _in_ellipse(lu, lv_, lv_length, lv_width):
+                out[i, j] = values[6]
+            elif _in_ellipse(lu + 0.3 * lv_wall, lv_, lv_length + 0.7 * lv_wall, lv_width + lv_wall):
+                out[i, j] = values[5]
+            elif _in_ellipse(su - 0.85 * rv_length, sv - 0.5 * rv_width, rv_length, rv_width):
+                out[i, j] = values[4]
+            elif _in_ellipse(uv[4, 0], uv[4, 1], p[_PA_DEPTH], p[_PA_WIDTH]):
+                out[i, j] = values[3]
+            elif _in_ellipse(uv[1, 0], uv[1, 1], p[_LA_DEPTH], p[_LA_WIDTH]):
+                out[i, j] = values[2]
+            elif _in_ellipse(uv[2, 0], uv[2, 1], p[_RA_DEPTH], p[_RA_WIDTH]):
+                out[i, j] = values[1]
+            elif _in_ellipse(uv[3, 0], uv[3, 1], p[_AORTA_RADIUS], p[_AORTA_RADIUS]):
+                out[i, j] = values[0]
     return out
