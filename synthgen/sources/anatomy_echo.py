@@ -183,7 +183,7 @@ def render_echo(p: EchoParams, shape: tuple[int, int]) -> np.ndarray:
 
 # -- the Numba pass ---------------------------------------------------------------------------------
 # bits of the code map painted by _paint_codes
-_CAVITY, _INLET, _ATRIUM, _SECTOR = 1, 2, 4, 16
+_CAVITY, _INLET, _ATRIUM, _SECTOR = 1, 2, 4, 8
 # positions in EchoParams.to_vector() (the dataclass field order)
 (
     _TWO_CHAMBER,
@@ -277,7 +277,7 @@ def _in_cavity(p, u, v, sin_pi):
     side = _side(p, u, v, sin_pi)
     if side > widest * (1 + asym) or side < -widest * (1 - asym):
         return False
-    if t <= tm:  # half = widest * c**b >= widest * c (0 <= c <= 1, b <= 1): inside without the power
+    if t <= tm and p[_APEX_BLUNTNESS] <= 1.0:  # half = widest * c**b >= widest * c (0 <= c <= 1, b <= 1)
         c = max(1.0 - (1.0 - t / tm) ** 2, 0.0) * 0.999999
         if side <= widest * c * (1 + asym) and side >= -widest * c * (1 - asym):
             return True
