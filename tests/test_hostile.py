@@ -167,6 +167,9 @@ CASES = [
     Case("generator missing", lambda w, d: [*_build_args(w.checkpoint, d / "o.zarr"), "--generator", d / "none"], 1, "generator", build_out),
     Case("generator is a file", lambda w, d: [*_build_args(w.checkpoint, d / "o.zarr"), "--generator", d / "f"], 1, "generator", build_out, setup=file_at("f")),
     Case("generator spec corrupt", lambda w, d: [*_build_args(w.checkpoint, d / "o.zarr"), "--generator", d / "gen"], 1, "generator.json", build_out, setup=bad_generator),
+    # the label source opens while the generator does (start-up overlaps): when both are broken, the source's error is the one named
+    Case("store source missing and generator spec corrupt", lambda w, d: [*_build_args(w.checkpoint, d / "o.zarr"), "--generator", d / "gen", "--config", d / "s.toml"], 1, "No Zarr store", build_out,
+         setup=lambda w, d: (bad_generator(w, d), (d / "s.toml").write_text(f'[source]\nkind = "store"\nurl = "{d / "none.zarr"}"\n'))),
     Case("generator of another schema", lambda w, d: [*_build_args(w.acdc_checkpoint, d / "o.zarr")], 1, "schema", build_out),
     Case("source store missing", build("--source", "store", "--source-url", "/nonexistent.zarr"), 1, "nonexistent", build_out),
     Case("source store is a file", lambda w, d: _build_args(w.checkpoint, d / "o.zarr", "--source", "store", "--source-url", d / "f"), 1, "store", build_out, setup=file_at("f")),

@@ -116,7 +116,32 @@ def prepare_workers(config: BuildConfig) -> None:
     generator (a broken checkpoint or a missing backend fails here, with nothing written), and build
     what workers share on disk once, so that they never race to build it: the Numba kernel cache
     (concurrent cache builds have crashed Numba, numba #4807) and the ONNX export."""
-    label_source(config)  # warms the kernels and the source's renderer
+    # the label source (Numba's start-up and cache loads, much of it outside the GIL) in a thread while
+    # the generator opens (ONNX Runtime's session set-up likewise): start-up overlaps; the source's
+    # error, if any, is still the one reported first. A daemon thread: Ctrl-C does not wait for it.
+    failed: list[BaseException] = []
+
+    def warm_source() -> None:
+        try:
+            label_source(config)  # warms the kernels and the source's renderer
+        except BaseException as e:  # re-raised in this thread below
+            failed.append(e)
+
+    thread = threading.Thread(target=warm_source, name="synthgen-warm-source", daemon=True)
+    thread.start()
+    try:
+        _prepare_generator(config)
+    except Exception:
+        thread.join()
+        if failed:
+            raise failed[0] from None
+        raise
+    thread.join()
+    if failed:
+        raise failed[0]
+
+
+def _prepare_generator(config: BuildConfig) -> None:
     if config.randomised_generator:
         generator(config)
         return
