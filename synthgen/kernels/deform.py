@@ -317,10 +317,14 @@ def deform_labels(
         _deform_by_full_fields(batch, seed_values, shape, spacing, max_displacement, matrices, result)
     elif len(batch):
         g = grid(shape, spacing)
+        # labels are only copied and compared for equality: the unsigned type of the same width gives the
+        # same bits, and four compiled variants serve every integer and boolean type
+        bits = np.dtype(f"u{batch.dtype.itemsize}")
         with parallel_section():
             _deform_batch(
-                batch, seed_values, max_displacement, g.ky0, g.wy, g.kx0, g.wx, *g.n_control, matrices, result
-            )
+                batch.view(bits), seed_values, max_displacement, g.ky0, g.wy, g.kx0, g.wx, *g.n_control, matrices,
+                result.view(bits),
+            )  # fmt: skip
     return result
 
 
