@@ -2,15 +2,19 @@
 
 import csv
 import json
+import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 import scipy.linalg
+import zarr
 from click.testing import CliRunner
 from helpers.seg import GREY, TINY_MODEL, make_seg_store, tiny_train_config
 
 from synthgen.cli import cli
-from synthgen.errors import SchemaError
+from synthgen.errors import SchemaError, StoreError
 from synthgen.evaluation import realism as rl
 from synthgen.evaluation import segmentation as ev
 from synthgen.evaluation.utility import UtilityConfig, patient_splits, prepare_stores, run_utility
@@ -177,6 +181,38 @@ def test_utility_splits_are_disjoint_nested_and_use_the_shared_test_split(tmp_pa
     np.testing.assert_array_equal(
         copy.read_block(0, copy.layout.n)[1], StoreReader(real).read_block(0, 40)[1][splits["val"]]
     )
+
+
+def test_utility_split_stores_replace_a_killed_write_and_survive_concurrent_runs(tmp_path):
+    """A split store left unopenable by a run killed mid-write (older versions wrote in place) is
+    written again; a dead run's private partial copy is removed; two runs started together on one
+    OUT (one per seed, as the README suggests for two cores) both get complete, identical stores."""
+    real = make_seg_store(str(tmp_path / "real.zarr"), n=40, patients=PATIENTS)
+    out = tmp_path / "u"
+    stores = out / "stores"
+    zarr.open_group(str(stores / "val.zarr"), mode="w", zarr_format=3)  # a root and no arrays
+    with pytest.raises(StoreError):
+        StoreReader(str(stores / "val.zarr"))
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    (stores / f".train.zarr.{gone.pid}.partial").mkdir()
+    urls = prepare_stores(UtilityConfig(real, str(out)))
+    assert StoreReader(urls["val"]).attrs.is_complete
+    assert not list(stores.glob(".*"))
+    shutil.rmtree(stores)
+    script = (
+        "import sys; from synthgen.evaluation.utility import UtilityConfig, prepare_stores; "
+        "prepare_stores(UtilityConfig(sys.argv[1], sys.argv[2]))"
+    )
+    runs = [subprocess.Popen([sys.executable, "-c", script, real, str(out)]) for _ in range(2)]
+    assert [r.wait(timeout=120) for r in runs] == [0, 0]
+    assert sorted(p.name for p in stores.iterdir()) == sorted(f"{k}.zarr" for k in urls)
+    source = StoreReader(real).read_block(0, 40)[1]
+    splits = patient_splits(StoreReader(real), UtilityConfig(real, str(out)))
+    for name, url in urls.items():
+        copy = StoreReader(url)
+        assert copy.attrs.is_complete
+        np.testing.assert_array_equal(copy.read_block(0, copy.layout.n)[1], source[splits[name]])
 
 
 def test_utility_table_real_arms_and_resume(tmp_path):

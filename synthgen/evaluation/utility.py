@@ -32,6 +32,8 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import os
+import shutil
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,7 +42,7 @@ from typing import Any
 import numpy as np
 
 from synthgen import seeding
-from synthgen.errors import ConfigError
+from synthgen.errors import ConfigError, StoreError
 from synthgen.evaluation.segmentation import SegEvaluation, evaluate_segmentation
 from synthgen.evaluation.shift import AcquisitionShift, shifts_for, store_modality
 from synthgen.evaluation.utility_report import utility_plot, utility_table
@@ -214,21 +216,61 @@ def write_subset(reader: StoreReader, url: str, indices: np.ndarray, note: Mappi
     return url
 
 
+def _reusable(url: str, reader: StoreReader, indices: np.ndarray) -> bool:
+    """Whether ``url`` holds a complete store of exactly this split of ``reader``. A store that does
+    not open (an older run killed while writing it in place) is not reusable: it is replaced."""
+    if not store_exists(url):
+        return False
+    try:
+        attrs = StoreReader(url).attrs
+    except StoreError:
+        return False
+    prov = attrs.provenance
+    same = prov.get("parent_indices") == indices.tolist() and prov.get("subset_of") == reader.url
+    return same and attrs.is_complete
+
+
+def _remove_dead_partials(stores: Path) -> None:
+    """Remove ``.<name>.<pid>.partial`` folders whose writing process is gone (killed mid-write)."""
+    for path in stores.glob(".*.partial"):
+        try:
+            pid = int(path.name.rsplit(".", 2)[-2])
+            os.kill(pid, 0)  # raises when no such process
+        except ProcessLookupError:
+            shutil.rmtree(path, ignore_errors=True)
+        except (ValueError, PermissionError):  # not ours to judge: left alone
+            continue
+
+
 def prepare_stores(cfg: UtilityConfig) -> dict[str, str]:
-    """Write the split stores under OUT/stores (reused when present and of the same split)."""
+    """Write the split stores under OUT/stores (reused when present, complete and of the same split).
+
+    Each store is written under a name private to this process and renamed into place when complete,
+    so a run killed while writing leaves no half store behind, and runs started together on one OUT
+    (one per seed, say) never write the same files: the first to finish a split provides it."""
     reader = StoreReader(cfg.real)
     stores = Path(cfg.out_dir) / "stores"
+    stores.mkdir(parents=True, exist_ok=True)
+    _remove_dead_partials(stores)
     urls = {}
     for name, indices in patient_splits(reader, cfg).items():
-        url = str(stores / f"{name}.zarr")
-        if store_exists(url):  # reused only complete: a write killed half way is written again
-            attrs = StoreReader(url).attrs
-            prov = attrs.provenance
-            same = prov.get("parent_indices") == indices.tolist() and prov.get("subset_of") == reader.url
-            if same and attrs.is_complete:
-                urls[name] = url
-                continue
-        urls[name] = write_subset(reader, url, indices, {"tool": "synthgen evaluate utility", "subset": name})
+        final = stores / f"{name}.zarr"
+        urls[name] = str(final)
+        if _reusable(str(final), reader, indices):
+            continue
+        partial = stores / f".{name}.zarr.{os.getpid()}.partial"
+        shutil.rmtree(partial, ignore_errors=True)
+        write_subset(reader, str(partial), indices, {"tool": "synthgen evaluate utility", "subset": name})
+        if _reusable(str(final), reader, indices):  # another run finished this split meanwhile
+            shutil.rmtree(partial, ignore_errors=True)
+            continue
+        shutil.rmtree(final, ignore_errors=True)  # a different split, or an unopenable leftover
+        try:
+            os.replace(partial, final)
+        except OSError:  # another run renamed its copy in between: use it if it is this split
+            if not _reusable(str(final), reader, indices):
+                raise
+            shutil.rmtree(partial, ignore_errors=True)
     return urls
 
 
